@@ -1,0 +1,9 @@
+"""xdc_plugin: cross-modal audio-video clustering (XDC) for mmengine."""
+from xdc_plugin import compat
+
+compat.apply()
+
+from xdc_plugin import clustering, data, engine, models  # noqa: E402,F401
+from xdc_plugin.registry import CLUSTERERS, DATASETS, HOOKS, MODELS  # noqa: E402,F401
+
+__version__ = '0.1.0'

@@ -1,1 +1,6 @@
-"""placeholder"""
+from xdc_plugin.engine.clustering_hook import (CrossModalClusteringHook,
+                                                extract_features)
+from xdc_plugin.engine.config import ConfigKeyError, load_config
+
+__all__ = ['CrossModalClusteringHook', 'extract_features', 'ConfigKeyError',
+           'load_config']

@@ -1,0 +1,162 @@
+import csv
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from conftest import TIMECODE_FPS, TONE_STEP_S
+
+from xdc_plugin.data.decode import DecodeError, decode_clip, probe
+
+SR = 16000
+
+
+def _frame_index(video):
+    """Frame numbers of timecode frames (grey level 20 + 3 i)."""
+    grey = video.float().mean(dim=(1, 2, 3))
+    return ((grey - 20) / 3).round().long().tolist()
+
+
+def _high_tone_mask(audio, block=320):
+    """Per 20 ms block: True where the 1760 Hz tone plays (zero-crossing
+    count ~70 per block for 1760 Hz, ~18 for 440 Hz)."""
+    x = audio[0].numpy()
+    x = x[:len(x) // block * block].reshape(-1, block)
+    crossings = (np.diff(np.sign(x), axis=1) != 0).sum(1)
+    return crossings > 40
+
+
+def test_probe_reads_headers(media_dir):
+    info = probe(media_dir / 'timecode.mp4')
+    assert info.fps == pytest.approx(10.0)
+    assert info.duration == pytest.approx(6.0, abs=0.05)
+    assert (info.width, info.height) == (32, 32)
+    assert info.has_audio and info.audio_sample_rate == SR
+    assert info.audio_channels == 1
+    assert not probe(media_dir / 'mixed' / 'noaudio.mp4').has_audio
+
+
+@pytest.mark.parametrize('start, rate, expected', [
+    (1.0, None, list(range(10, 18))),
+    (1.0, 5, list(range(10, 26, 2))),
+    (0.0, 2.5, [0, 4, 8, 12, 16, 20, 24, 28]),
+    (5.2, None, list(range(52, 60))),  # clip ending at the end of the file
+])
+def test_video_frames_are_sampled_at_the_right_times(media_dir, start, rate,
+                                                     expected):
+    video, _ = decode_clip(media_dir / 'timecode.mp4', start, 8, rate, None)
+    assert video.dtype == torch.uint8 and video.shape == (8, 32, 32, 3)
+    assert _frame_index(video) == expected
+
+
+@pytest.mark.parametrize('start, step_at', [
+    (2.5, 1.1),    # centre 2.9 s: window [1.9, 3.9], step 1.1 s in
+    (2.9, 0.7),    # centre 3.3 s: window [2.3, 4.3]
+    (0.0, None),   # centre 0.4 s: clamped to [0, 2], low tone only
+    (5.2, 0.0),    # centre 5.6 s: clamped to [4, 6], high tone only
+])
+def test_audio_window_is_centred_on_the_clip(media_dir, start, step_at):
+    _, audio = decode_clip(media_dir / 'timecode.mp4', start, 8, None, 2.0)
+    assert audio.dtype == torch.float32 and audio.shape == (1, 2 * SR)
+    high = _high_tone_mask(audio)
+    if step_at is None:
+        assert not high.any()
+    elif step_at == 0.0:
+        assert high[1:-1].all()
+    else:
+        first = int(np.argmax(high)) * 0.02
+        assert abs(first - step_at) <= 0.03
+        assert not high[:int(step_at / 0.02) - 1].any()
+        assert high[int(step_at / 0.02) + 2:-1].all()
+    assert TONE_STEP_S == 3.0 and TIMECODE_FPS == 10
+
+
+def test_short_audio_is_zero_padded_at_the_end(media_dir):
+    _, audio = decode_clip(media_dir / 'short_audio.mp4', 0.0, 8, None, 2.0)
+    assert audio.shape == (1, 2 * SR)
+    rms_head = audio[0, :SR].pow(2).mean().sqrt()
+    assert rms_head > 0.2
+    assert torch.all(audio[0, int(1.6 * SR):] == 0)
+
+
+def test_sample_rate_and_duration_give_exact_length(media_dir):
+    _, audio = decode_clip(media_dir / 'timecode.mp4', 1.0, 4, None, 0.97,
+                           sample_rate=22050)
+    assert audio.shape == (1, round(0.97 * 22050))
+
+
+@pytest.mark.parametrize('name, kind', [
+    ('corrupt.mp4', 'unreadable'), ('trunc_plain.mp4', 'unreadable'),
+    ('noaudio.mp4', 'no_audio'), ('short.mp4', 'too_short'),
+])
+def test_bad_files_raise_decode_error(media_dir, name, kind):
+    path = media_dir / 'mixed' / name
+    with pytest.raises(DecodeError) as info:
+        decode_clip(path, 0.0, 8, None, 2.0)
+    assert info.value.kind == kind and info.value.path == str(path)
+    assert name in str(info.value) and kind in str(info.value)
+
+
+def test_truncated_faststart_file_passes_probe_then_fails(media_dir):
+    path = media_dir / 'mixed' / 'trunc_fast.mp4'
+    assert probe(path).duration == pytest.approx(6.0, abs=0.05)
+    decode_clip(path, 0.2, 8, None, None)  # the start is still there
+    with pytest.raises(DecodeError) as info:
+        decode_clip(path, 3.0, 8, None, 2.0)
+    assert info.value.kind == 'truncated'
+
+
+def test_clip_longer_than_file(media_dir):
+    with pytest.raises(DecodeError, match='outside the file') as info:
+        decode_clip(media_dir / 'timecode.mp4', 5.5, 8, None, 2.0)
+    assert info.value.kind == 'too_short'
+
+
+def test_decode_error_pickles():
+    import pickle
+    e = pickle.loads(pickle.dumps(DecodeError('a.mp4', 'boom', 'truncated')))
+    assert (e.path, e.reason, e.kind) == ('a.mp4', 'boom', 'truncated')
+
+
+def _realclips(root):
+    with open(osp.join(root, 'manifest.csv')) as f:
+        return list(csv.DictReader(f))
+
+
+def test_every_realclip_decodes(realclips_dir):
+    rows = _realclips(realclips_dir)
+    assert len(rows) == 24
+    for row in rows:
+        path = osp.join(realclips_dir, row['path'])
+        info = probe(path)
+        assert (info.width, info.height) == (int(row['width']),
+                                             int(row['height'])), path
+        assert info.has_audio and info.audio_channels == int(row['channels'])
+        assert info.duration == pytest.approx(float(row['duration_s']),
+                                              abs=0.6), path
+        span = 8 / info.fps
+        start = max(info.duration - span, 0) / 2
+        video, audio = decode_clip(path, start, 8, None, 2.0)
+        assert video.shape == (8, info.height, info.width, 3), path
+        assert video.dtype == torch.uint8
+        assert audio.shape == (1, 2 * SR) and audio.dtype == torch.float32
+        assert audio.abs().max() > 1e-3, f'{path}: silent window'
+        assert video.float().std() > 1.0, f'{path}: blank frames'
+
+
+def test_realclip_ends_and_resampled_rate(realclips_dir):
+    """Clips at the very end, at 8 fps, on the odd containers."""
+    for name in ('golang-github-gabriel-vasile-mimetype-dev/mkv.mkv',
+                 'kphotoalbum/movie.avi', 'coccinella/FakeSample.mov',
+                 'forensics-samples-files/movie-hello.mpeg',
+                 'planetblupi-common/play113.mkv'):
+        path = osp.join(realclips_dir, 'files', name)
+        info = probe(path)
+        video, audio = decode_clip(path, info.duration - 1.0, 8, 8, 2.0)
+        assert video.shape[0] == 8 and audio.shape == (1, 2 * SR), name
+        # Frames 1/8 s apart are not all the same frame, except in the
+        # planetblupi mkv: its video ends ~0.9 s before the container
+        # duration (Matroska gives no per-stream duration), so the last
+        # second repeats the last frame.
+        if 'planetblupi' not in name:
+            assert len({int(v.float().sum()) for v in video}) > 1, name

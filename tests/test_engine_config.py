@@ -1,0 +1,55 @@
+"""Config loading: YAML with _base_, checked KEY=VALUE overrides."""
+import glob
+import os.path as osp
+
+import pytest
+
+from xdc_plugin.engine.config import (ConfigKeyError, load_config,
+                                      parse_overrides)
+
+CONFIGS = osp.join(osp.dirname(osp.dirname(__file__)), 'configs')
+
+
+def test_parse_overrides_types_values_as_yaml():
+    existing, new = parse_overrides(
+        ['a.b=3', 'a.c=0.5', 'd=[1, 2]', 'e=null', 'f=true', '+g=xdc'])
+    assert existing == {'a.b': 3, 'a.c': 0.5, 'd': [1, 2], 'e': None,
+                        'f': True}
+    assert new == {'g': 'xdc'}
+    with pytest.raises(ValueError, match='KEY=VALUE'):
+        parse_overrides(['novalue'])
+
+
+def test_demo_config_inherits_the_runtime_base():
+    cfg = load_config(osp.join(CONFIGS, 'xdc_demo.yaml'))
+    assert cfg.default_scope == 'xdc'
+    assert cfg.custom_imports['imports'] == ['xdc_plugin']
+    assert cfg.model.type == 'XDCModel'
+    # The YAML anchor shares the clip settings.
+    assert cfg.train_dataloader.dataset.dataset.num_frames == 8
+
+
+def test_override_changes_nested_and_list_values():
+    cfg = load_config(osp.join(CONFIGS, 'xdc_demo.yaml'),
+                      ['train_cfg.max_epochs=2', 'model.variant=cdc',
+                       'custom_hooks.0.interval=1', '+model.head_dropout=0.1'])
+    assert cfg.train_cfg.max_epochs == 2
+    assert cfg.model.variant == 'cdc'
+    assert cfg.custom_hooks[0]['interval'] == 1
+    assert cfg.model.head_dropout == 0.1
+
+
+def test_wrong_key_is_a_clear_error_with_a_suggestion():
+    with pytest.raises(ConfigKeyError) as err:
+        load_config(osp.join(CONFIGS, 'xdc_demo.yaml'),
+                    ['train_cfg.max_epoch=2'])
+    message = str(err.value)
+    assert "'max_epoch' is not in train_cfg" in message
+    assert 'max_epochs' in message
+
+
+@pytest.mark.parametrize('path', sorted(
+    p for p in glob.glob(osp.join(CONFIGS, '*.yaml'))))
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert 'model' in cfg

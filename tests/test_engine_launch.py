@@ -1,0 +1,106 @@
+"""tools/run_net.py end to end on a tiny demo set: train, resume, SLURM."""
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from xdc_plugin.engine import launch, slurm
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEMO_CFG = osp.join(REPO, 'configs', 'xdc_demo.yaml')
+
+
+def tiny_demo_args(tmp_path, max_epochs=2):
+    data = tmp_path / 'data'
+    return [
+        '--cfg', DEMO_CFG, '--work-dir', str(tmp_path / 'work'),
+        f'demo_data.root={data}', 'demo_data.clips_per_class=3',
+        'demo_data.num_classes=3', '+demo_data.progress=false',
+        f'train_dataloader.dataset.dataset.ann_file={data}/manifest.csv',
+        'train_dataloader.batch_size=3', 'train_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=false',
+        'model.num_clusters=3', 'model.video_encoder.width=0.125',
+        'model.audio_encoder.width=0.125',
+        f'train_cfg.max_epochs={max_epochs}',
+        'param_scheduler.0.T_max=2', 'custom_hooks.0.interval=1',
+        'custom_hooks.0.num_workers=0', 'custom_hooks.0.clusterers.num_redo=1',
+    ]
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp('run')
+    runner = launch.main(tiny_demo_args(tmp_path))
+    return tmp_path, runner
+
+
+def test_demo_trains_and_reports_cluster_quality(trained):
+    tmp_path, runner = trained
+    hook = next(h for h in runner.hooks
+                if type(h).__name__ == 'CrossModalClusteringHook')
+    rounds = [r['round'] for r in hook.history]
+    assert rounds == [0, 0, 1, 1, 'final', 'final']
+    assert all(0.0 <= r['nmi'] <= 1.0 for r in hook.history)
+    assert osp.isfile(tmp_path / 'work' / 'epoch_2.pth')
+    assert osp.isfile(tmp_path / 'work' / 'clusters' / 'round_1.npz')
+    labels = runner.model.pseudo_labels
+    assert labels.shape == (2, 9) and (labels >= 0).all()
+
+
+def test_resume_continues_with_the_checkpointed_labels(trained, tmp_path):
+    run_dir, first = trained
+    checkpoint = torch.load(run_dir / 'work' / 'epoch_2.pth',
+                            weights_only=False)
+    saved_labels = checkpoint['state_dict']['pseudo_labels']
+    torch.testing.assert_close(saved_labels, first.model.pseudo_labels)
+
+    # Resume into a fresh model from the epoch-1 checkpoint: epoch 1 is not
+    # a round start with interval=2, so the labels must come from the file.
+    args = tiny_demo_args(run_dir, max_epochs=2) + [
+        'custom_hooks.0.interval=2',
+        'custom_hooks.0.evaluate_after_train=false']
+    args[args.index('--work-dir') + 1] = str(tmp_path / 'resumed')
+    resumed = launch.main(args + ['--resume',
+                                  str(run_dir / 'work' / 'epoch_1.pth')])
+    assert resumed.epoch == 2
+    epoch1 = torch.load(run_dir / 'work' / 'epoch_1.pth', weights_only=False)
+    hook = next(h for h in resumed.hooks
+                if type(h).__name__ == 'CrossModalClusteringHook')
+    # History restored from the checkpoint, no new round at epoch 1.
+    assert [r['round'] for r in hook.history] == [0, 0]
+    torch.testing.assert_close(resumed.model.pseudo_labels,
+                               epoch1['state_dict']['pseudo_labels'])
+
+
+def test_run_net_script_rejects_a_wrong_key(tmp_path):
+    out = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools', 'run_net.py'), '--cfg',
+         DEMO_CFG, 'train_cfg.max_epoch=1'],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode != 0
+    assert "unknown config key 'train_cfg.max_epoch'" in out.stderr
+    assert 'max_epochs' in out.stderr
+
+
+def test_slurm_task_environment_maps_to_torch_distributed():
+    class JobEnv:
+        hostnames = ['node-a', 'node-b']
+        global_rank, local_rank, num_tasks = 9, 1, 16
+
+    assert slurm.distributed_env(JobEnv(), 29501) == dict(
+        MASTER_ADDR='node-a', MASTER_PORT='29501', RANK='9', LOCAL_RANK='1',
+        WORLD_SIZE='16')
+
+
+def test_slurm_job_runs_through_submitit(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job = slurm.submit(tiny_demo_args(tmp_path, max_epochs=1),
+                       folder=str(tmp_path / 'submitit'), cluster='debug',
+                       gpus_per_node=1)
+    job.result()
+    assert osp.isfile(tmp_path / 'work' / 'epoch_1.pth')
+    # Requeue on preemption resubmits the same arguments.
+    requeued = slurm.TrainingJob(['--cfg', 'x.yaml']).checkpoint()
+    assert requeued.function.run_args == ['--cfg', 'x.yaml']

@@ -1,0 +1,282 @@
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.optim import OptimWrapper
+from mmengine.registry import DefaultScope
+
+import xdc_plugin  # noqa: F401
+from xdc_plugin.models import XDC_MEAN, XDC_STD, AVDataPreprocessor, XDCModel
+from xdc_plugin.registry import MODELS
+
+B, N = 4, 10
+INDEX = torch.tensor([0, 3, 5, 9])
+# Distinct per-sample labels per source, so a head trained on the wrong
+# source gives a different cross-entropy.
+LABELS = {
+    'video': torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0]),   # batch: 0,0,2,0
+    'audio': torch.tensor([2, 0, 1, 1, 2, 0, 1, 2, 0, 1]),   # batch: 2,1,0,1
+    'joint': torch.tensor([1, 2, 0, 2, 0, 1, 1, 0, 2, 2]),   # batch: 1,2,1,2
+}
+EXPECTED_TARGETS = {
+    'xdc': {('video', 'audio'), ('audio', 'video')},
+    'sdc': {('video', 'video'), ('audio', 'audio')},
+    'mdc': {('video', 'video'), ('video', 'audio'), ('audio', 'video'),
+            ('audio', 'audio')},
+    'cdc': {('video', 'joint'), ('audio', 'joint')},
+}
+
+
+def make_model(variant='xdc', num_clusters=3, **kwargs):
+    torch.manual_seed(0)
+    return MODELS.build(dict(
+        type='XDCModel', variant=variant, num_clusters=num_clusters,
+        video_encoder=dict(type='R2Plus1D18', width=0.125),
+        audio_encoder=dict(type='AudioResNet18', width=0.125), **kwargs))
+
+
+def make_batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        'video': torch.randint(0, 256, (B, 3, 4, 32, 32), dtype=torch.uint8,
+                               generator=g),
+        'audio': torch.randn(B, 1, 40, 50, generator=g),
+        'index': INDEX.clone(),
+        'label': torch.arange(B),
+    }
+
+
+def labels_for(model):
+    return {s: LABELS[s] for s in model.cluster_sources}
+
+
+@pytest.fixture(scope='module')
+def batch():
+    return make_batch()
+
+
+@pytest.mark.parametrize('variant', ['xdc', 'sdc', 'mdc', 'cdc'])
+def test_routing_which_labels_supervise_which_head(variant, batch):
+    model = make_model(variant).eval()
+    assert set(model.targets) == EXPECTED_TARGETS[variant]
+    sources = sorted({s for _, s in EXPECTED_TARGETS[variant]})
+    assert sorted(model.cluster_sources) == sources
+    assert set(model.heads) == {f'{m}_from_{s}'
+                                for m, s in EXPECTED_TARGETS[variant]}
+    model.set_pseudo_labels(labels_for(model))
+    data = model.data_preprocessor(batch, False)
+    with torch.no_grad():
+        losses = model(**data, mode='loss')
+        feats = model(**data, mode='tensor')
+    loss_keys = {k for k in losses if 'loss' in k}
+    assert loss_keys == {f'loss_{m}_from_{s}'
+                         for m, s in EXPECTED_TARGETS[variant]}
+    for modality, source in EXPECTED_TARGETS[variant]:
+        name = f'{modality}_from_{source}'
+        logits = model.heads[name](feats[modality])
+        expected = F.cross_entropy(logits, LABELS[source][INDEX])
+        torch.testing.assert_close(losses[f'loss_{name}'], expected)
+        for other in ('video', 'audio', 'joint'):
+            if other != source:
+                wrong = F.cross_entropy(logits, LABELS[other][INDEX])
+                assert not torch.isclose(losses[f'loss_{name}'], wrong)
+        acc = (logits.argmax(1) == LABELS[source][INDEX]).float().mean()
+        torch.testing.assert_close(losses[f'acc_{name}'], acc)
+
+
+def test_mdc_heads_sized_per_source():
+    model = make_model('mdc', num_clusters={'video': 3, 'audio': 5})
+    assert len(model.heads) == 4
+    assert model.heads['video_from_video'].num_classes == 3
+    assert model.heads['audio_from_video'].num_classes == 3
+    assert model.heads['video_from_audio'].num_classes == 5
+    assert model.heads['audio_from_audio'].num_classes == 5
+
+
+def test_cdc_uses_only_joint():
+    model = make_model('cdc', num_clusters={'joint': 4})
+    assert model.cluster_sources == ['joint']
+    assert model.pseudo_labels.shape == (1, 0)
+    with pytest.raises(ValueError, match='exactly'):
+        model.set_pseudo_labels({'video': LABELS['video'],
+                                 'audio': LABELS['audio']})
+    with pytest.raises(ValueError, match='no entry'):
+        make_model('cdc', num_clusters={'video': 3, 'audio': 3})
+
+
+def test_ignored_labels_and_fully_unlabelled_batch(batch):
+    model = make_model('xdc').eval()
+    labels = {k: v.clone() for k, v in labels_for(model).items()}
+    labels['audio'][INDEX[:2]] = -1        # half of the video head's targets
+    model.set_pseudo_labels(labels)
+    data = model.data_preprocessor(batch, False)
+    with torch.no_grad():
+        losses = model(**data, mode='loss')
+        fv = model(**data, mode='tensor')['video']
+    logits = model.heads['video_from_audio'](fv)
+    expected = F.cross_entropy(logits[2:], LABELS['audio'][INDEX[2:]])
+    torch.testing.assert_close(losses['loss_video_from_audio'], expected)
+
+    labels['audio'][:] = -1
+    model.set_pseudo_labels(labels)
+    model.train()
+    losses = model(**data, mode='loss')
+    loss = losses['loss_video_from_audio']
+    assert loss.item() == 0.0 and loss.requires_grad
+    assert losses['acc_video_from_audio'].item() == 0.0
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    grad = model.heads['video_from_audio'].fc.weight.grad
+    assert grad is not None and torch.all(grad == 0)
+
+
+def test_loss_without_labels_or_with_bad_index(batch):
+    model = make_model('xdc')
+    data = model.data_preprocessor(batch, False)
+    with pytest.raises(RuntimeError, match='set_pseudo_labels'):
+        model(**data, mode='loss')
+    model.set_pseudo_labels({s: v[:5] for s, v in labels_for(model).items()})
+    with pytest.raises(RuntimeError, match='out of range'):
+        model(**data, mode='loss')
+    with pytest.raises(ValueError, match='same length'):
+        model.set_pseudo_labels({'video': LABELS['video'],
+                                 'audio': LABELS['audio'][:5]})
+    with pytest.raises(ValueError, match=r'\[-1, 3\)'):
+        model.set_pseudo_labels({'video': LABELS['video'],
+                                 'audio': LABELS['audio'] + 1})
+
+
+def test_set_pseudo_labels_accepts_numpy_and_any_n():
+    model = make_model('sdc')
+    model.set_pseudo_labels(
+        {s: v.numpy() for s, v in labels_for(model).items()})
+    assert model.pseudo_labels.dtype == torch.long
+    assert model.pseudo_labels.shape == (2, N)
+    torch.testing.assert_close(model.pseudo_labels[1], LABELS['audio'])
+    model.set_pseudo_labels({'video': torch.zeros(3, dtype=torch.int32),
+                             'audio': torch.ones(3, dtype=torch.int32)})
+    assert model.pseudo_labels.shape == (2, 3)
+
+
+def test_pseudo_labels_round_trip_through_state_dict():
+    model = make_model('xdc')
+    model.set_pseudo_labels(labels_for(model))
+    state = copy.deepcopy(model.state_dict())
+    assert 'pseudo_labels' in state
+    assert not any(k.startswith('data_preprocessor.') for k in state)
+
+    fresh = make_model('xdc')
+    assert fresh.pseudo_labels.shape == (2, 0)
+    fresh.load_state_dict(state)
+    torch.testing.assert_close(fresh.pseudo_labels, model.pseudo_labels)
+
+    # A buffer of another N (smaller) loads too, and via mmengine's loader.
+    from mmengine.runner.checkpoint import load_state_dict
+    small = make_model('xdc')
+    small.set_pseudo_labels({s: v[:4] for s, v in labels_for(small).items()})
+    load_state_dict(fresh, copy.deepcopy(small.state_dict()), strict=True)
+    torch.testing.assert_close(fresh.pseudo_labels, small.pseudo_labels)
+
+    # Labels of another variant (1 row) must not load silently.
+    cdc = make_model('cdc')
+    cdc.set_pseudo_labels({'joint': LABELS['joint']})
+    with pytest.raises(RuntimeError, match='pseudo_labels'):
+        fresh.load_state_dict({**fresh.state_dict(),
+                               'pseudo_labels': cdc.pseudo_labels})
+
+
+def test_reset_heads_changes_weights():
+    model = make_model('mdc')
+    before = {k: v.clone() for k, v in model.heads.state_dict().items()}
+    model.reset_heads()
+    after = model.heads.state_dict()
+    for key in before:
+        if key.endswith('weight'):
+            assert not torch.equal(before[key], after[key]), key
+            assert after[key].std().item() == pytest.approx(0.01, rel=0.3)
+        else:
+            assert torch.all(after[key] == 0)
+    head_params = list(model.head_parameters())
+    assert len(head_params) == 8
+    assert {id(p) for p in head_params} == {
+        id(p) for p in model.heads.parameters()}
+
+
+def test_train_step_decreases_loss(batch):
+    model = make_model('xdc', head_dropout=0.0)
+    model.set_pseudo_labels(labels_for(model))
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1,
+                                         momentum=0.9))
+    totals = []
+    for _ in range(6):
+        log_vars = model.train_step(dict(batch), optim)
+        assert set(log_vars) >= {'loss', 'loss_video_from_audio',
+                                 'loss_audio_from_video',
+                                 'acc_video_from_audio',
+                                 'acc_audio_from_video'}
+        # parse_losses sums the loss_* keys only.
+        torch.testing.assert_close(
+            log_vars['loss'],
+            log_vars['loss_video_from_audio'] +
+            log_vars['loss_audio_from_video'])
+        totals.append(log_vars['loss'].item())
+    assert totals[-1] < totals[0]
+
+
+def test_predict_and_extract_feat(batch):
+    model = make_model('mdc', num_clusters={'video': 3, 'audio': 5}).eval()
+    data = model.data_preprocessor(batch, False)
+    with torch.no_grad():
+        out = model(**data, mode='predict')
+        feats = model.extract_feat(data['video'], data['audio'])
+        only_audio = model.extract_feat(audio=data['audio'])
+    assert isinstance(out, list) and len(out) == B
+    assert out[0]['video_from_audio'].shape == (5,)
+    assert out[0]['audio_from_video'].shape == (3,)
+    assert out[1]['index'] == INDEX[1] and out[1]['label'] == 1
+    assert feats['video'].shape == (B, 64) and feats['audio'].shape == (B, 64)
+    assert set(only_audio) == {'audio'}
+
+
+def test_data_preprocessor_normalisation():
+    pre = AVDataPreprocessor()
+    batch = {
+        'video': torch.full((2, 3, 2, 4, 4), 255, dtype=torch.uint8),
+        'audio': torch.zeros(2, 1, 40, 10, dtype=torch.float64),
+        'index': torch.tensor([0, 1]),
+        'label': torch.tensor([3, 4]),
+    }
+    out = pre(batch, True)
+    assert out['video'].dtype == torch.float32
+    for c in range(3):
+        expected = (1 - XDC_MEAN[c]) / XDC_STD[c]
+        torch.testing.assert_close(out['video'][:, c],
+                                   torch.full((2, 2, 4, 4), expected))
+    assert out['audio'].dtype == torch.float32
+    assert out['index'].dtype == torch.long
+    torch.testing.assert_close(out['label'], batch['label'])
+    zero = pre({**batch, 'video': torch.zeros(2, 3, 2, 4, 4,
+                                              dtype=torch.uint8)})
+    torch.testing.assert_close(
+        zero['video'][0, :, 0, 0, 0],
+        torch.tensor([-m / s for m, s in zip(XDC_MEAN, XDC_STD)]))
+    # Lists of per-sample tensors (pseudo_collate) are stacked.
+    listed = pre({k: list(v) for k, v in batch.items()})
+    torch.testing.assert_close(listed['video'], out['video'])
+
+
+def test_builds_under_another_default_scope():
+    # e.g. inside an mmaction2 runner: the encoders, heads and preprocessor
+    # given by bare type names still come from the xdc registry.
+    with DefaultScope.overwrite_default_scope('mmengine'):
+        model = XDCModel(video_encoder=dict(type='R2Plus1D18', width=0.125),
+                         audio_encoder=dict(type='AudioResNet18',
+                                            width=0.125),
+                         variant='sdc', num_clusters=3)
+    assert isinstance(model.data_preprocessor, AVDataPreprocessor)
+    assert type(model.heads['video_from_video']).__name__ == 'LinearHead'
+
+
+def test_bad_variant():
+    with pytest.raises(ValueError, match='variant'):
+        make_model('bogus')

@@ -1,0 +1,94 @@
+"""Export the encoders of an XDC training checkpoint (mmengine format).
+
+    python tools/export_encoder.py work_dirs/xdc/epoch_10.pth exported/
+    python tools/export_encoder.py CKPT OUT_DIR --name xdc_k400 [--trusted]
+
+Writes, and prints the paths of:
+
+* ``OUT_DIR/<name>_video-<sha256[:8]>.pth``: the video encoder in the
+  official release layout (no prefix, no fc), loadable by the official
+  ``R2Plus1D18`` + ``load_state_dict(strict=False)``, by
+  ``xdc_video_encoder(weights=...)`` and by ``torch.hub.load(<repo>,
+  'xdc_video_encoder', source='local', weights=...)`` (width 1 only; the
+  hash prefix in the name is torch.hub's ``check_hash`` convention);
+* ``OUT_DIR/<name>_audio-<sha256[:8]>.pth``: the audio encoder's state dict
+  (``audio_encoder.`` prefix removed; the release has no audio layout).
+
+The checkpoint is read with ``weights_only=True``. mmengine checkpoints also
+hold logging objects (``message_hub``) that only a full unpickle can read;
+``--trusted`` allows that for checkpoints you produced yourself.
+"""
+import argparse
+import os.path as osp
+import re
+
+import torch
+
+import xdc_plugin  # noqa: F401
+from xdc_plugin.models.pretrained import (IncompatibleWeightsError,
+                                          save_hash_named,
+                                          split_training_state_dict)
+
+
+def load_training_checkpoint(path, trusted=False):
+    """The model state dict of an mmengine checkpoint."""
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError subclasses
+        if not trusted:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(
+                path)
+            raise IncompatibleWeightsError(
+                f'{path} cannot be read with weights_only=True (it holds '
+                f'{unsafe}). If you produced it yourself, pass --trusted '
+                '(trusted=True) to unpickle it fully.') from exc
+        checkpoint = torch.load(path, map_location='cpu', weights_only=False)
+    if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
+        raise IncompatibleWeightsError(
+            f'{path} is not an mmengine checkpoint (no "state_dict")')
+    return checkpoint['state_dict']
+
+
+def default_name(ckpt_path):
+    stem = osp.splitext(osp.basename(ckpt_path))[0]
+    return 'xdc_' + re.sub(r'[^0-9A-Za-z_]+', '_', stem)
+
+
+def export(ckpt_path, out_dir, name=None, trusted=False, width=None):
+    """Returns ``{'video': path, 'audio': path or None}``."""
+    name = name or default_name(ckpt_path)
+    state_dict = load_training_checkpoint(ckpt_path, trusted=trusted)
+    video, audio = split_training_state_dict(state_dict, width=width)
+    paths = {'video': save_hash_named(video, out_dir, f'{name}_video'),
+             'audio': None}
+    if audio:
+        paths['audio'] = save_hash_named(audio, out_dir, f'{name}_audio')
+    return paths
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('checkpoint', help='mmengine training checkpoint')
+    parser.add_argument('out_dir')
+    parser.add_argument('--name', help='file name stem (no "-"); default '
+                        'xdc_<checkpoint stem>')
+    parser.add_argument('--width', type=float, help='video encoder width '
+                        'multiplier (default: inferred)')
+    parser.add_argument('--trusted', action='store_true',
+                        help='allow a full unpickle of your own checkpoint')
+    args = parser.parse_args(argv)
+    try:
+        paths = export(args.checkpoint, args.out_dir, args.name,
+                       args.trusted, args.width)
+    except IncompatibleWeightsError as exc:
+        parser.exit(1, f'error: {exc}\n')
+    print(f'video encoder: {paths["video"]}')
+    if paths['audio']:
+        print(f'audio encoder: {paths["audio"]}')
+    else:
+        print('audio encoder: none in the checkpoint')
+    return paths
+
+
+if __name__ == '__main__':
+    main()

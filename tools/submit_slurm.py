@@ -1,0 +1,44 @@
+"""Submit XDC pretraining to SLURM with submitit.
+
+    python tools/submit_slurm.py --nodes 4 --gpus-per-node 8 \
+        --partition learn -- --cfg configs/xdc_kinetics.yaml \
+        work_dir=/checkpoint/$USER/xdc_k400
+
+Everything after ``--`` is passed to ``tools/run_net.py``. Jobs requeue
+themselves on preemption and resume from the last checkpoint.
+"""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from xdc_plugin.engine.slurm import submit  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[1])
+    parser.add_argument('--nodes', type=int, default=1)
+    parser.add_argument('--gpus-per-node', type=int, default=8)
+    parser.add_argument('--cpus-per-task', type=int, default=10)
+    parser.add_argument('--mem-gb', type=int)
+    parser.add_argument('--partition')
+    parser.add_argument('--timeout-min', type=int, default=72 * 60)
+    parser.add_argument('--name', default='xdc')
+    parser.add_argument('--folder', default='work_dirs/slurm/%j',
+                        help='submitit logs')
+    parser.add_argument('--port', type=int, default=29500)
+    parser.add_argument('run_args', nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    run_args = args.run_args[1:] if args.run_args[:1] == ['--'] else \
+        args.run_args
+    job = submit(run_args, args.folder, nodes=args.nodes,
+                 gpus_per_node=args.gpus_per_node,
+                 cpus_per_task=args.cpus_per_task, partition=args.partition,
+                 timeout_min=args.timeout_min, mem_gb=args.mem_gb,
+                 name=args.name, port=args.port)
+    print(f'submitted job {job.job_id}; logs in {args.folder}')
+
+
+if __name__ == '__main__':
+    main()

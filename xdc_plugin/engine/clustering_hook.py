@@ -1,0 +1,313 @@
+"""The cross-modal clustering hook: features -> k-means -> pseudo-labels.
+
+One job: at the start of every ``interval``-th training epoch it extracts a
+feature per clip from each encoder (eval mode, fixed centre clips), clusters
+the modalities the model's variant needs, stores the cluster ids in the
+model's pseudo-label buffer (keyed by dataset index) and re-initialises the
+heads. After training it clusters once more to report the final quality.
+"""
+import logging
+import os
+import os.path as osp
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine import dist
+from mmengine.dataset import DefaultSampler, default_collate
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from torch.utils.data import DataLoader
+
+from xdc_plugin.clustering import cluster_quality
+from xdc_plugin.data import PseudoLabelDataset
+from xdc_plugin.registry import CLUSTERERS, HOOKS
+
+
+def unwrap(model):
+    return model.module if is_model_wrapper(model) else model
+
+
+@torch.no_grad()
+def extract_features(model, dataset, batch_size=32, num_workers=0):
+    """Features of every clip of ``dataset``, gathered from all ranks.
+
+    Each rank extracts its own shard (no padding, so no duplicates); the
+    shards are gathered and placed by dataset index. Returns ``(features,
+    seen)``: a dict ``modality -> (N, D)`` float32 CPU tensor and a bool mask
+    of the indices that were extracted (a clip that failed to decode is
+    replaced by a neighbour, so its own index can be missing).
+    """
+    model = unwrap(model)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers,
+        sampler=DefaultSampler(dataset, shuffle=False, round_up=False),
+        collate_fn=default_collate)
+    was_training = model.training
+    model.eval()
+    indices, chunks = [], {}
+    for batch in loader:
+        data = model.data_preprocessor(batch, False)
+        feats = model.extract_feat(data['video'], data['audio'])
+        indices.append(data['index'].long().cpu())
+        for modality, feat in feats.items():
+            chunks.setdefault(modality, []).append(feat.float().cpu())
+    model.train(was_training)
+
+    indices = _gather_rows(torch.cat(indices)[:, None])[:, 0]
+    num = len(dataset)
+    seen = torch.zeros(num, dtype=torch.bool)
+    seen[indices] = True
+    features = {}
+    for modality, parts in chunks.items():
+        rows = _gather_rows(torch.cat(parts))
+        full = torch.zeros(num, rows.shape[1])
+        full[indices] = rows  # a duplicated index holds identical rows
+        features[modality] = full
+    return features, seen
+
+
+def _gather_rows(rows):
+    """All-gather 2-D tensors whose first dimension differs between ranks."""
+    if dist.get_world_size() == 1:
+        return rows
+    size = torch.tensor([rows.shape[0]], dtype=torch.long)
+    sizes = [int(s) for s in dist.all_gather(size)]
+    padded = rows.new_zeros((max(sizes), ) + rows.shape[1:])
+    padded[:rows.shape[0]] = rows
+    gathered = dist.all_gather(padded)
+    return torch.cat([g[:n].cpu() for g, n in zip(gathered, sizes)])
+
+
+def clustering_inputs(features, sources):
+    """The matrix each clustering source is computed on.
+
+    'joint' (CDC) clusters the concatenation of both modalities; each is L2
+    normalised first so that neither dominates by scale (our choice; the
+    paper does not say).
+    """
+    inputs = {}
+    for source in sources:
+        if source == 'joint':
+            inputs[source] = torch.cat(
+                [F.normalize(features['video'], dim=1),
+                 F.normalize(features['audio'], dim=1)], dim=1)
+        else:
+            inputs[source] = features[source]
+    return inputs
+
+
+@HOOKS.register_module()
+class CrossModalClusteringHook(Hook):
+    """Re-cluster every ``interval`` epochs and refresh the pseudo-labels.
+
+    Args:
+        clusterers: clusterer config per clustering source ('video',
+            'audio', 'joint'); a single config is used for every source the
+            model's variant needs. ``num_clusters`` defaults to the model's.
+        interval: training epochs per clustering round.
+        batch_size, num_workers: of the feature-extraction loader.
+        balance_by: the source whose clusters the train sampler balances
+            (needs a sampler with ``set_pseudo_labels``), or None.
+        save_assignments: write ``clusters/round_<r>.npz`` to the work dir.
+        evaluate_after_train: cluster once more after the last epoch, to
+            report the quality of the trained encoders.
+    """
+
+    priority = 'ABOVE_NORMAL'
+
+    def __init__(self, clusterers, interval=1, batch_size=32, num_workers=0,
+                 balance_by=None, save_assignments=True,
+                 evaluate_after_train=True):
+        if interval < 1:
+            raise ValueError(f'interval must be >= 1, got {interval}')
+        self.clusterer_cfgs = clusterers
+        self.interval = interval
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.balance_by = balance_by
+        self.save_assignments = save_assignments
+        self.evaluate_after_train = evaluate_after_train
+        self.history = []
+        self.centroids = {}
+        self._extract_dataset = None
+
+    # -- setup -------------------------------------------------------------
+    def before_train(self, runner):
+        train_set = runner.train_dataloader.dataset
+        if not isinstance(train_set, PseudoLabelDataset):
+            raise TypeError('CrossModalClusteringHook needs the train dataset '
+                            'wrapped in PseudoLabelDataset, got '
+                            f'{type(train_set).__name__}')
+        self._extract_dataset = PseudoLabelDataset(
+            train_set.dataset.with_mode('extract'))
+        model = unwrap(runner.model)
+        if self.balance_by and self.balance_by not in model.cluster_sources:
+            raise ValueError(f'balance_by={self.balance_by!r} is not among '
+                             f'the sources {model.cluster_sources}')
+
+    def _clusterer(self, source, model):
+        cfg = self.clusterer_cfgs
+        if isinstance(cfg, dict) and source in cfg:
+            cfg = cfg[source]
+        elif isinstance(cfg, dict) and set(cfg) & {'video', 'audio', 'joint'}:
+            raise KeyError(f'no clusterer configured for source {source!r}')
+        cfg = dict(cfg)
+        cfg.setdefault('num_clusters', model.num_clusters[source])
+        return CLUSTERERS.build(cfg)
+
+    # -- schedule ----------------------------------------------------------
+    def before_train_epoch(self, runner):
+        model = unwrap(runner.model)
+        round_start = runner.epoch % self.interval == 0
+        has_labels = model.pseudo_labels.shape[1] == len(
+            self._extract_dataset)
+        if not round_start and has_labels:
+            self._update_sampler(runner)
+            return
+        if not round_start:
+            runner.logger.warning(
+                'No pseudo-labels for this dataset (resumed from a checkpoint '
+                'without them?); clustering now.')
+        self.run_round(runner, apply=True)
+
+    def after_train(self, runner):
+        if self.evaluate_after_train:
+            self.run_round(runner, apply=False)
+        if self.history and dist.is_main_process():
+            runner.logger.info('XDC cluster quality per round:\n' +
+                               self.format_history())
+
+    # -- one round ---------------------------------------------------------
+    def run_round(self, runner, apply):
+        model = unwrap(runner.model)
+        round_id = runner.epoch // self.interval if apply else 'final'
+        results = self.cluster(model, self._extract_dataset)
+        ground_truth = self._extract_dataset.get_labels()
+        for source, result in results.items():
+            record = dict(round=round_id, epoch=runner.epoch, source=source,
+                          inertia=result.inertia,
+                          num_resplit=result.num_resplit,
+                          smallest=int(result.counts.min()),
+                          largest=int(result.counts.max()))
+            if (ground_truth >= 0).any():
+                record.update(cluster_quality(result.labels, ground_truth))
+                for metric in ('nmi', 'ari', 'purity'):
+                    runner.message_hub.update_scalar(
+                        f'xdc/{source}_{metric}', record[metric])
+            self.history.append(record)
+            self.centroids[source] = torch.from_numpy(result.centroids)
+        runner.logger.info(self.format_round(round_id, runner.epoch))
+        if self.save_assignments and dist.is_main_process():
+            self._save_assignments(runner.work_dir, round_id, results)
+        if apply:
+            model.set_pseudo_labels(
+                {s: torch.from_numpy(r.labels) for s, r in results.items()})
+            self._reset_heads(runner, model)
+            self._update_sampler(runner)
+
+    def cluster(self, model, dataset):
+        """Extract, gather and cluster; identical results on every rank.
+
+        Rank 0 runs k-means and broadcasts the labels, so a multi-threaded
+        or GPU clusterer cannot make ranks disagree.
+        """
+        features, seen = extract_features(model, dataset, self.batch_size,
+                                          self.num_workers)
+        skipped = int((~seen).sum())
+        if skipped:
+            print_log(f'{skipped} clips could not be decoded for feature '
+                      'extraction; they get no pseudo-label this round.',
+                      logger='current', level=logging.WARNING)
+        inputs = clustering_inputs(features, model.cluster_sources)
+        results = {}
+        for source, matrix in inputs.items():
+            result = None
+            if dist.is_main_process():
+                result = self._clusterer(source, model).fit(
+                    matrix[seen].numpy())
+                labels = np.full(len(dataset), -1, dtype=np.int64)
+                labels[seen.numpy()] = result.labels
+                result.labels = labels
+            results[source] = _broadcast_object(result)
+        return results
+
+    def _reset_heads(self, runner, model):
+        model.reset_heads()
+        heads = list(model.head_parameters())
+        for param in heads:  # same fresh heads on every rank
+            dist.broadcast(param.data, src=0)
+        # Momentum or Adam statistics of the old heads would push the new
+        # heads in a meaningless direction.
+        state = runner.optim_wrapper.optimizer.state
+        for param in heads:
+            state.pop(param, None)
+
+    def _update_sampler(self, runner):
+        sampler = runner.train_dataloader.sampler
+        if self.balance_by is None or not hasattr(sampler,
+                                                  'set_pseudo_labels'):
+            return
+        model = unwrap(runner.model)
+        row = model.cluster_sources.index(self.balance_by)
+        sampler.set_pseudo_labels(model.pseudo_labels[row].cpu().numpy())
+
+    def _save_assignments(self, work_dir, round_id, results):
+        folder = osp.join(work_dir, 'clusters')
+        os.makedirs(folder, exist_ok=True)
+        arrays = {}
+        for source, result in results.items():
+            arrays[f'{source}_labels'] = result.labels
+            arrays[f'{source}_centroids'] = result.centroids
+        path = osp.join(folder, f'round_{round_id}.npz')
+        tmp = path + '.tmp.npz'
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+
+    # -- checkpoint --------------------------------------------------------
+    # The labels are the model's buffer (saved with its state dict); the
+    # centroids and the quality history travel with the checkpoint here.
+    def before_save_checkpoint(self, runner, checkpoint):
+        checkpoint['xdc_clustering'] = dict(history=self.history,
+                                            centroids=self.centroids)
+
+    def after_load_checkpoint(self, runner, checkpoint):
+        saved = checkpoint.get('xdc_clustering', {})
+        self.history = list(saved.get('history', []))
+        self.centroids = dict(saved.get('centroids', {}))
+
+    # -- reporting ---------------------------------------------------------
+    def format_round(self, round_id, epoch):
+        parts = []
+        for record in self.history:
+            if record['round'] != round_id or record['epoch'] != epoch:
+                continue
+            text = f"{record['source']} clusters"
+            if 'nmi' in record:
+                text += (f" NMI={record['nmi']:.3f} ARI={record['ari']:.3f}"
+                         f" purity={record['purity']:.3f}")
+            text += (f" sizes {record['smallest']}-{record['largest']}"
+                     f" resplit={record['num_resplit']}")
+            parts.append(text)
+        return f'XDC round {round_id} (epoch {epoch}): ' + ' | '.join(parts)
+
+    def format_history(self):
+        metrics = [m for m in ('nmi', 'ari', 'purity')
+                   if any(m in r for r in self.history)]
+        header = ['round', 'epoch', 'source'] + metrics + ['resplit']
+        lines = [' | '.join(header)]
+        for r in self.history:
+            row = [str(r['round']), str(r['epoch']), r['source']]
+            row += [f'{r[m]:.3f}' if m in r else '-' for m in metrics]
+            row.append(str(r['num_resplit']))
+            lines.append(' | '.join(row))
+        return '\n'.join(lines)
+
+
+def _broadcast_object(obj):
+    if dist.get_world_size() == 1:
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]

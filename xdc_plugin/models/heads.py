@@ -1,0 +1,31 @@
+"""Classification heads trained on cluster pseudo-labels."""
+from torch import nn
+
+from xdc_plugin.registry import MODELS
+
+
+@MODELS.register_module()
+class LinearHead(nn.Module):
+    """Optional dropout, then one linear layer ``in_dim -> num_classes``.
+
+    Pseudo-label ids are arbitrary after each re-clustering, so the head is
+    re-initialised (``reset_parameters``) every time the labels change;
+    DeepCluster does the same. That XDC does so is our choice (facts file,
+    section 2.1: not confirmed by the sources we could read).
+    """
+
+    def __init__(self, in_dim, num_classes, dropout=0.0):
+        super().__init__()
+        self.in_dim = in_dim
+        self.num_classes = num_classes
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(in_dim, num_classes)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """Weights ~ N(0, 0.01), bias 0."""
+        nn.init.normal_(self.fc.weight, 0.0, 0.01)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, x):
+        return self.fc(self.dropout(x))

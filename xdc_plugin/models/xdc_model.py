@@ -1,0 +1,322 @@
+"""The XDC model: two encoders, pseudo-label heads and the pseudo-labels.
+
+Variants (facts file, section 2.2), as the routing table ``ROUTES``: each
+entry is ``(encoder modality, clustering source)``, i.e. "the head on this
+encoder is trained on the clusters of that source".
+
+========  ==========================================  ====================
+variant   targets (encoder <- clusters)               clusterings needed
+========  ==========================================  ====================
+``xdc``   video <- audio, audio <- video              video, audio
+``sdc``   video <- video, audio <- audio              video, audio
+``mdc``   video <- video, video <- audio,             video, audio
+          audio <- video, audio <- audio
+``cdc``   video <- joint, audio <- joint              joint
+========  ==========================================  ====================
+
+``joint`` is k-means on ``concat(fv, fa)``, done by the clustering hook; the
+model only consumes labels. For ``mdc`` each encoder's loss is the sum of its
+two cross-entropies, which is what summing the returned ``loss_*`` terms
+gives.
+
+Pseudo-labels are model state: a LongTensor buffer ``pseudo_labels`` of shape
+``(len(cluster_sources), N)`` indexed by dataset index, ``-1`` meaning "no
+label". It is saved in ``state_dict()`` and restored on load whatever N the
+model currently holds, so checkpoints carry the labels and a resumed run
+continues on the same targets.
+"""
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModel
+from mmengine.registry import DefaultScope
+from torch import nn
+
+from xdc_plugin.registry import MODELS, SCOPE
+
+MODALITIES = ('video', 'audio')
+SOURCES = ('video', 'audio', 'joint')
+
+
+def _build(cfg):
+    """Build from our registry whatever the caller's default scope is."""
+    if isinstance(cfg, nn.Module):
+        return cfg
+    with DefaultScope.overwrite_default_scope(SCOPE):
+        return MODELS.build(cfg)
+
+
+@MODELS.register_module()
+class XDCModel(BaseModel):
+    """Audio-visual deep clustering model (XDC and its baselines).
+
+    Args:
+        video_encoder: config (or module) of the video encoder, e.g.
+            ``dict(type='R2Plus1D18', width=0.25)``. It must expose
+            ``feat_dim`` and map ``(B, 3, T, H, W)`` to ``(B, feat_dim)``.
+        audio_encoder: config (or module) of the audio encoder, e.g.
+            ``dict(type='AudioResNet18')``; same contract on
+            ``(B, 1, F, T')``.
+        variant: ``'xdc'``, ``'sdc'``, ``'mdc'`` or ``'cdc'``.
+        num_clusters: k, an int for every clustering or a dict keyed by
+            source (``'video'``, ``'audio'``, ``'joint'``); it sizes the
+            heads trained on that source.
+        data_preprocessor: config (or module); ``AVDataPreprocessor`` by
+            default.
+        head_dropout: dropout before each linear head.
+        init_cfg: mmengine initialisation config.
+    """
+
+    ROUTES = {
+        'xdc': (('video', 'audio'), ('audio', 'video')),
+        'sdc': (('video', 'video'), ('audio', 'audio')),
+        'mdc': (('video', 'video'), ('video', 'audio'),
+                ('audio', 'video'), ('audio', 'audio')),
+        'cdc': (('video', 'joint'), ('audio', 'joint')),
+    }
+
+    def __init__(self, video_encoder, audio_encoder, variant='xdc',
+                 num_clusters=256,
+                 data_preprocessor=dict(type='AVDataPreprocessor'),
+                 head_dropout=0.0, init_cfg=None):
+        if variant not in self.ROUTES:
+            raise ValueError(f'variant must be one of {sorted(self.ROUTES)}, '
+                             f'got {variant!r}')
+        if isinstance(data_preprocessor, dict):
+            data_preprocessor = _build(data_preprocessor)
+        super().__init__(data_preprocessor=data_preprocessor,
+                         init_cfg=init_cfg)
+        self.variant = variant
+        self.targets = list(self.ROUTES[variant])
+        needed = {source for _, source in self.targets}
+        self.cluster_sources = [s for s in SOURCES if s in needed]
+
+        if isinstance(num_clusters, int):
+            num_clusters = {s: num_clusters for s in self.cluster_sources}
+        else:
+            num_clusters = dict(num_clusters)
+            missing = [s for s in self.cluster_sources
+                       if s not in num_clusters]
+            if missing:
+                raise ValueError(f'num_clusters has no entry for {missing} '
+                                 f'(variant {variant!r} needs '
+                                 f'{self.cluster_sources})')
+        for source in self.cluster_sources:
+            k = num_clusters[source]
+            if not isinstance(k, int) or k < 2:
+                raise ValueError(f'num_clusters[{source!r}] must be an int '
+                                 f'>= 2, got {k!r}')
+        self.num_clusters = {s: num_clusters[s] for s in self.cluster_sources}
+
+        self.video_encoder = _build(video_encoder)
+        self.audio_encoder = _build(audio_encoder)
+        feat_dims = {}
+        for modality in MODALITIES:
+            encoder = self.encoder(modality)
+            if not isinstance(getattr(encoder, 'feat_dim', None), int):
+                raise TypeError(f'the {modality} encoder '
+                                f'({type(encoder).__name__}) must expose an '
+                                'int `feat_dim`')
+            feat_dims[modality] = encoder.feat_dim
+        self.feat_dims = feat_dims
+
+        heads = OrderedDict()
+        for modality, source in self.targets:
+            heads[self.head_name(modality, source)] = _build(dict(
+                type='LinearHead', in_dim=feat_dims[modality],
+                num_classes=self.num_clusters[source], dropout=head_dropout))
+        self.heads = nn.ModuleDict(heads)
+
+        self.register_buffer(
+            'pseudo_labels',
+            torch.empty(len(self.cluster_sources), 0, dtype=torch.long))
+        # DistributedDataParallel would broadcast this (possibly large)
+        # buffer from rank 0 at every forward, and only the tensor it saw at
+        # wrap time: set_pseudo_labels replaces it. Every rank sets the same
+        # labels itself, so DDP is told to skip it (the attribute that
+        # DistributedDataParallel._set_params_and_buffers_to_ignore_for_model
+        # sets).
+        self._ddp_params_and_buffers_to_ignore = ['pseudo_labels']
+
+    # ------------------------------------------------------------ helpers
+    @staticmethod
+    def head_name(modality, source):
+        return f'{modality}_from_{source}'
+
+    def encoder(self, modality):
+        if modality == 'video':
+            return self.video_encoder
+        if modality == 'audio':
+            return self.audio_encoder
+        raise KeyError(modality)
+
+    def head_parameters(self):
+        """Parameters of every head (re-initialised at each re-clustering;
+        the hook clears their optimizer state)."""
+        return self.heads.parameters()
+
+    def reset_heads(self):
+        """Re-initialise every head (after new pseudo-labels)."""
+        for head in self.heads.values():
+            head.reset_parameters()
+
+    # ------------------------------------------------------ pseudo-labels
+    @property
+    def num_labelled_samples(self):
+        """N, the dataset size the pseudo-labels cover (0: none set)."""
+        return self.pseudo_labels.shape[1]
+
+    def set_pseudo_labels(self, labels):
+        """Replace the pseudo-labels.
+
+        Args:
+            labels: dict source -> LongTensor or ndarray ``(N,)``, one entry
+                for each of ``cluster_sources`` and nothing else; values in
+                ``[0, num_clusters[source])`` or -1 (unlabelled). N is the
+                dataset size and may differ from the previous one.
+        """
+        given = set(labels)
+        if given != set(self.cluster_sources):
+            raise ValueError(f'variant {self.variant!r} needs pseudo-labels '
+                             f'for exactly {self.cluster_sources}, got '
+                             f'{sorted(given)}')
+        rows = []
+        for source in self.cluster_sources:
+            row = torch.as_tensor(labels[source])
+            if row.dim() != 1:
+                raise ValueError(f'pseudo-labels of {source!r} must be 1-D, '
+                                 f'got shape {tuple(row.shape)}')
+            if row.is_floating_point() or row.is_complex():
+                raise TypeError(f'pseudo-labels of {source!r} must be '
+                                f'integers, got {row.dtype}')
+            row = row.long().cpu()
+            k = self.num_clusters[source]
+            if row.numel() and (row.min() < -1 or row.max() >= k):
+                raise ValueError(
+                    f'pseudo-labels of {source!r} must be in [-1, {k}), got '
+                    f'[{int(row.min())}, {int(row.max())}]')
+            rows.append(row)
+        if len({row.numel() for row in rows}) > 1:
+            raise ValueError('pseudo-labels of all sources must have the same '
+                             'length, got ' + str(
+                                 {s: r.numel() for s, r in
+                                  zip(self.cluster_sources, rows)}))
+        self.pseudo_labels = torch.stack(rows).to(self.pseudo_labels.device)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
+                              strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # Resize the label buffer to the checkpoint's N first; a different
+        # number of sources (another variant) is left to the usual
+        # size-mismatch error.
+        key = prefix + 'pseudo_labels'
+        saved = state_dict.get(key)
+        if (isinstance(saved, torch.Tensor) and saved.dim() == 2
+                and saved.shape[0] == self.pseudo_labels.shape[0]
+                and saved.shape != self.pseudo_labels.shape):
+            self.pseudo_labels = torch.empty(
+                saved.shape, dtype=self.pseudo_labels.dtype,
+                device=self.pseudo_labels.device)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def _targets_for(self, index):
+        """Pseudo-labels ``(num_sources, B)`` of the samples ``index``."""
+        if self.num_labelled_samples == 0:
+            raise RuntimeError(
+                'XDCModel has no pseudo-labels: call set_pseudo_labels() '
+                '(the clustering hook does) before training with '
+                "mode='loss'")
+        index = index.to(self.pseudo_labels.device).long()
+        if index.numel() and (index.min() < 0 or
+                              index.max() >= self.num_labelled_samples):
+            raise RuntimeError(
+                f'dataset index out of range of the pseudo-labels: got '
+                f'[{int(index.min())}, {int(index.max())}] but labels cover '
+                f'N={self.num_labelled_samples} samples; the labels are '
+                'stale or belong to another dataset')
+        return self.pseudo_labels[:, index]
+
+    # ------------------------------------------------------------ forward
+    def extract_feat(self, video=None, audio=None):
+        """Pooled encoder features ``dict(video=(B, Dv), audio=(B, Da))``;
+        a modality passed as None is skipped. Callers choose train/eval
+        mode and grad context (the clustering hook: eval, no_grad)."""
+        feats = {}
+        if video is not None:
+            feats['video'] = self.video_encoder(video)
+        if audio is not None:
+            feats['audio'] = self.audio_encoder(audio)
+        return feats
+
+    def head_logits(self, feats):
+        """Per-head logits ``{'<modality>_from_<source>': (B, k)}``."""
+        return {self.head_name(m, s): self.heads[self.head_name(m, s)](
+            feats[m]) for m, s in self.targets}
+
+    def forward(self, video, audio, index=None, label=None, mode='tensor',
+                **kwargs):
+        """mmengine entry point.
+
+        Args:
+            video, audio: preprocessed batches.
+            index: dataset indices ``(B,)``, the keys into the
+                pseudo-labels (needed for ``mode='loss'``).
+            label: ground-truth class, unused in training (passed through
+                by ``'predict'`` for evaluation).
+            mode: ``'tensor'`` -> ``dict(video=fv, audio=fa)``;
+                ``'loss'`` -> ``loss_<m>_from_<s>`` cross-entropies plus
+                ``acc_<m>_from_<s>`` (detached, logged only);
+                ``'predict'`` -> one dict per sample holding each head's
+                logits (``(k,)``), its ``index`` and ``label`` if given: the
+                list form mmengine's ``Evaluator`` iterates over.
+            **kwargs: other batch keys, ignored.
+        """
+        if mode == 'tensor':
+            return self.extract_feat(video, audio)
+        if mode == 'loss':
+            return self.loss(video, audio, index)
+        if mode == 'predict':
+            return self.predict(video, audio, index, label)
+        raise ValueError(f"mode must be 'tensor', 'loss' or 'predict', got "
+                         f'{mode!r}')
+
+    def loss(self, video, audio, index):
+        if index is None:
+            raise RuntimeError("mode='loss' needs the dataset `index` of "
+                               'each sample to look up its pseudo-labels')
+        targets = self._targets_for(index)
+        logits = self.head_logits(self.extract_feat(video, audio))
+        out = {}
+        for modality, source in self.targets:
+            name = self.head_name(modality, source)
+            logit = logits[name]
+            target = targets[self.cluster_sources.index(source)].to(
+                logit.device)
+            valid = target >= 0
+            num_valid = valid.sum()
+            # Mean over labelled samples; a fully unlabelled batch gives 0
+            # (not NaN) and still a graph through the head and the encoder.
+            loss = F.cross_entropy(logit, target, ignore_index=-1,
+                                   reduction='sum')
+            out[f'loss_{name}'] = loss / num_valid.clamp(min=1)
+            with torch.no_grad():
+                correct = ((logit.argmax(1) == target) & valid).sum()
+                out[f'acc_{name}'] = (correct.float() /
+                                      num_valid.clamp(min=1).float())
+        return out
+
+    def predict(self, video, audio, index=None, label=None):
+        logits = self.head_logits(self.extract_feat(video, audio))
+        batch = next(iter(logits.values())).shape[0]
+        samples = []
+        for i in range(batch):
+            sample = {name: value[i] for name, value in logits.items()}
+            if index is not None:
+                sample['index'] = index[i]
+            if label is not None:
+                sample['label'] = label[i]
+            samples.append(sample)
+        return samples

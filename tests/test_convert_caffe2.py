@@ -145,7 +145,8 @@ def test_missing_and_unused_blobs_are_listed(caffe2_release, tmp_path,
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert "unused blobs: ['comp_8_conv_1_w']" in err
-    assert 'conv1_middle_w' in err and 'shortcut_projection_6_spatbn_riv' in err
+    assert 'conv1_middle_w' in err
+    assert 'shortcut_projection_6_spatbn_riv' in err
     assert not (tmp_path / 'x.pth').exists()
 
 

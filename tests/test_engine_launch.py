@@ -60,7 +60,7 @@ def test_resume_continues_with_the_checkpointed_labels(trained, tmp_path):
     # a round start with interval=2, so the labels must come from the file.
     args = tiny_demo_args(run_dir, max_epochs=2) + [
         'custom_hooks.0.interval=2',
-        'custom_hooks.0.evaluate_after_train=false']
+        '+custom_hooks.0.evaluate_after_train=false']
     args[args.index('--work-dir') + 1] = str(tmp_path / 'resumed')
     resumed = launch.main(args + ['--resume',
                                   str(run_dir / 'work' / 'epoch_1.pth')])

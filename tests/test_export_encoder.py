@@ -76,7 +76,8 @@ def test_export_roundtrip_through_hub(trained_video, tmp_path, capsys):
     # Ours, through torch.hub: identical features in eval mode.
     model = torch.hub.load(REPO_DIR, 'xdc_video_encoder', source='local',
                            weights=paths['video'], num_classes=101)
-    x = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 3, 4, 32, 32,
+                    generator=torch.Generator().manual_seed(0))
     trained_video.eval(), model.eval(), official.eval()
     with torch.no_grad():
         expected = trained_video(x)

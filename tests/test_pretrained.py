@@ -266,6 +266,12 @@ def test_xdc_scheme_and_backbone_init_cfg(official, fake_release):
     other = XDCBackbone()
     load_checkpoint(other, 'xdc://fake_xdc', strict=True)
     _assert_same_encoder(other, state_dict)
+    # In a list of init configs, Pretrained still loads strictly, last.
+    listed = XDCBackbone(init_cfg=[
+        dict(type='Pretrained', checkpoint='xdc://fake_xdc'),
+        dict(type='Constant', layer='Conv3d', val=0.0)])
+    listed.init_weights()
+    _assert_same_encoder(listed, state_dict)
     # A backbone of another width is refused by name, not half-loaded.
     small = XDCBackbone(width=0.25, init_cfg=dict(
         type='Pretrained', checkpoint='xdc://fake_xdc'))

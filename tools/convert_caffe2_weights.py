@@ -48,7 +48,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         path = convert(args.pkl, args.out, args.hash_name, args.ignore)
-    except IncompatibleWeightsError as exc:
+    except (IncompatibleWeightsError, OSError) as exc:
         parser.exit(1, f'error: {exc}\n')
     print(path)
     return path

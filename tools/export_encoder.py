@@ -80,7 +80,7 @@ def main(argv=None):
     try:
         paths = export(args.checkpoint, args.out_dir, args.name,
                        args.trusted, args.width)
-    except IncompatibleWeightsError as exc:
+    except (ValueError, OSError) as exc:  # incl. IncompatibleWeightsError
         parser.exit(1, f'error: {exc}\n')
     print(f'video encoder: {paths["video"]}')
     if paths['audio']:

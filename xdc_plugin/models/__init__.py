@@ -3,3 +3,4 @@ from xdc_plugin.models.audio_resnet import AudioResNet18  # noqa: F401
 from xdc_plugin.models.heads import LinearHead  # noqa: F401
 from xdc_plugin.models.data_preprocessor import AVDataPreprocessor  # noqa: F401
 from xdc_plugin.models.xdc_model import XDCModel  # noqa: F401
+from xdc_plugin.models import backbone, pretrained  # noqa: F401

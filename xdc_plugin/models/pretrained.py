@@ -205,7 +205,7 @@ def download_pretrained(pretraining: str = DEFAULT_PRETRAINING, *,
     except RuntimeError as exc:
         if 'invalid hash value' in str(exc):
             raise IncompatibleWeightsError(
-                f'Downloaded {url} but its {exc}; nothing was saved.') from exc
+                f'{url}: {exc}; the download was discarded.') from exc
         raise
     return path
 
@@ -283,7 +283,9 @@ def read_weights_file(path: str, check_hash: bool = True
     name is verified first."""
     path = osp.expanduser(str(path))
     if not osp.isfile(path):
-        raise FileNotFoundError(f'No weights file at {path}')
+        raise FileNotFoundError(
+            f'No weights file at {path} (and it is not a release name: '
+            f'{sorted(PRETRAINED_CFGS)})')
     if check_hash:
         check_file_hash(path)
     state_dict = torch.load(path, map_location='cpu', weights_only=True)
@@ -584,9 +586,10 @@ def infer_width(video_state_dict: Mapping[str, torch.Tensor]) -> float:
     return video_state_dict['stem.3.weight'].shape[0] / 64
 
 
-def split_training_state_dict(state_dict: Mapping[str, torch.Tensor],
-                              width: Optional[float] = None) -> Tuple[Dict[str, torch.Tensor],
-                                         Dict[str, torch.Tensor]]:
+def split_training_state_dict(
+        state_dict: Mapping[str, torch.Tensor],
+        width: Optional[float] = None
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
     """``(video, audio)`` encoder state dicts out of our XDC model's state
     dict (keys ``video_encoder.*``, ``audio_encoder.*``; ``heads.*``,
     ``pseudo_labels`` and ``data_preprocessor.*`` are dropped). The video

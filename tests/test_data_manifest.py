@@ -19,8 +19,8 @@ def test_report_counts_on_mixed_folder(media_dir, tmp_path):
     assert report.write_clean(str(out)) == 2
     with open(out) as f:
         rows = list(csv.DictReader(f))
-    assert [osp.basename(r['path']) for r in rows] == ['good1.mp4',
-                                                        'good2.mp4']
+    names = [osp.basename(r['path']) for r in rows]
+    assert names == ['good1.mp4', 'good2.mp4']
     assert osp.isfile(osp.join(tmp_path, rows[0]['path']))
 
 

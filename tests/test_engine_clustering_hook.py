@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
+from sklearn.metrics import normalized_mutual_info_score
 from torch.utils.data import Dataset
 
 from xdc_plugin.data import PseudoLabelDataset
@@ -128,6 +129,11 @@ def test_round_sets_labels_resets_heads_and_clears_head_momentum(tmp_path):
     saved = np.load(tmp_path / 'clusters' / 'round_0.npz')
     np.testing.assert_array_equal(saved['audio_labels'],
                                   model.pseudo_labels[1].numpy())
+    # The agreement of the two modalities' clusters is logged too.
+    agreement = normalized_mutual_info_score(saved['video_labels'],
+                                             saved['audio_labels'])
+    assert hook.history[0]['xmodal_nmi'] == pytest.approx(agreement)
+    assert f'agreement NMI={agreement:.3f}' in runner.logs[-1]
 
 
 def test_labels_are_kept_between_rounds_and_refreshed_on_schedule(tmp_path):

@@ -104,3 +104,22 @@ def test_slurm_job_runs_through_submitit(tmp_path, monkeypatch):
     # Requeue on preemption resubmits the same arguments.
     requeued = slurm.TrainingJob(['--cfg', 'x.yaml']).checkpoint()
     assert requeued.function.run_args == ['--cfg', 'x.yaml']
+
+
+def test_export_of_a_demo_model_reloads_through_the_hub(trained, tmp_path):
+    run_dir, runner = trained
+    out = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools', 'export_encoder.py'),
+         str(run_dir / 'work' / 'epoch_2.pth'), str(tmp_path), '--name',
+         'demo', '--trusted'], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    video_file = next(tmp_path.glob('demo_video-*.pth'))
+    reloaded = torch.hub.load(REPO, 'xdc_video_encoder', source='local',
+                              pretraining=None, weights=str(video_file),
+                              num_classes=0, width=0.125)
+    trained_encoder = runner.model.video_encoder.eval()
+    clip = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator()
+                       .manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.eval()(clip),
+                                   trained_encoder(clip))

@@ -4,6 +4,7 @@ from xdc_plugin import compat
 compat.apply()
 
 from xdc_plugin import clustering, data, engine, models  # noqa: E402,F401
-from xdc_plugin.registry import CLUSTERERS, DATASETS, HOOKS, MODELS  # noqa: E402,F401
+from xdc_plugin.registry import (  # noqa: E402,F401
+    CLUSTERERS, DATASETS, HOOKS, MODELS)
 
 __version__ = '0.1.0'

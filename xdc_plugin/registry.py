@@ -10,22 +10,35 @@ from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
-from mmengine.registry import Registry
+from mmengine.registry import (DefaultScope, Registry, build_from_cfg,
+                               build_model_from_cfg)
 
 SCOPE = 'xdc'
 
-MODELS = Registry('model', parent=MMENGINE_MODELS, scope=SCOPE,
-                  locations=['xdc_plugin.models'])
-DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope=SCOPE,
-                    locations=['xdc_plugin.data'])
-TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope=SCOPE,
-                      locations=['xdc_plugin.data'])
-DATA_SAMPLERS = Registry('data sampler', parent=MMENGINE_DATA_SAMPLERS,
-                         scope=SCOPE, locations=['xdc_plugin.clustering'])
-FUNCTIONS = Registry('function', parent=MMENGINE_FUNCTIONS, scope=SCOPE,
-                     locations=['xdc_plugin.data'])
-HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope=SCOPE,
-                 locations=['xdc_plugin.engine'])
+
+def _in_scope(build):
+    """Build from our registries in the ``xdc`` scope whatever scope the
+    caller has made current (an mmaction2 runner, say), so that
+    ``MODELS.build(dict(type='XDCModel'))`` always finds our modules."""
+
+    def build_in_scope(cfg, registry, default_args=None):
+        with DefaultScope.overwrite_default_scope(SCOPE):
+            return build(cfg, registry, default_args)
+
+    return build_in_scope
+
+
+def _child(name, parent, location, build=build_from_cfg):
+    return Registry(name, parent=parent, scope=SCOPE,
+                    locations=[f'xdc_plugin.{location}'],
+                    build_func=_in_scope(build))
+
+
+MODELS = _child('model', MMENGINE_MODELS, 'models', build_model_from_cfg)
+DATASETS = _child('dataset', MMENGINE_DATASETS, 'data')
+TRANSFORMS = _child('transform', MMENGINE_TRANSFORMS, 'data')
+FUNCTIONS = _child('function', MMENGINE_FUNCTIONS, 'data')
+DATA_SAMPLERS = _child('data sampler', MMENGINE_DATA_SAMPLERS, 'clustering')
+HOOKS = _child('hook', MMENGINE_HOOKS, 'engine')
 # k-means and friends: ``fit(features) -> ClusterResult``.
-CLUSTERERS = Registry('clusterer', scope=SCOPE,
-                      locations=['xdc_plugin.clustering'])
+CLUSTERERS = _child('clusterer', None, 'clustering')

@@ -367,8 +367,8 @@ class FaissKMeans(_BaseKMeans):
         xn = np.ascontiguousarray(x.numpy())
         self._kmeans = self._faiss_kmeans(*xn.shape)
         self._kmeans.train(xn)
-        return torch.from_numpy(np.array(self._kmeans.centroids,
-                                          dtype=np.float32))
+        return torch.from_numpy(
+            np.array(self._kmeans.centroids, dtype=np.float32))
 
     def _assign(self, x, centroids):
         _, idx = self._kmeans.index.search(np.ascontiguousarray(x.numpy()), 1)

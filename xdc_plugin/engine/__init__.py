@@ -1,5 +1,5 @@
 from xdc_plugin.engine.clustering_hook import (CrossModalClusteringHook,
-                                                extract_features)
+                                               extract_features)
 from xdc_plugin.engine.config import ConfigKeyError, load_config
 
 __all__ = ['CrossModalClusteringHook', 'extract_features', 'ConfigKeyError',

@@ -185,12 +185,18 @@ class CrossModalClusteringHook(Hook):
         round_id = runner.epoch // self.interval if apply else 'final'
         results = self.cluster(model, self._extract_dataset)
         ground_truth = self._extract_dataset.get_labels()
+        agreement = {}
+        if {'video', 'audio'} <= set(results):
+            # How much the two modalities' clusters agree: what XDC drives
+            # up, and a progress signal on data without any labels.
+            agreement['xmodal_nmi'] = cluster_quality(
+                results['video'].labels, results['audio'].labels)['nmi']
         for source, result in results.items():
             record = dict(round=round_id, epoch=runner.epoch, source=source,
                           inertia=result.inertia,
                           num_resplit=result.num_resplit,
                           smallest=int(result.counts.min()),
-                          largest=int(result.counts.max()))
+                          largest=int(result.counts.max()), **agreement)
             if (ground_truth >= 0).any():
                 record.update(cluster_quality(result.labels, ground_truth))
                 for metric in ('nmi', 'ari', 'purity'):
@@ -279,7 +285,7 @@ class CrossModalClusteringHook(Hook):
 
     # -- reporting ---------------------------------------------------------
     def format_round(self, round_id, epoch):
-        parts = []
+        parts, agreement = [], None
         for record in self.history:
             if record['round'] != round_id or record['epoch'] != epoch:
                 continue
@@ -290,10 +296,15 @@ class CrossModalClusteringHook(Hook):
             text += (f" sizes {record['smallest']}-{record['largest']}"
                      f" resplit={record['num_resplit']}")
             parts.append(text)
+            if 'xmodal_nmi' in record:
+                agreement = ('video-audio agreement NMI='
+                             f"{record['xmodal_nmi']:.3f}")
+        if agreement:
+            parts.append(agreement)
         return f'XDC round {round_id} (epoch {epoch}): ' + ' | '.join(parts)
 
     def format_history(self):
-        metrics = [m for m in ('nmi', 'ari', 'purity')
+        metrics = [m for m in ('nmi', 'ari', 'purity', 'xmodal_nmi')
                    if any(m in r for r in self.history)]
         header = ['round', 'epoch', 'source'] + metrics + ['resplit']
         lines = [' | '.join(header)]

@@ -40,11 +40,9 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
+from xdc_plugin.models.resnet_utils import (STAGE_WIDTHS, init_resnet,
+                                            scaled)
 from xdc_plugin.registry import MODELS
-
-
-def _scaled(channels, width):
-    return max(1, int(round(channels * width)))
 
 
 @MODELS.register_module()
@@ -61,7 +59,7 @@ class AudioResNet18(nn.Module):
     def __init__(self, width=1.0, in_channels=1, bn_eps=1e-3,
                  bn_momentum=0.1):
         super().__init__()
-        widths = [_scaled(c, width) for c in (64, 128, 256, 512)]
+        widths = [scaled(c, width) for c in STAGE_WIDTHS]
         self.inplanes = widths[0]
         self.conv1 = nn.Conv2d(in_channels, widths[0], kernel_size=3,
                                stride=1, padding=1, bias=False)
@@ -74,11 +72,7 @@ class AudioResNet18(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.feat_dim = widths[3]
         self.in_channels = in_channels
-        self._initialize_weights()
-        for module in self.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.eps = bn_eps
-                module.momentum = bn_momentum
+        init_resnet(self, bn_eps, bn_momentum)
 
     def _make_layer(self, planes, stride):
         downsample = None
@@ -91,15 +85,6 @@ class AudioResNet18(nn.Module):
         self.inplanes = planes
         layers.append(BasicBlock(planes, planes))
         return nn.Sequential(*layers)
-
-    def _initialize_weights(self):
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out',
-                                        nonlinearity='relu')
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
     def forward(self, x):
         if x.dim() != 4 or x.shape[1] != self.in_channels:

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torchvision.models.video.resnet import BasicBlock
 
+from xdc_plugin.models.resnet_utils import (STAGE_WIDTHS, init_resnet,
+                                            scaled)
 from xdc_plugin.registry import MODELS
 
 # Normalisation of the released models: RGB in [0, 1], then these (issue #2
@@ -30,12 +32,12 @@ class Conv2Plus1D(nn.Sequential):
 
     def __init__(self, in_planes, out_planes, midplanes=None, stride=1,
                  padding=1):
-        midplanes = (in_planes * out_planes * 27) // (in_planes * 9 +
-                                                       3 * out_planes)
+        midplanes = ((in_planes * out_planes * 27) //
+                     (in_planes * 9 + 3 * out_planes))
         super().__init__(
             nn.Conv3d(in_planes, midplanes, kernel_size=(1, 3, 3),
-                      stride=(1, stride, stride), padding=(0, padding, padding),
-                      bias=False),
+                      stride=(1, stride, stride),
+                      padding=(0, padding, padding), bias=False),
             nn.BatchNorm3d(midplanes),
             nn.ReLU(inplace=True),
             nn.Conv3d(midplanes, out_planes, kernel_size=(3, 1, 1),
@@ -46,10 +48,6 @@ class Conv2Plus1D(nn.Sequential):
     def get_downsample_stride(stride):
         # Downsampling is temporal as well as spatial in the XDC model.
         return stride, stride, stride
-
-
-def _scaled(channels, width):
-    return max(1, int(round(channels * width)))
 
 
 @MODELS.register_module()
@@ -65,14 +63,13 @@ class R2Plus1D18(nn.Module):
         bn_momentum: PyTorch BatchNorm momentum. The release sets 0.9 to
             mimic Caffe2; 0.9 in PyTorch means the running statistics follow
             the last batch almost entirely, so we default to PyTorch's 0.1.
-        init_cfg: mmengine-style initialisation, applied by the caller.
     """
 
     def __init__(self, num_classes=0, width=1.0, bn_eps=1e-3,
                  bn_momentum=0.1, dropout=0.0):
         super().__init__()
-        widths = [_scaled(c, width) for c in (64, 128, 256, 512)]
-        stem_mid = _scaled(45, width)
+        widths = [scaled(c, width) for c in STAGE_WIDTHS]
+        stem_mid = scaled(45, width)
         self.inplanes = widths[0]
         self.stem = nn.Sequential(
             nn.Conv3d(3, stem_mid, kernel_size=(1, 7, 7), stride=(1, 2, 2),
@@ -92,11 +89,7 @@ class R2Plus1D18(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = (nn.Linear(self.feat_dim, num_classes)
                    if num_classes else None)
-        self._initialize_weights()
-        for module in self.modules():
-            if isinstance(module, nn.BatchNorm3d):
-                module.eps = bn_eps
-                module.momentum = bn_momentum
+        init_resnet(self, bn_eps, bn_momentum)
 
     def _make_layer(self, planes, stride):
         downsample = None
@@ -111,18 +104,6 @@ class R2Plus1D18(nn.Module):
         self.inplanes = planes
         layers.append(BasicBlock(planes, planes, Conv2Plus1D))
         return nn.Sequential(*layers)
-
-    def _initialize_weights(self):
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out',
-                                        nonlinearity='relu')
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
 
     def forward_features(self, x):
         x = self.stem(x)

@@ -30,21 +30,17 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModel
-from mmengine.registry import DefaultScope
 from torch import nn
 
-from xdc_plugin.registry import MODELS, SCOPE
+from xdc_plugin.registry import MODELS
 
 MODALITIES = ('video', 'audio')
 SOURCES = ('video', 'audio', 'joint')
 
 
 def _build(cfg):
-    """Build from our registry whatever the caller's default scope is."""
-    if isinstance(cfg, nn.Module):
-        return cfg
-    with DefaultScope.overwrite_default_scope(SCOPE):
-        return MODELS.build(cfg)
+    """A module, or one built from its config (in the ``xdc`` scope)."""
+    return cfg if isinstance(cfg, nn.Module) else MODELS.build(cfg)
 
 
 @MODELS.register_module()

@@ -190,3 +190,21 @@ def test_two_gloo_processes_give_the_single_process_labels(tmp_path):
         ranked = np.load(tmp_path / f'rank{rank}.npz')
         for source, labels in single.items():
             np.testing.assert_array_equal(ranked[source], labels)
+
+
+def test_balanced_sampler_gets_the_labels_of_the_chosen_source(tmp_path):
+    from xdc_plugin.clustering import PseudoClassBalancedSampler
+    model = build_model('xdc')
+    runner = _fake_runner(model, ToyAVDataset(12), tmp_path)
+    sampler = PseudoClassBalancedSampler(runner.train_dataloader.dataset,
+                                         seed=0)
+    runner.train_dataloader.sampler = sampler
+    hook = make_hook(balance_by='audio')
+    hook.before_train(runner)
+    hook.before_train_epoch(runner)
+    audio_labels = model.pseudo_labels[1].numpy()
+    drawn = audio_labels[sampler.global_indices()]
+    # Every audio cluster (none is empty) is drawn equally often.
+    np.testing.assert_array_equal(np.bincount(drawn, minlength=3), [4, 4, 4])
+    with pytest.raises(ValueError, match='balance_by'):
+        make_hook(balance_by='joint').before_train(runner)

@@ -97,12 +97,24 @@ def test_table_is_the_release():
         P.get_pretrained_cfg('r2plus1d_34')
 
 
-def test_list_tool_prints_table(capsys):
+def _download_tool():
     import runpy
-    runpy.run_path(osp.join(REPO_DIR, 'tools', 'list_pretrained.py'),
-                   run_name='__main__')
+    return runpy.run_path(osp.join(REPO_DIR, 'tools', 'download_weights.py'))
+
+
+def test_download_tool_lists_the_table(capsys):
+    _download_tool()['main'](['--list'])
     out = capsys.readouterr().out
     assert 'r2plus1d_18_fs_imagenet-ff446670.pth' in out and '84.0' in out
+
+
+def test_download_tool_fetches_into_the_cache(fake_release, official,
+                                              capsys):
+    cfg, cache = fake_release
+    _download_tool()['main']([cfg.name])
+    cached = cache / cfg.file_name
+    assert cached.read_bytes() == open(official[1], 'rb').read()
+    assert str(cached) in capsys.readouterr().out
 
 
 def test_official_layout_loads_strictly(official):

@@ -3,6 +3,7 @@ import argparse
 import os.path as osp
 
 import torch
+from mmengine import dist
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
@@ -54,15 +55,21 @@ def prepare_config(args):
 
 
 def ensure_demo_data(cfg):
-    """Generate the built-in demo set on first use (``demo_data`` key)."""
+    """Generate the built-in demo set on first use (``demo_data`` key).
+
+    Rank 0 writes it while the other ranks wait (the runner builds its
+    datasets lazily, in ``train()``).
+    """
     if cfg.get('demo_data'):
-        make_demo_dataset(**cfg.demo_data)
+        if dist.is_main_process():
+            make_demo_dataset(**cfg.demo_data)
+        dist.barrier()
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     cfg = prepare_config(args)
+    runner = Runner.from_cfg(cfg)  # initialises distributed training
     ensure_demo_data(cfg)
-    runner = Runner.from_cfg(cfg)
     runner.train()
     return runner

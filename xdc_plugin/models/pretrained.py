@@ -110,7 +110,7 @@ def get_pretrained_cfg(name: str) -> PretrainedCfg:
 
 
 def list_pretrained() -> str:
-    """The release table as text (what ``tools/list_pretrained.py`` prints)."""
+    """The release table as text (``tools/download_weights.py --list``)."""
     header = ('name', 'pretrained on', 'UCF101', 'HMDB51', 'PyTorch file',
               'Caffe2 file')
     rows = [header] + [
@@ -357,7 +357,8 @@ def xdc_video_encoder(pretraining: Optional[str] = DEFAULT_PRETRAINING,
 
     Args:
         pretraining: a name of :data:`PRETRAINED_CFGS` (``tools/
-            list_pretrained.py`` prints them), or None for no weights.
+            download_weights.py --list`` prints them), or None for no
+            weights.
         num_classes: size of the new classifier.
         progress: show a download progress bar.
         weights: a local ``.pth`` in the official layout (or one written

@@ -1,0 +1,37 @@
+"""The released XDC weights: list them, or fetch them into the cache.
+
+    python tools/download_weights.py --list
+    python tools/download_weights.py r2plus1d_18_xdc_ig65m_kinetics
+
+Files go to torch.hub's cache (``$TORCH_HOME/hub/checkpoints``), named as in
+the release and checked against the hash prefix of their name; afterwards
+``xdc_video_encoder(...)`` and ``xdc://<name>`` work offline
+(``XDC_OFFLINE=1``).
+"""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from xdc_plugin.models.pretrained import (  # noqa: E402
+    PRETRAINED_CFGS, download_pretrained, list_pretrained)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('names', nargs='*', metavar='NAME',
+                        help='released models to fetch: ' +
+                        ', '.join(PRETRAINED_CFGS))
+    parser.add_argument('--list', action='store_true',
+                        help='print the release table')
+    parser.add_argument('--model-dir', help='cache folder')
+    args = parser.parse_args(argv)
+    if args.list or not args.names:
+        print(list_pretrained())
+    for name in args.names:
+        print(download_pretrained(name, model_dir=args.model_dir))
+
+
+if __name__ == '__main__':
+    main()

@@ -4,6 +4,7 @@ Build a component by ``type='XDCModel'`` under ``default_scope='xdc'``, or by
 ``type='xdc.XDCModel'`` from any mmengine or mmaction2 config that has
 ``custom_imports=dict(imports=['xdc_plugin'])``.
 """
+import mmengine.registry
 from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS
@@ -42,3 +43,14 @@ DATA_SAMPLERS = _child('data sampler', MMENGINE_DATA_SAMPLERS, 'clustering')
 HOOKS = _child('hook', MMENGINE_HOOKS, 'engine')
 # k-means and friends: ``fit(features) -> ClusterResult``.
 CLUSTERERS = _child('clusterer', None, 'clustering')
+
+# The other mmengine registries get an (empty) xdc child too, so that a
+# runner with ``default_scope='xdc'`` finds loops, optimizers, schedulers,
+# ... through the parent without a warning per registry.
+for _name in ('RUNNERS', 'RUNNER_CONSTRUCTORS', 'LOOPS', 'STRATEGIES',
+              'MODEL_WRAPPERS', 'WEIGHT_INITIALIZERS', 'OPTIMIZERS',
+              'OPTIM_WRAPPERS', 'OPTIM_WRAPPER_CONSTRUCTORS',
+              'PARAM_SCHEDULERS', 'METRICS', 'EVALUATOR', 'TASK_UTILS',
+              'VISUALIZERS', 'VISBACKENDS', 'LOG_PROCESSORS', 'INFERENCERS'):
+    _parent = getattr(mmengine.registry, _name)
+    Registry(_parent.name, parent=_parent, scope=SCOPE)

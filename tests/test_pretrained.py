@@ -117,6 +117,25 @@ def test_download_tool_fetches_into_the_cache(fake_release, official,
     assert str(cached) in capsys.readouterr().out
 
 
+def test_caffe2_pkl_is_fetched_and_hash_checked(fake_release, monkeypatch,
+                                                tmp_path):
+    cfg, cache = fake_release
+    payload = b'caffe2 blobs'
+    digest = hashlib.sha256(payload).hexdigest()
+    cfg = dataclasses.replace(cfg, pkl_hash=digest[:8])
+    monkeypatch.setitem(P.PRETRAINED_CFGS, cfg.name, cfg)
+    release = tmp_path / 'release'
+    release.mkdir()
+    (release / cfg.pkl_file_name).write_bytes(payload)
+    monkeypatch.setenv(P.BASE_URL_ENV, f'file://{release}/')
+    path = P.download_pretrained(cfg.name, caffe2=True, progress=False)
+    assert path == str(cache / cfg.pkl_file_name)
+    (release / cfg.pkl_file_name).write_bytes(b'tampered')
+    os.remove(path)
+    with pytest.raises(P.IncompatibleWeightsError, match='hash'):
+        P.download_pretrained(cfg.name, caffe2=True, progress=False)
+
+
 def test_official_layout_loads_strictly(official):
     state_dict, path, _ = official
     # R2Plus1D18(num_classes=0) has exactly the release's keys.

@@ -2,6 +2,7 @@
 
     python tools/download_weights.py --list
     python tools/download_weights.py r2plus1d_18_xdc_ig65m_kinetics
+    python tools/download_weights.py --caffe2 r2plus1d_18_xdc_audioset
 
 Files go to torch.hub's cache (``$TORCH_HOME/hub/checkpoints``), named as in
 the release and checked against the hash prefix of their name; afterwards
@@ -25,12 +26,16 @@ def main(argv=None):
                         ', '.join(PRETRAINED_CFGS))
     parser.add_argument('--list', action='store_true',
                         help='print the release table')
+    parser.add_argument('--caffe2', action='store_true',
+                        help='fetch the Caffe2 .pkl instead (convert it with '
+                        'tools/convert_caffe2_weights.py)')
     parser.add_argument('--model-dir', help='cache folder')
     args = parser.parse_args(argv)
     if args.list or not args.names:
         print(list_pretrained())
     for name in args.names:
-        print(download_pretrained(name, model_dir=args.model_dir))
+        print(download_pretrained(name, model_dir=args.model_dir,
+                                  caffe2=args.caffe2))
 
 
 if __name__ == '__main__':

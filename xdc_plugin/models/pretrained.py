@@ -174,8 +174,10 @@ def download_pretrained(pretraining: str = DEFAULT_PRETRAINING, *,
                         model_dir: Optional[str] = None,
                         base_url: Optional[str] = None,
                         progress: bool = True,
-                        offline: Optional[bool] = None) -> str:
-    """Path of the released ``.pth`` in the cache, downloading it if needed.
+                        offline: Optional[bool] = None,
+                        caffe2: bool = False) -> str:
+    """Path of the released ``.pth`` (``caffe2=True``: the Caffe2 ``.pkl``)
+    in the cache, downloading it if needed.
 
     The cache is torch.hub's (``model_dir`` defaults to
     ``torch.hub.get_dir()/checkpoints``, so ``TORCH_HOME`` moves it) and the
@@ -187,12 +189,17 @@ def download_pretrained(pretraining: str = DEFAULT_PRETRAINING, *,
     the file into place.
     """
     cfg = get_pretrained_cfg(pretraining)
+    if caffe2:
+        file_name, file_hash = cfg.pkl_file_name, cfg.pkl_hash
+        url = cfg.pkl_url(base_url)
+    else:
+        file_name, file_hash, url = cfg.file_name, cfg.pth_hash, cfg.url(
+            base_url)
     model_dir = model_dir or default_model_dir()
-    path = osp.join(model_dir, cfg.file_name)
+    path = osp.join(model_dir, file_name)
     if osp.isfile(path):
-        check_file_hash(path, cfg.pth_hash)
+        check_file_hash(path, file_hash)
         return path
-    url = cfg.url(base_url)
     if _offline(offline):
         raise FileNotFoundError(
             f'XDC weights {cfg.name!r} are not in the cache ({path}) and '
@@ -200,7 +207,7 @@ def download_pretrained(pretraining: str = DEFAULT_PRETRAINING, *,
             f'{url} there, or pass weights=<local file>.')
     os.makedirs(model_dir, exist_ok=True)
     try:
-        torch.hub.download_url_to_file(url, path, hash_prefix=cfg.pth_hash,
+        torch.hub.download_url_to_file(url, path, hash_prefix=file_hash,
                                        progress=progress)
     except RuntimeError as exc:
         if 'invalid hash value' in str(exc):

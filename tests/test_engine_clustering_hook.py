@@ -172,9 +172,14 @@ def _distributed_worker(rank, world_size, init_file, out_dir):
                                   rank=rank, world_size=world_size)
     torch.set_num_threads(1)
     model = build_model('xdc')
-    results = make_hook().cluster(model,
-                                  PseudoLabelDataset(ToyAVDataset(21)))
-    np.savez(os.path.join(out_dir, f'rank{rank}.npz'), **labels_of(results))
+    dataset = PseudoLabelDataset(ToyAVDataset(21))
+    features, _ = extract_features(model, dataset, batch_size=4)
+    # Only rank 0 holds the whole dataset's features.
+    holds = np.array([features is not None and
+                      features['video'].shape[0] == 21])
+    results = make_hook().cluster(model, dataset)
+    np.savez(os.path.join(out_dir, f'rank{rank}.npz'), holds=holds,
+             **labels_of(results))
     torch_dist.destroy_process_group()
 
 
@@ -188,6 +193,7 @@ def test_two_gloo_processes_give_the_single_process_labels(tmp_path):
                        nprocs=2, start_method='fork')
     for rank in range(2):
         ranked = np.load(tmp_path / f'rank{rank}.npz')
+        assert bool(ranked['holds'][0]) == (rank == 0)
         for source, labels in single.items():
             np.testing.assert_array_equal(ranked[source], labels)
 

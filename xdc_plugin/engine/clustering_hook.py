@@ -6,6 +6,7 @@ the modalities the model's variant needs, stores the cluster ids in the
 model's pseudo-label buffer (keyed by dataset index) and re-initialises the
 heads. After training it clusters once more to report the final quality.
 """
+import functools
 import logging
 import os
 import os.path as osp
@@ -31,13 +32,15 @@ def unwrap(model):
 
 @torch.no_grad()
 def extract_features(model, dataset, batch_size=32, num_workers=0):
-    """Features of every clip of ``dataset``, gathered from all ranks.
+    """Features of every clip of ``dataset``, gathered on rank 0.
 
-    Each rank extracts its own shard (no padding, so no duplicates); the
-    shards are gathered and placed by dataset index. Returns ``(features,
-    seen)``: a dict ``modality -> (N, D)`` float32 CPU tensor and a bool mask
-    of the indices that were extracted (a clip that failed to decode is
-    replaced by a neighbour, so its own index can be missing).
+    Each rank extracts its own shard (no padding, so no duplicates); rank 0
+    receives the shards and places them by dataset index. Returns
+    ``(features, seen)`` on rank 0 and ``(None, None)`` elsewhere:
+    ``features`` is a dict ``modality -> (N, D)`` float32 CPU tensor and
+    ``seen`` a bool mask of the indices that were extracted (a clip that
+    failed to decode is replaced by a neighbour, so its own index can be
+    missing).
     """
     model = unwrap(model)
     loader = DataLoader(
@@ -46,38 +49,59 @@ def extract_features(model, dataset, batch_size=32, num_workers=0):
         collate_fn=default_collate)
     was_training = model.training
     model.eval()
-    indices, chunks = [], {}
+    indices = [torch.empty(0, dtype=torch.long)]
+    chunks = {m: [torch.empty(0, d)] for m, d in model.feat_dims.items()}
     for batch in loader:
         data = model.data_preprocessor(batch, False)
         feats = model.extract_feat(data['video'], data['audio'])
         indices.append(data['index'].long().cpu())
         for modality, feat in feats.items():
-            chunks.setdefault(modality, []).append(feat.float().cpu())
+            chunks[modality].append(feat.float().cpu())
     model.train(was_training)
 
-    indices = _gather_rows(torch.cat(indices)[:, None])[:, 0]
-    num = len(dataset)
-    seen = torch.zeros(num, dtype=torch.bool)
+    indices = _gather_rows(torch.cat(indices)[:, None])
+    rows = {m: _gather_rows(torch.cat(parts)) for m, parts in chunks.items()}
+    if not dist.is_main_process():
+        return None, None
+    indices = indices[:, 0]
+    seen = torch.zeros(len(dataset), dtype=torch.bool)
     seen[indices] = True
     features = {}
-    for modality, parts in chunks.items():
-        rows = _gather_rows(torch.cat(parts))
-        full = torch.zeros(num, rows.shape[1])
-        full[indices] = rows  # a duplicated index holds identical rows
+    for modality, values in rows.items():
+        full = torch.zeros(len(dataset), values.shape[1])
+        full[indices] = values  # a duplicated index holds identical rows
         features[modality] = full
     return features, seen
 
 
+@functools.lru_cache(maxsize=None)
+def _cpu_group():
+    """A gloo group for CPU tensors: features stay off the GPUs even when
+    training uses NCCL (None: the default group is already gloo)."""
+    if torch.distributed.get_backend() == 'gloo':
+        return None
+    return torch.distributed.new_group(backend='gloo')
+
+
 def _gather_rows(rows):
-    """All-gather 2-D tensors whose first dimension differs between ranks."""
+    """Gather on rank 0 the 2-D CPU tensors of every rank (their first
+    dimensions may differ); other ranks get None. Only rank 0 ever holds
+    the whole dataset's features."""
     if dist.get_world_size() == 1:
         return rows
-    size = torch.tensor([rows.shape[0]], dtype=torch.long)
-    sizes = [int(s) for s in dist.all_gather(size)]
+    group = _cpu_group()
+    size = torch.tensor([rows.shape[0]])
+    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
+    torch.distributed.all_gather(sizes, size, group=group)
+    sizes = [int(s) for s in sizes]
     padded = rows.new_zeros((max(sizes), ) + rows.shape[1:])
     padded[:rows.shape[0]] = rows
-    gathered = dist.all_gather(padded)
-    return torch.cat([g[:n].cpu() for g, n in zip(gathered, sizes)])
+    main = dist.is_main_process()
+    gathered = [torch.empty_like(padded) for _ in sizes] if main else None
+    torch.distributed.gather(padded, gathered, dst=0, group=group)
+    if not main:
+        return None
+    return torch.cat([g[:n] for g, n in zip(gathered, sizes)])
 
 
 def clustering_inputs(features, sources):
@@ -221,23 +245,23 @@ class CrossModalClusteringHook(Hook):
         """
         features, seen = extract_features(model, dataset, self.batch_size,
                                           self.num_workers)
-        skipped = int((~seen).sum())
-        if skipped:
-            print_log(f'{skipped} clips could not be decoded for feature '
-                      'extraction; they get no pseudo-label this round.',
-                      logger='current', level=logging.WARNING)
-        inputs = clustering_inputs(features, model.cluster_sources)
-        results = {}
-        for source, matrix in inputs.items():
-            result = None
-            if dist.is_main_process():
+        results = {source: None for source in model.cluster_sources}
+        if dist.is_main_process():
+            skipped = int((~seen).sum())
+            if skipped:
+                print_log(f'{skipped} clips could not be decoded for feature '
+                          'extraction; they get no pseudo-label this round.',
+                          logger='current', level=logging.WARNING)
+            inputs = clustering_inputs(features, model.cluster_sources)
+            for source, matrix in inputs.items():
                 result = self._clusterer(source, model).fit(
                     matrix[seen].numpy())
                 labels = np.full(len(dataset), -1, dtype=np.int64)
                 labels[seen.numpy()] = result.labels
                 result.labels = labels
-            results[source] = _broadcast_object(result)
-        return results
+                results[source] = result
+        return {source: _broadcast_object(result)
+                for source, result in results.items()}
 
     def _reset_heads(self, runner, model):
         model.reset_heads()

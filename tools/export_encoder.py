@@ -19,51 +19,10 @@ hold logging objects (``message_hub``) that only a full unpickle can read;
 ``--trusted`` allows that for checkpoints you produced yourself.
 """
 import argparse
-import os.path as osp
-import re
-
-import torch
 
 import xdc_plugin  # noqa: F401
-from xdc_plugin.models.pretrained import (IncompatibleWeightsError,
-                                          save_hash_named,
-                                          split_training_state_dict)
-
-
-def load_training_checkpoint(path, trusted=False):
-    """The model state dict of an mmengine checkpoint."""
-    try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError subclasses
-        if not trusted:
-            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(
-                path)
-            raise IncompatibleWeightsError(
-                f'{path} cannot be read with weights_only=True (it holds '
-                f'{unsafe}). If you produced it yourself, pass --trusted '
-                '(trusted=True) to unpickle it fully.') from exc
-        checkpoint = torch.load(path, map_location='cpu', weights_only=False)
-    if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
-        raise IncompatibleWeightsError(
-            f'{path} is not an mmengine checkpoint (no "state_dict")')
-    return checkpoint['state_dict']
-
-
-def default_name(ckpt_path):
-    stem = osp.splitext(osp.basename(ckpt_path))[0]
-    return 'xdc_' + re.sub(r'[^0-9A-Za-z_]+', '_', stem)
-
-
-def export(ckpt_path, out_dir, name=None, trusted=False, width=None):
-    """Returns ``{'video': path, 'audio': path or None}``."""
-    name = name or default_name(ckpt_path)
-    state_dict = load_training_checkpoint(ckpt_path, trusted=trusted)
-    video, audio = split_training_state_dict(state_dict, width=width)
-    paths = {'video': save_hash_named(video, out_dir, f'{name}_video'),
-             'audio': None}
-    if audio:
-        paths['audio'] = save_hash_named(audio, out_dir, f'{name}_audio')
-    return paths
+from xdc_plugin.models.pretrained import \
+    export_training_checkpoint as export
 
 
 def main(argv=None):

@@ -436,7 +436,7 @@ class TorchKMeans(_BaseKMeans):
             idx = torch.randperm(len(x), generator=generator)
             x = x[idx[:self.num_clusters * mppc].to(x.device)]
         best, best_obj = None, math.inf
-        for redo in range(self.num_redo):
+        for _ in range(self.num_redo):
             centroids, objective = self._lloyd(x, generator)
             if best is None or objective < best_obj:
                 best, best_obj = centroids, objective

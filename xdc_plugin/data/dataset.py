@@ -16,7 +16,7 @@ import numpy as np
 from mmengine.logging import print_log
 from torch.utils.data import Dataset
 
-from xdc_plugin.data.decode import DecodeError, clip_seconds, probe
+from xdc_plugin.data.decode import DecodeError, probe, probe_clip_source
 from xdc_plugin.data.transforms import build_pipeline, default_pipeline
 from xdc_plugin.registry import DATASETS
 
@@ -129,29 +129,21 @@ class AVClipDataset(Dataset):
             raise ValueError(
                 f"mode must be 'train' or 'extract', not {mode!r}")
         self.mode = mode
-        self.pipeline_cfg = pipeline
         self.pipeline = build_pipeline(
             pipeline if pipeline is not None else
             default_pipeline(mode, **self.clip_cfg))
-
-    def _clip_span(self, fps):
-        return clip_seconds(self.clip_cfg['num_frames'],
-                            self.clip_cfg['frame_rate'] or fps)
 
     def _probe_all(self):
         kept = []
         for s in self.samples:
             try:
-                info = probe(s['path'])
+                info = probe_clip_source(s['path'],
+                                         self.clip_cfg['num_frames'],
+                                         self.clip_cfg['frame_rate'])
             except DecodeError as e:
                 self.skipped.append((s['path'], e.kind))
                 continue
-            if not info.has_audio:
-                self.skipped.append((s['path'], 'no_audio'))
-            elif info.duration < self._clip_span(info.fps):
-                self.skipped.append((s['path'], 'too_short'))
-            else:
-                kept.append(dict(s, duration=info.duration, fps=info.fps))
+            kept.append(dict(s, duration=info.duration, fps=info.fps))
         self.samples = kept
         if self.skipped:
             counts = Counter(r for _, r in self.skipped)

@@ -28,7 +28,7 @@ import torch
 from av.video.reformatter import VideoReformatter
 
 __all__ = ['DecodeError', 'VideoInfo', 'probe', 'decode_video',
-           'decode_audio', 'decode_clip', 'clip_seconds']
+           'decode_audio', 'decode_clip', 'clip_seconds', 'probe_clip_source']
 
 # Seek this much before the wanted time: some demuxers (ogg, mpeg-ps) seek
 # imprecisely and may land slightly after the requested timestamp.
@@ -132,6 +132,20 @@ def probe(path) -> VideoInfo:
     """
     with _open(path) as container:
         return _info(container, path)
+
+
+def probe_clip_source(path, num_frames, frame_rate=None) -> VideoInfo:
+    """``probe``, then refuse a file that cannot give a ``num_frames`` clip
+    at ``frame_rate`` (None: its own) with audio: ``DecodeError`` of kind
+    ``no_audio`` or ``too_short`` (or ``probe``'s own)."""
+    info = probe(path)
+    if not info.has_audio:
+        raise DecodeError(path, 'the file has no audio stream', 'no_audio')
+    span = clip_seconds(num_frames, frame_rate or info.fps)
+    if info.duration < span:
+        raise DecodeError(path, f'{info.duration:.3f}s < clip {span:.3f}s',
+                          'too_short')
+    return info
 
 
 class _Source:

@@ -13,7 +13,7 @@ from typing import List, Tuple
 
 from xdc_plugin.data.dataset import read_file_list
 from xdc_plugin.data.decode import (DecodeError, clip_seconds, decode_clip,
-                                    probe)
+                                    probe_clip_source)
 
 __all__ = ['check_file', 'check_manifest', 'ManifestReport', 'STATUSES']
 
@@ -25,15 +25,10 @@ def check_file(path, num_frames=8, frame_rate=None, audio_duration=2.0,
                sample_rate=16000, full_decode=True):
     """``(status, detail)`` of one file; status is one of ``STATUSES``."""
     try:
-        info = probe(path)
-        if not info.has_audio:
-            return 'no_audio', 'the file has no audio stream'
-        span = clip_seconds(num_frames, frame_rate or info.fps)
-        if info.duration < span:
-            return 'too_short', (f'{info.duration:.3f}s < clip '
-                                 f'{span:.3f}s')
+        info = probe_clip_source(path, num_frames, frame_rate)
         if full_decode:
-            last = info.duration - span
+            last = info.duration - clip_seconds(num_frames,
+                                                frame_rate or info.fps)
             for start in (0.0, last / 2, last):
                 decode_clip(path, start, num_frames, frame_rate,
                             audio_duration, sample_rate)
@@ -51,7 +46,6 @@ class ManifestReport:
     """Per-file results: ``rows`` of ``(path, status, detail)``."""
     rows: List[Tuple[str, str, str]] = field(default_factory=list)
     labels: list = field(default_factory=list)
-    root: str = ''
 
     @property
     def counts(self):
@@ -110,4 +104,4 @@ def check_manifest(source, data_root=None, label_column='label',
         results = [_check(j) for j in jobs]
     return ManifestReport(
         rows=[(p, s, d) for p, (s, d) in zip(paths, results)],
-        labels=labels, root=source)
+        labels=labels)

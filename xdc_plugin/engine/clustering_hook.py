@@ -7,14 +7,14 @@ model's pseudo-label buffer (keyed by dataset index) and re-initialises the
 heads. After training it clusters once more to report the final quality.
 """
 import functools
+import io
 import logging
-import os
 import os.path as osp
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from mmengine import dist
+from mmengine import dist, fileio
 from mmengine.dataset import DefaultSampler, default_collate
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
@@ -185,8 +185,7 @@ class CrossModalClusteringHook(Hook):
     def before_train_epoch(self, runner):
         model = unwrap(runner.model)
         round_start = runner.epoch % self.interval == 0
-        has_labels = model.pseudo_labels.shape[1] == len(
-            self._extract_dataset)
+        has_labels = model.num_labelled_samples == len(self._extract_dataset)
         if not round_start and has_labels:
             self._update_sampler(runner)
             return
@@ -284,16 +283,15 @@ class CrossModalClusteringHook(Hook):
         sampler.set_pseudo_labels(model.pseudo_labels[row].cpu().numpy())
 
     def _save_assignments(self, work_dir, round_id, results):
-        folder = osp.join(work_dir, 'clusters')
-        os.makedirs(folder, exist_ok=True)
         arrays = {}
         for source, result in results.items():
             arrays[f'{source}_labels'] = result.labels
             arrays[f'{source}_centroids'] = result.centroids
-        path = osp.join(folder, f'round_{round_id}.npz')
-        tmp = path + '.tmp.npz'
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        # mmengine's file backends (atomic locally, see compat).
+        fileio.put(buffer.getvalue(),
+                   osp.join(work_dir, 'clusters', f'round_{round_id}.npz'))
 
     # -- checkpoint --------------------------------------------------------
     # The labels are the model's buffer (saved with its state dict); the

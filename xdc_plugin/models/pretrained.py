@@ -18,15 +18,16 @@ weights_only=True)``.
 """
 import dataclasses
 import hashlib
+import io
 import os
 import os.path as osp
 import pickle
 import re
-import tempfile
 from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
+from mmengine import fileio
 from torch import nn
 
 from xdc_plugin.models.video_resnet import Conv2Plus1D, R2Plus1D18
@@ -60,7 +61,6 @@ class PretrainedCfg:
     hmdb51: float
     pth_hash: str
     pkl_hash: str
-    arch: str = 'r2plus1d_18'
 
     @property
     def file_name(self) -> str:
@@ -571,16 +571,12 @@ def save_hash_named(state_dict: Mapping[str, torch.Tensor], out_dir: str,
     if '-' in name:
         raise ValueError(f'{name!r}: no "-" in the name (torch.hub reads '
                          'the hash after the first "-")')
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix='.tmp-', suffix='.pth')
-    os.close(fd)
-    try:
-        torch.save(dict(state_dict), tmp)
-        path = osp.join(out_dir, f'{name}-{sha256_of(tmp)[:8]}.pth')
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+    buffer = io.BytesIO()
+    torch.save(dict(state_dict), buffer)
+    data = buffer.getvalue()
+    path = osp.join(out_dir, f'{name}-{hashlib.sha256(data).hexdigest()[:8]}'
+                    '.pth')
+    fileio.put(data, path)  # atomic for local files (see compat)
     return path
 
 
@@ -617,3 +613,44 @@ def split_training_state_dict(
     check_state_dict(reference_model(width), video, allow_missing=(),
                      source=f'video_encoder (width {width:g})')
     return video, audio
+
+
+def load_training_checkpoint(path: str, trusted: bool = False
+                             ) -> Dict[str, torch.Tensor]:
+    """The model state dict of one of our mmengine checkpoints, read with
+    ``weights_only=True`` unless ``trusted`` (mmengine checkpoints hold
+    logging objects, ``message_hub``, that only a full unpickle reads)."""
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError subclasses
+        if not trusted:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(
+                path)
+            raise IncompatibleWeightsError(
+                f'{path} cannot be read with weights_only=True (it holds '
+                f'{unsafe}). If you produced it yourself, pass --trusted '
+                '(trusted=True) to unpickle it fully.') from exc
+        checkpoint = torch.load(path, map_location='cpu', weights_only=False)
+    if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
+        raise IncompatibleWeightsError(
+            f'{path} is not an mmengine checkpoint (no "state_dict")')
+    return checkpoint['state_dict']
+
+
+def export_training_checkpoint(ckpt_path: str, out_dir: str,
+                               name: Optional[str] = None,
+                               trusted: bool = False,
+                               width: Optional[float] = None
+                               ) -> Dict[str, Optional[str]]:
+    """Write the encoders of a training checkpoint as hash-named files:
+    ``<name>_video-<h8>.pth`` (official layout) and ``<name>_audio-<h8>.pth``.
+    ``name`` defaults to ``xdc_<checkpoint stem>``. Returns
+    ``{'video': path, 'audio': path or None}``."""
+    if name is None:
+        stem = osp.splitext(osp.basename(ckpt_path))[0]
+        name = 'xdc_' + re.sub(r'[^0-9A-Za-z_]+', '_', stem)
+    state_dict = load_training_checkpoint(ckpt_path, trusted=trusted)
+    video, audio = split_training_state_dict(state_dict, width=width)
+    return {'video': save_hash_named(video, out_dir, f'{name}_video'),
+            'audio': (save_hash_named(audio, out_dir, f'{name}_audio')
+                      if audio else None)}

@@ -37,7 +37,7 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(os, 'replace', crash)
     with pytest.raises(KeyboardInterrupt):
         W.save_state_dict({'w': torch.zeros(2)}, str(target))
-    assert os.listdir(tmp_path) == ['out.pth']
+    assert os.listdir(tmp_path) == ['out.pth']  # no temporary left
     assert target.read_bytes() == b'previous'
     with pytest.raises(FileNotFoundError, match='No folder'):
         W.save_state_dict({}, str(tmp_path / 'missing' / 'out.pth'))

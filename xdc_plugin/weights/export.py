@@ -1,34 +1,16 @@
 """Writing weights files: atomic, hash-named saves and the split of our XDC
 training model's state dict into the two encoders' state dicts."""
-import contextlib
 import hashlib
 import io
-import os
 import os.path as osp
 import re
 from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 
+from xdc_plugin.atomic_write import write_atomically
 from xdc_plugin.weights.errors import IncompatibleWeightsError
 from xdc_plugin.weights.loading import check_state_dict, reference_model
-
-
-def _write_atomically(data: bytes, path: str) -> None:
-    """Write ``data`` under a temporary name in the same folder, then rename:
-    a killed process never leaves a truncated file under ``path``. ``open``
-    (not ``mkstemp``) so that the file gets the umask's permissions."""
-    tmp = f'{path}.tmp-{os.getpid()}'
-    try:
-        with open(tmp, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
 
 
 def _serialise(state_dict: Mapping[str, torch.Tensor]) -> bytes:
@@ -39,11 +21,12 @@ def _serialise(state_dict: Mapping[str, torch.Tensor]) -> bytes:
 
 def save_state_dict(state_dict: Mapping[str, torch.Tensor],
                     path: str) -> str:
-    """Save ``state_dict`` to ``path`` atomically; the folder must exist."""
+    """Save ``state_dict`` to ``path`` atomically; the folder must exist
+    (a mistyped output folder is an error, not a new folder)."""
     folder = osp.dirname(osp.abspath(path))
     if not osp.isdir(folder):
         raise FileNotFoundError(f'No folder {folder}')
-    _write_atomically(_serialise(state_dict), path)
+    write_atomically(_serialise(state_dict), path)
     return path
 
 
@@ -55,10 +38,9 @@ def save_hash_named(state_dict: Mapping[str, torch.Tensor], out_dir: str,
         raise ValueError(f'{name!r}: no "-" in the name (torch.hub reads '
                          'the hash after the first "-")')
     data = _serialise(state_dict)
-    os.makedirs(out_dir, exist_ok=True)
     path = osp.join(out_dir,
                     f'{name}-{hashlib.sha256(data).hexdigest()[:8]}.pth')
-    _write_atomically(data, path)
+    write_atomically(data, path)
     return path
 
 

@@ -10,8 +10,9 @@ IMPORT_THEN_BUILD = textwrap.dedent('''
     from mmengine.runner import CheckpointLoader
     import xdc_plugin
     loaded = sorted(m for m in sys.modules if m.startswith('xdc_plugin'))
-    assert loaded == ['xdc_plugin', 'xdc_plugin.compat',
-                      'xdc_plugin.registry'], loaded
+    assert 'xdc_plugin.registry' in loaded, loaded
+    assert not [m for m in loaded if m.split('.')[1:2] in (
+        ['models'], ['data'], ['engine'], ['clustering'])], loaded
     from mmengine.registry import MODELS
     model = MODELS.build(dict(
         type='xdc.XDCModel', variant='xdc', num_clusters=4,

@@ -12,6 +12,7 @@ import xdc_plugin  # noqa: F401
 from xdc_plugin.clustering import (DistributedKMeans, TorchKMeans,
                                    gather_labels)
 from xdc_plugin.clustering.collectives import LOCAL, ProcessGroupCollectives
+from xdc_plugin.clustering import distributed
 from xdc_plugin.clustering.distributed import index_keys, smallest_keys_mask
 from xdc_plugin.clustering.kmeans import resplit_empty_clusters
 from xdc_plugin.clustering.preprocess import l2_normalize
@@ -79,6 +80,8 @@ def _worker(rank, world_size, init_file, out_dir):
     torch_dist.init_process_group('gloo', init_method=f'file://{init_file}',
                                   rank=rank, world_size=world_size)
     torch.set_num_threads(1)
+    # Several rounds of the label gather (97 pairs per rank per round).
+    distributed.LABEL_GATHER_BYTES = 8 * world_size * 97
     out = {}
     for name, (x, indices, total, kwargs) in scenarios().items():
         rows = shard_rows(len(x), rank, world_size)

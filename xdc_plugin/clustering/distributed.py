@@ -38,10 +38,12 @@ from xdc_plugin.clustering.preprocess import (FeaturePreprocessor,
                                               as_float_tensor)
 from xdc_plugin.registry import CLUSTERERS
 
-# Rows preprocessed at a time (bounds the float32 temporaries of PCA).
+# Rows preprocessed or checked at a time (bounds the temporaries).
 _TRANSFORM_ROWS = 4096
 _FEATURE_DTYPES = {'float32': torch.float32, 'float16': torch.float16}
 _MASK64 = (1 << 64) - 1
+# (index, label) pairs a rank receives per round of ``gather_labels``.
+LABEL_GATHER_BYTES = 64 << 20
 
 
 def index_keys(indices, seed):
@@ -69,6 +71,11 @@ def smallest_keys_mask(keys, num, collectives=LOCAL):
         else:
             low = mid + 1
     return keys <= low
+
+
+def _all_finite(x):
+    return all(bool(torch.isfinite(x[start:start + _TRANSFORM_ROWS]).all())
+               for start in range(0, len(x), _TRANSFORM_ROWS))
 
 
 def _raise_if_any(problem, collectives):
@@ -185,7 +192,7 @@ class DistributedKMeans(TorchKMeans):
             self.preprocessor = FeaturePreprocessor(**self.preprocess).fit(
                 x, collectives)
         x = self._stored(x)
-        _raise_if_any(None if torch.isfinite(x).all() else
+        _raise_if_any(None if _all_finite(x) else
                       'features contain NaN or Inf', collectives)
         if init_centroids is not None:
             init_centroids = self._check_init(init_centroids, x)
@@ -204,7 +211,8 @@ class DistributedKMeans(TorchKMeans):
             centroids, objective = self._lloyd(train, init, generator,
                                                collectives)
             if best is None or objective < best_obj:
-                best, best_obj, self.init_centroids_ = centroids, objective, init
+                best, best_obj = centroids, objective
+                self.init_centroids_ = init
         del train, train_keys
 
         labels = assign(x, best)[0]
@@ -271,16 +279,15 @@ class DistributedKMeans(TorchKMeans):
                 f'init_sample_per_centroid={self.init_sample_per_centroid})')
 
 
-def gather_labels(local_labels, local_indices, num_total, collectives=None,
-                  chunk_rows=1 << 20):
+def gather_labels(local_labels, local_indices, num_total, collectives=None):
     """The label of every dataset index, on every rank: int32
     ``(num_total,)`` tensor, -1 where no rank holds the index (what
     ``XDCModel.set_pseudo_labels`` takes).
 
     Each rank sends its (index, label) pairs as int32, 8 bytes per clip
     (labels alone would need the shard layout to be known), in rounds of
-    ``chunk_rows`` rows per rank, so besides the result a rank holds at most
-    ``world * chunk_rows * 8`` bytes of received pairs.
+    ``LABEL_GATHER_BYTES`` received per rank (plus one copy), whatever the
+    world size.
     """
     collectives = (default_collectives() if collectives is None else
                    collectives)
@@ -300,6 +307,7 @@ def gather_labels(local_labels, local_indices, num_total, collectives=None,
     pairs = torch.stack([indices, labels], 1).to(torch.int32)
     longest = int(collectives.all_gather_cat(
         torch.tensor([len(pairs)])).max())
+    chunk_rows = max(1, LABEL_GATHER_BYTES // (8 * collectives.world_size))
     full = torch.full((int(num_total), ), -1, dtype=torch.int32)
     received = 0
     for start in range(0, longest, chunk_rows):

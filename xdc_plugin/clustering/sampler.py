@@ -13,8 +13,8 @@ class PseudoClassBalancedSampler(DefaultSampler):
     """mmengine ``DefaultSampler`` that, once given pseudo-labels, draws
     every non-empty pseudo-class equally often.
 
-    Without pseudo-labels it is a plain ``DefaultSampler``. After ``set_pseudo_labels(labels)`` each epoch draws ``len(dataset)``
-    indices:
+    Without pseudo-labels it is a plain ``DefaultSampler``. After
+    ``set_pseudo_labels(labels)`` each epoch draws ``len(dataset)`` indices:
 
     * each of the ``C`` non-empty classes gets ``len(dataset) // C`` draws,
       and a random ``len(dataset) % C`` of them one more;

@@ -30,10 +30,8 @@ import numpy as np
 import torch
 
 from xdc_plugin.clustering.collectives import LOCAL, default_collectives
-from xdc_plugin.clustering.kmeans import (ClusterResult, TorchKMeans,
-                                          _kmeans_plus_plus, assign,
-                                          exact_inertia,
-                                          resplit_empty_clusters)
+from xdc_plugin.clustering.kmeans import (TorchKMeans, _kmeans_plus_plus,
+                                          assign)
 from xdc_plugin.clustering.preprocess import (FeaturePreprocessor,
                                               as_float_tensor)
 from xdc_plugin.registry import CLUSTERERS
@@ -215,22 +213,8 @@ class DistributedKMeans(TorchKMeans):
                 self.init_centroids_ = init
         del train, train_keys
 
-        labels = assign(x, best)[0]
-        labels, centroids, num_resplit = resplit_empty_clusters(
-            x, labels, best.contiguous(), generator, indices.to(x.device),
-            collectives)
-        inertia = float(collectives.all_reduce_sum(torch.tensor(
-            exact_inertia(x, centroids, labels), dtype=torch.float64)))
-        counts = collectives.all_reduce_sum(
-            torch.bincount(labels, minlength=self.num_clusters))
-        self._log(f'N={total} K={self.num_clusters} ranks='
-                  f'{collectives.world_size} inertia={inertia:.6g} '
-                  f'resplit={num_resplit}')
-        return ClusterResult(
-            labels=labels.cpu().numpy().astype(np.int64),
-            centroids=centroids.cpu().numpy().astype(np.float32),
-            inertia=inertia, num_resplit=num_resplit,
-            counts=counts.cpu().numpy().astype(np.int64))
+        return self._result(x, assign(x, best)[0], best, generator,
+                            indices.to(x.device), collectives)
 
     def _stored(self, x):
         """This rank's rows, preprocessed, in ``feature_dtype`` (chunk by

@@ -352,11 +352,21 @@ class _BaseKMeans:
             x.device, torch.float32)
         centroids = centroids.contiguous().clone()
         labels = self._assign(x, centroids).to(x.device)
+        return self._result(x, labels, centroids, generator)
+
+    def _result(self, x, labels, centroids, generator, indices=None,
+                collectives=LOCAL):
+        """Re-split the empty clusters of the final assignment and report
+        it (``x`` and ``labels``: this rank's rows under ``collectives``;
+        see ``resplit_empty_clusters``)."""
         labels, centroids, num_resplit = resplit_empty_clusters(
-            x, labels, centroids, generator)
-        inertia = exact_inertia(x, centroids, labels)
-        counts = torch.bincount(labels, minlength=self.num_clusters)
-        self._log(f'N={n} K={self.num_clusters} inertia={inertia:.6g} '
+            x, labels, centroids, generator, indices, collectives)
+        inertia = float(collectives.all_reduce_sum(torch.tensor(
+            exact_inertia(x, centroids, labels), dtype=torch.float64)))
+        counts = collectives.all_reduce_sum(
+            torch.bincount(labels, minlength=self.num_clusters))
+        self._log(f'N={int(counts.sum())} K={self.num_clusters} ranks='
+                  f'{collectives.world_size} inertia={inertia:.6g} '
                   f'resplit={num_resplit}')
         return ClusterResult(
             labels=labels.cpu().numpy().astype(np.int64),

@@ -5,7 +5,9 @@ assignment's empty-cluster re-split and the reported inertia:
 
 * ``FaissKMeans`` wraps ``faiss.Kmeans`` (on the GPUs when faiss sees any and
   ``use_gpu`` allows);
-* ``TorchKMeans`` is pure torch and runs on the features' device.
+* ``TorchKMeans`` is pure torch and runs on the features' device;
+  ``DistributedKMeans`` (``distributed.py``) runs its iteration on rows
+  sharded across ranks (the statistics go through ``collectives``).
 
 One fit is: preprocess (``FeaturePreprocessor``), train ``num_iters`` Lloyd
 iterations (``num_redo`` times, keeping the lowest objective), assign every

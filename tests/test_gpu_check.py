@@ -1,0 +1,125 @@
+"""tools/gpu_check.py on the CPU: arguments, peaks and MFU, the message
+without a GPU, the bf16 AmpOptimWrapper step, and a tiny smoke run's JSON."""
+import json
+import os.path as osp
+import runpy
+import socket
+
+import pytest
+import torch
+import torch.distributed as torch_dist
+from mmengine.optim.optimizer import amp_optimizer_wrapper
+
+from xdc_plugin.engine.config import load_config
+from xdc_plugin.models.flops import forward_flops
+from xdc_plugin.registry import MODELS
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TOOL = runpy.run_path(osp.join(REPO, 'tools', 'gpu_check.py'))
+TINY = ['--batch-size', '2', '--frames', '2', '--crop', '32',
+        '--audio-frames', '20', '24', '--warmup', '1', '--iters', '2',
+        '--kmeans-points', '600', '--kmeans-dim', '8',
+        '--kmeans-clusters', '6', '--kmeans-iters', '4',
+        'model.video_encoder.width=0.125', 'model.audio_encoder.width=0.125']
+
+
+def test_defaults_are_the_paper_sizes():
+    args = TOOL['build_parser']().parse_args([])
+    assert (args.batch_size, args.frames, args.crop, args.mels) == (
+        32, 8, 112, 40)
+    assert args.audio_frames == [100, 201]
+    assert (args.kmeans_points, args.kmeans_dim, args.kmeans_clusters) == (
+        1_000_000, 512, 8192)
+    assert not args.cpu
+
+
+def test_peak_given_or_by_name():
+    assert TOOL['environment'](torch.device('cpu'), 500.0)[
+        'peak_source'] == '--peak-tflops'
+    env = TOOL['environment'](torch.device('cpu'), None)
+    assert env['peak_bf16_tflops'] is None
+    assert 'pass --peak-tflops' in env['peak_source']
+
+
+def test_without_gpu_says_so(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(SystemExit, match='no CUDA device is visible.*--cpu'):
+        TOOL['main']([])
+
+
+def test_group_from_launcher_environment(monkeypatch):
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    for key, value in dict(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
+                           RANK='0', WORLD_SIZE='1').items():
+        monkeypatch.setenv(key, value)
+    with TOOL['single_rank_group']('gloo'):
+        assert torch_dist.get_world_size() == 1
+        assert torch_dist.get_backend() == 'gloo'
+    assert not torch_dist.is_initialized()
+
+
+def test_bf16_amp_step(monkeypatch):
+    """The GPU path's AmpOptimWrapper(bfloat16), run under CPU autocast:
+    mmengine only refuses to build it without a GPU."""
+    monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available',
+                        lambda: True)
+    args = TOOL['build_parser']().parse_args(['--cpu'] + TINY)
+    cfg = load_config(args.cfg, args.overrides)
+    conv_dtypes = set()
+
+    def record(module, _, out):  # the FLOP count's meta forward excluded
+        if isinstance(module, torch.nn.Conv3d) and not out.is_meta:
+            conv_dtypes.add(out.dtype)
+
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        with TOOL['single_rank_group']('gloo'):
+            rows = TOOL['check_train_step'](cfg, args, torch.device('cpu'),
+                                            amp=True)
+    finally:
+        hook.remove()
+    assert conv_dtypes == {torch.bfloat16}
+    assert [r['amp'] for r in rows] == ['bfloat16', 'bfloat16']
+
+
+def test_smoke_run_json(tmp_path):
+    out = tmp_path / 'gpu.json'
+    TOOL['main'](['--cpu', '--peak-tflops', '0.5', '--out', str(out)] + TINY)
+    report = json.loads(out.read_text())
+    assert report['schema'] == 'xdc-gpu-check/1'
+    assert report['backend'] == 'gloo'
+    assert report['environment']['device'] == 'cpu'
+    assert report['environment']['peak_bf16_tflops'] == 0.5
+
+    args = TOOL['build_parser']().parse_args(['--cpu'] + TINY)
+    model = MODELS.build(load_config(args.cfg, args.overrides).model)
+    steps = report['train_step']
+    assert [r['audio_shape'] for r in steps] == [[1, 40, 20], [1, 40, 24]]
+    for row in steps:
+        assert row['video_shape'] == [3, 2, 32, 32]
+        assert row['amp'] is None
+        assert row['clips_per_s'] == pytest.approx(2e3 / row['step_ms'])
+        assert row['mfu'] == pytest.approx(
+            3 * row['forward_gflops_per_clip'] * 1e9 * row['clips_per_s'] /
+            0.5e12)
+        assert row['extract_clips_per_s'] > 0
+        assert row['forward_gflops_per_clip'] * 1e9 == pytest.approx(
+            forward_flops(model, row['video_shape'],
+                          row['audio_shape'])['total'])
+
+    runs = {r['method']: r for r in report['kmeans']}
+    assert list(runs) == ['TorchKMeans', 'FaissKMeans', 'DistributedKMeans']
+    torch_run = runs['TorchKMeans']
+    assert (torch_run['num_points'], torch_run['dim'],
+            torch_run['num_clusters'], torch_run['num_iters']) == (600, 8, 6,
+                                                                  4)
+    # Same rows, same start: the sharded k-means on one gloo rank is the
+    # single-process one, and faiss lands on the same partition.
+    assert runs['DistributedKMeans']['label_agreement'] == 1.0
+    assert runs['DistributedKMeans']['inertia'] == pytest.approx(
+        torch_run['inertia'], rel=1e-6)
+    assert runs['FaissKMeans']['inertia'] == pytest.approx(
+        torch_run['inertia'], rel=1e-3)
+    assert all(r['seconds'] > 0 for r in runs.values())

@@ -95,9 +95,10 @@ def single_rank_group(backend):
         torch_dist.init_process_group(backend, store=store, rank=0,
                                       world_size=1)
     try:
-        if torch_dist.get_world_size() != 1:
+        world = torch_dist.get_world_size()
+        if world != 1:
             raise SystemExit('gpu_check measures one rank: run it with '
-                             f'world size 1, not {torch_dist.get_world_size()}')
+                             f'world size 1, not {world}')
         yield
     finally:
         if made:

@@ -116,6 +116,17 @@ def assign(x, centroids):
     return labels, dists.clamp_min_(0)
 
 
+def _membership(labels, num_clusters):
+    """Sparse (K, n) 0/1 matrix of the clusters' members: its product with
+    the rows sums them per cluster. (On the CPU, ``index_add_`` along rows
+    adds one row at a time and was 5-50x slower on 2 threads.)"""
+    n = len(labels)
+    index = torch.stack([labels, torch.arange(n, device=labels.device)])
+    return torch.sparse_coo_tensor(
+        index, torch.ones(n, device=labels.device), (num_clusters, n),
+        check_invariants=True)  # bounds of the labels: O(n)
+
+
 def cluster_statistics(x, labels, dists, num_clusters):
     """Per-cluster ``[sum of rows (D), count, sum of squared distances]``
     as one float64 (K, D + 2) tensor, ready for a single all-reduce. Row
@@ -124,13 +135,11 @@ def cluster_statistics(x, labels, dists, num_clusters):
     dim = x.shape[1]
     stats = torch.zeros(num_clusters, dim + 2, dtype=torch.float64,
                         device=x.device)
-    block = torch.empty(num_clusters, dim, dtype=torch.float32,
-                        device=x.device)
     step = _rows_per_block(dim)
     for start in range(0, len(x), step):
-        block.zero_().index_add_(0, labels[start:start + step],
-                                 x[start:start + step].float())
-        stats[:, :dim] += block
+        rows = slice(start, start + step)
+        stats[:, :dim] += torch.sparse.mm(
+            _membership(labels[rows], num_clusters), x[rows].float())
     stats[:, dim] = torch.bincount(labels, minlength=num_clusters)
     stats[:, dim + 1].index_add_(0, labels, dists.double())
     return stats

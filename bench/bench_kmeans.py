@@ -26,8 +26,8 @@ all measured by one explicit float64 computation outside the timed part.
 ``time/faiss`` is the wall-time ratio, ``cpu/faiss`` the ratio of process
 CPU time (less sensitive to other load on a shared machine). Each method
 first runs once, untimed, on a small slice (thread pools and lazy
-initialisation); with ``--repeats R`` the methods then run R times in turn
-and the table keeps each one's fastest run.
+initialisation); with ``--repeats R`` the methods then run R times, each
+time in a rotated order, and the table keeps each one's fastest run.
 
     python bench/bench_kmeans.py --sizes 10000 100000 --clusters 256
     python bench/bench_kmeans.py --sizes 1000000 --clusters 256 4096 \\
@@ -118,8 +118,9 @@ def measure(methods, x, init, iters, repeats):
     for name in methods:
         METHODS[name](x[:2 * len(init)], x[:len(init)], 1)
     best = {}
-    for _ in range(repeats):
-        for name in methods:
+    for repeat in range(repeats):
+        turn = repeat % len(methods)  # no method always follows the same one
+        for name in methods[turn:] + methods[:turn]:
             wall, cpu = time.perf_counter(), time.process_time()
             centroids, labels, ran = METHODS[name](x, init, iters)
             wall = time.perf_counter() - wall
@@ -183,8 +184,7 @@ def main():
         for k in args.clusters:
             iters = heavy_iters if n * k > args.heavy_work else args.iters
             pick = np.random.default_rng(args.seed).permutation(n)[:k]
-            rows = measure(methods, x, x[pick], iters,
-                           args.repeats)
+            rows = measure(methods, x, x[pick], iters, args.repeats)
             base_wall, base_cpu, _, base_inertia = rows[BASELINE]
             for name, (wall, cpu, ran, value) in rows.items():
                 print(f'| {n} | {k} | {name} | {ran} | {wall:.2f} | '

@@ -57,6 +57,8 @@ def test_settings(media_dir):
     # The digest ignores full_decode (a full check answers a header check).
     assert CheckSettings().digest() == CheckSettings(
         full_decode=False).digest() != CheckSettings(num_frames=16).digest()
+    assert CheckSettings(frame_rate=30).digest() == CheckSettings(
+        frame_rate=30.0).digest()
 
 
 def test_threads_give_the_serial_results(media_dir):

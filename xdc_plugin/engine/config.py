@@ -8,11 +8,29 @@ A leading ``+`` sets a key without these checks: a new key, or a value of
 another type.
 """
 import difflib
+import os.path as osp
 
 import yaml
 from mmengine.config import Config
 
 from xdc_plugin.compat import package_utils_without_pkg_resources
+
+
+_PACKAGE = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def shipped_config(name):
+    """Path of one of the configs we ship: ``xdc_plugin/configs/<name>``
+    (package data of an installed wheel) or ``configs/<name>`` beside the
+    package (a source checkout, editable install)."""
+    for root in (osp.join(_PACKAGE, 'configs'),
+                 osp.join(osp.dirname(_PACKAGE), 'configs')):
+        path = osp.join(root, name)
+        if osp.isfile(path):
+            return path
+    raise FileNotFoundError(f'{name} is not among the shipped configs '
+                            f'(looked in {_PACKAGE}/configs and beside the '
+                            'package)')
 
 
 class ConfigKeyError(KeyError):

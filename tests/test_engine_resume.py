@@ -22,7 +22,7 @@ def resume_args(tmp_path, work_dir):
     """The tiny demo with DataLoader workers, a clustering round at every
     epoch and a log line at every iteration."""
     args = tiny_demo_args(tmp_path, max_epochs=EPOCHS) + [
-        'train_dataloader.num_workers=2', 'train_dataloader.persistent_workers=false', 'default_hooks.logger.interval=1',
+        'train_dataloader.num_workers=2', 'default_hooks.logger.interval=1',
         f'param_scheduler.0.T_max={EPOCHS}',
         '+custom_hooks.0.evaluate_after_train=false']
     args[args.index('--work-dir') + 1] = str(work_dir)

@@ -111,7 +111,11 @@ def work_dir_lock(work_dir, force):
     another run holds it."""
     lock = WorkDirLock(work_dir, force, on_force=lambda m: print_log(
         m, logger='current', level=logging.WARNING))
-    _from_rank0(lock.__enter__)
+
+    def take():
+        lock.__enter__()  # the lock object itself stays on rank 0
+
+    _from_rank0(take)
     try:
         yield
     finally:

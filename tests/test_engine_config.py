@@ -31,8 +31,8 @@ def test_demo_config_inherits_the_runtime_base():
     assert cfg.default_scope == 'xdc'
     assert cfg.custom_imports['imports'] == ['xdc_plugin']
     assert cfg.model.type == 'XDCModel'
-    # The YAML anchor shares the clip settings.
-    assert cfg.train_dataloader.dataset.dataset.num_frames == 8
+    assert cfg.train_dataloader.dataset.type == 'DemoAVDataset'
+    assert cfg.default_hooks.step_seed.type == 'StepSeedHook'
 
 
 def test_override_changes_nested_and_list_values():

@@ -8,12 +8,8 @@ Everything after ``--`` is passed to ``tools/run_net.py``. Jobs requeue
 themselves on preemption and resume from the last checkpoint.
 """
 import argparse
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from xdc_plugin.engine.slurm import submit  # noqa: E402
+from xdc_plugin.engine.slurm import submit
 
 
 def main():

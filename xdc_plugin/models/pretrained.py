@@ -615,10 +615,9 @@ def split_training_state_dict(
     return video, audio
 
 
-def load_training_checkpoint(path: str, trusted: bool = False
-                             ) -> Dict[str, torch.Tensor]:
-    """The model state dict of one of our mmengine checkpoints, read with
-    ``weights_only=True`` unless ``trusted`` (mmengine checkpoints hold
+def read_training_checkpoint(path: str, trusted: bool = False) -> dict:
+    """One of our mmengine checkpoints (``state_dict``, ``meta``, ...), read
+    with ``weights_only=True`` unless ``trusted`` (mmengine checkpoints hold
     logging objects, ``message_hub``, that only a full unpickle reads)."""
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
@@ -634,7 +633,13 @@ def load_training_checkpoint(path: str, trusted: bool = False
     if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
         raise IncompatibleWeightsError(
             f'{path} is not an mmengine checkpoint (no "state_dict")')
-    return checkpoint['state_dict']
+    return checkpoint
+
+
+def load_training_checkpoint(path: str, trusted: bool = False
+                             ) -> Dict[str, torch.Tensor]:
+    """The model state dict of :func:`read_training_checkpoint`."""
+    return read_training_checkpoint(path, trusted)['state_dict']
 
 
 def export_training_checkpoint(ckpt_path: str, out_dir: str,

@@ -18,12 +18,17 @@ CFG = osp.join(REPO, 'configs', 'xdc_avobjects.yaml')
 
 class FakeDataset:
     """Files with ``num_clips`` clips each; ``broken`` indices raise
-    DecodeError; ``skipped`` mimics files excluded at construction."""
+    DecodeError or (``replace=True``, as ``AVClipDataset`` does) give the
+    next file instead; ``skipped`` mimics files excluded at build."""
 
-    def __init__(self, n=7, num_clips=3, broken=(2, 5), audio_only=False):
+    def __init__(self, n=7, num_clips=3, broken=(2, 5), audio_only=False,
+                 replace=False):
         self.n, self.num_clips, self.broken = n, num_clips, broken
-        self.audio_only = audio_only
+        self.audio_only, self.replace = audio_only, replace
         self.skipped = [('gone.mp4', 'no_audio')]
+
+    def get_data_info(self, index):
+        return dict(path=f'file{index}.mp4')
 
     def __len__(self):
         return self.n
@@ -37,6 +42,8 @@ class FakeDataset:
         return video, audio
 
     def __getitem__(self, index):
+        if index in self.broken and self.replace:
+            return self[(index + 1) % self.n]
         if index in self.broken:
             raise DecodeError(f'file{index}.mp4', 'bad packet', 'truncated')
         video, audio = self.clips(index)
@@ -63,16 +70,17 @@ def _expected(encoders, dataset, index):
     return v.mean(0).numpy(), a.mean(0).numpy()
 
 
-@pytest.mark.parametrize('num_workers', [0, 1])
+@pytest.mark.parametrize('num_workers,replace', [(0, False), (1, True)])
 def test_features_are_clip_averages_and_bad_files_are_skipped(
-        encoders, num_workers, caplog):
-    dataset = FakeDataset()
+        encoders, num_workers, replace):
+    dataset = FakeDataset(replace=replace)
     result = extract_file_features(encoders, dataset, batch_size=2,
                                    num_workers=num_workers, progress=False)
     assert list(result.indices) == [0, 1, 3, 4, 6]
     assert list(result.labels) == [0, 1, 1, 0, 0]
     assert result.num_skipped == 3
-    assert ('file2.mp4', 'truncated') in result.skipped
+    reason = 'undecodable' if replace else 'truncated'
+    assert ('file2.mp4', reason) in result.skipped
     assert ('gone.mp4', 'no_audio') in result.skipped
     assert result.features['video'].shape == (5, 128)
     assert result.features['video'].dtype == np.float32

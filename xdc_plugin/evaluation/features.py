@@ -8,9 +8,11 @@ settings (frames, frame rate, size, audio front end); the features of the
 ``(K, 3, T, H, W)`` and/or ``audio`` ``(K, 1, n_mels, frames)`` (no leading
 ``K`` when ``K = 1``), ``label`` and ``index``.
 
-A file that cannot be decoded (``DecodeError``) is skipped and counted,
-never a crash; so are the files the dataset itself excluded when it was
-built (its ``skipped`` list).
+A file that cannot be decoded is skipped and counted, never a crash:
+whether the dataset raises ``DecodeError`` for it or, as ``AVClipDataset``
+does, returns the next decodable file instead (whose ``index`` then
+repeats; each index is kept once). The files the dataset excluded when it
+was built (its ``skipped`` list) are counted too.
 """
 import dataclasses
 import logging
@@ -65,13 +67,21 @@ class _SkipUndecodable(Dataset):
         try:
             return self.dataset[index]
         except DecodeError as exc:
-            return {'failed': (exc.path, exc.kind)}
+            return {'failed': exc.kind, 'index': index}
 
 
 def _collate(items):
-    failed = [item['failed'] for item in items if 'failed' in item]
+    failed = {item['index']: item['failed'] for item in items
+              if 'failed' in item}
     good = [item for item in items if 'failed' not in item]
     return (default_collate(good) if good else None), failed
+
+
+def _path(dataset, index):
+    try:
+        return str(dataset.get_data_info(index)['path'])
+    except (AttributeError, KeyError):
+        return f'index {index}'
 
 
 def _normalise_video(video: torch.Tensor) -> torch.Tensor:
@@ -112,13 +122,12 @@ def extract_file_features(encoders: Encoders, dataset,
     loader = DataLoader(_SkipUndecodable(dataset), batch_size=batch_size,
                         num_workers=num_workers, collate_fn=_collate)
     chunks = {m: [] for m in modalities}
-    labels, indices = [], []
-    skipped = [(str(p), str(r)) for p, r in getattr(dataset, 'skipped', [])]
+    labels, indices, failed = [], [], {}
     with tqdm(total=len(dataset), desc=desc, unit='file',
               disable=not progress) as bar:
-        for batch, failed in loader:
-            skipped.extend(failed)
-            bar.update(len(failed))
+        for batch, batch_failed in loader:
+            failed.update(batch_failed)
+            bar.update(len(batch_failed))
             if batch is None:
                 continue
             for m in modalities:
@@ -126,15 +135,22 @@ def extract_file_features(encoders: Encoders, dataset,
             labels.append(torch.as_tensor(batch['label']).long())
             indices.append(torch.as_tensor(batch['index']).long())
             bar.update(len(indices[-1]))
+    if not indices:
+        raise RuntimeError(f'{desc}: no file could be decoded '
+                           f'({len(failed)} failed)')
+    indices = torch.cat(indices).numpy()
+    # A replaced file's content comes back under its replacement's index.
+    indices, first = np.unique(indices, return_index=True)
+    missing = np.setdiff1d(np.arange(len(dataset)), indices)
+    skipped = [(str(p), str(r)) for p, r in getattr(dataset, 'skipped', [])]
+    skipped += [(_path(dataset, i), failed.get(i, 'undecodable'))
+                for i in missing]
     if skipped:
         counts = Counter(reason for _, reason in skipped)
         print_log(f'{desc}: skipped {len(skipped)} file(s) that could not be '
                   f'decoded ({dict(counts)}); first: {skipped[:3]}',
                   logger='current', level=logging.WARNING)
-    if not indices:
-        raise RuntimeError(f'{desc}: no file could be decoded '
-                           f'({len(skipped)} skipped, e.g. {skipped[:3]})')
     return FileFeatures(
-        features={m: torch.cat(c).numpy() for m, c in chunks.items()},
-        labels=torch.cat(labels).numpy(), indices=torch.cat(indices).numpy(),
+        features={m: torch.cat(c).numpy()[first] for m, c in chunks.items()},
+        labels=torch.cat(labels).numpy()[first], indices=indices,
         skipped=skipped)

@@ -77,6 +77,8 @@ def test_features_are_clip_averages_and_bad_files_are_skipped(
     result = extract_file_features(encoders, dataset, batch_size=2,
                                    num_workers=num_workers, progress=False)
     assert list(result.indices) == [0, 1, 3, 4, 6]
+    assert result.paths == ['file0.mp4', 'file1.mp4', 'file3.mp4',
+                            'file4.mp4', 'file6.mp4']
     assert list(result.labels) == [0, 1, 1, 0, 0]
     assert result.num_skipped == 3
     reason = 'undecodable' if replace else 'truncated'

@@ -40,12 +40,13 @@ class FileFeatures:
     """Features of the files that decoded, in dataset order.
 
     ``features``: modality -> float32 ``(N, D)``; ``labels``: int64 ``(N,)``
-    (-1 unknown); ``indices``: their dataset indices; ``skipped``: ``(file
-    or index, reason)`` of every file left out.
+    (-1 unknown); ``indices``: their dataset indices; ``paths``: their
+    files; ``skipped``: ``(file, reason)`` of every file left out.
     """
     features: Dict[str, np.ndarray]
     labels: np.ndarray
     indices: np.ndarray
+    paths: List[str]
     skipped: List[Tuple[str, str]]
 
     @property
@@ -153,4 +154,4 @@ def extract_file_features(encoders: Encoders, dataset,
     return FileFeatures(
         features={m: torch.cat(c).numpy()[first] for m, c in chunks.items()},
         labels=torch.cat(labels).numpy()[first], indices=indices,
-        skipped=skipped)
+        paths=[_path(dataset, i) for i in indices], skipped=skipped)

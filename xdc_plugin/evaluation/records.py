@@ -9,7 +9,7 @@ single split), ``folds`` (the score of every split) and ``num_samples``
 (``num_unlabelled``, ``num_skipped``, ``benchmark``, ``C`` ...).
 """
 import json
-from typing import Iterable, List, Sequence
+from typing import Callable, Iterable, List, Sequence, Tuple
 
 import numpy as np
 from mmengine import fileio
@@ -37,6 +37,31 @@ def format_table(records: Iterable[dict]) -> str:
     lines = ['  '.join(v.ljust(w) for v, w in zip(row, widths)).rstrip()
              for row in rows]
     lines.insert(1, '  '.join('-' * w for w in widths))
+    return '\n'.join(lines)
+
+
+def format_markdown(records: Iterable[dict], row_key: str,
+                    columns: Sequence[Tuple[str, str, str]],
+                    extra: Sequence[Tuple[str, Callable[[str], str]]] = ()
+                    ) -> str:
+    """A markdown table: one row per value of ``row_key`` (in first-seen
+    order), one column per ``(protocol, modality, metric)`` holding
+    ``mean +- std`` in %, then the ``extra`` columns ``(title, row value ->
+    text)``."""
+    cells, rows = {}, []
+    for r in records:
+        if r[row_key] not in rows:
+            rows.append(r[row_key])
+        cells[(r[row_key], r['protocol'], r['modality'], r['metric'])] = (
+            f"{100 * r['accuracy']:.1f} ± {100 * r['std']:.1f}")
+    header = [row_key] + [f'{p} {m} {metric}' for p, m, metric in columns]
+    header += [title for title, _ in extra]
+    lines = ['| ' + ' | '.join(header) + ' |',
+             '|' + '---|' * len(header)]
+    for row in rows:
+        values = [str(row)] + [cells.get((row,) + c, '-') for c in columns]
+        values += [text(row) for _, text in extra]
+        lines.append('| ' + ' | '.join(values) + ' |')
     return '\n'.join(lines)
 
 

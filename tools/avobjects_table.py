@@ -2,7 +2,8 @@
 shipped recipe, evaluate its frozen encoders, print a markdown table.
 
     python tools/avobjects_table.py                       # the whole table
-    python tools/avobjects_table.py --variants random xdc train_cfg.max_epochs=2
+    python tools/avobjects_table.py --variants random xdc \\
+        train_cfg.max_epochs=2
 
 For every variant (``random``, ``sdc``, ``mdc``, ``cdc``, ``xdc``) but
 ``random``, ``tools/run_net.py --cfg CONFIG model.variant=<v>`` trains into

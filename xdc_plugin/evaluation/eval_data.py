@@ -7,8 +7,9 @@ Video clips are ``num_frames`` frames at ``frame_rate`` resized to
 ``audio_duration`` audio window centred on it, as in training. When no
 video is evaluated (audio-only data such as ESC-50 and DCASE, or
 ``--modality audio``) only audio is decoded and the clips are the audio
-windows themselves, spread uniformly over the file. A file that fails to decode is left out of the features (the
-extraction counts it): evaluation never stops on bad files.
+windows themselves, spread uniformly over the file. A file that fails to
+decode is left out of the features (the extraction counts it): evaluation
+never stops on bad files.
 """
 from typing import Optional, Sequence
 

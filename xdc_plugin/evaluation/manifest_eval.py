@@ -22,19 +22,21 @@ from xdc_plugin.evaluation.protocols import (PROTOCOLS, evaluate_features,
 def manifest_features(encoders: Encoders, manifest: str,
                       label_column: Optional[str], *,
                       num_clips: int = DEFAULT_NUM_CLIPS,
+                      check_labels: bool = True,
                       folds: Optional[int] = None, data_root: str = '',
                       classes=None, check_cache=True, batch_size: int = 4,
                       num_workers: int = 0, device: str = 'cpu',
                       progress: bool = True
                       ) -> Tuple[FileFeatures, Optional[tuple]]:
     """Per-file features of every loaded encoder on ``manifest``, and the
-    class names of its string labels (None for integer labels). With
-    ``folds``, the labels are checked for ``folds``-fold first."""
+    class names of its string labels (None for integer labels).
+    ``check_labels``: check first that the labels hold two classes or more
+    (and, with ``folds``, enough files per class for ``folds``-fold)."""
     dataset = build_eval_dataset(manifest, label_column, encoders.settings,
                                  num_clips, encoders.modalities, data_root,
                                  classes=classes, check_cache=check_cache)
     labels = dataset.get_labels()
-    if label_column is not None:
+    if check_labels:
         keep = labelled_rows(labels)
         if folds is not None:
             stratified_splits(labels[keep], folds)
@@ -87,12 +89,13 @@ def evaluate_manifest(encoder: str, label_column: str, *,
         result, _ = manifest_features(encoders, data, label_column,
                                       folds=folds, **options)
         labels, split = result.labels, dict(folds=folds)
-        skipped = result.num_skipped
     else:
         train, train_names = manifest_features(encoders, train_manifest,
                                                label_column, **options)
+        # A test part may hold a single class; the training part may not.
         test, test_names = manifest_features(encoders, test_manifest,
-                                             label_column, **options)
+                                             label_column, check_labels=False,
+                                             **options)
         union = (sorted(set(train_names) | set(test_names))
                  if train_names and test_names else None)
         if (train_names is None) != (test_names is None):
@@ -109,11 +112,10 @@ def evaluate_manifest(encoder: str, label_column: str, *,
             skipped=train.skipped + test.skipped)
         split = dict(is_test=np.r_[np.zeros(len(train.labels), bool),
                                    np.ones(len(test.labels), bool)])
-        skipped = result.num_skipped
     features = {m: result.features[m] for m in MODALITIES
                 if m in result.features}
     records = evaluate_features(features, labels, protocols, seed=seed,
                                 encoder=encoder, **split)
     for record in records:
-        record['num_skipped'] = skipped
+        record['num_skipped'] = result.num_skipped
     return records

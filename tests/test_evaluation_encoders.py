@@ -17,8 +17,8 @@ from xdc_plugin.evaluation.encoders import load_encoders
 from xdc_plugin.evaluation.run_config import (InputSettings,
                                               config_from_text,
                                               input_settings)
-from xdc_plugin.models import pretrained as P
-from xdc_plugin.models.video_resnet import R2Plus1D18
+from xdc_plugin import weights as W
+from xdc_plugin.encoders import R2Plus1D18
 from xdc_plugin.registry import MODELS
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -81,7 +81,7 @@ def test_checkpoint_config_from_meta_and_trust(avobjects_cfg, trained_model,
                                                tmp_path):
     path = _checkpoint(tmp_path / 'epoch_2.pth', trained_model,
                        dict(cfg=avobjects_cfg.pretty_text, epoch=2))
-    with pytest.raises(P.IncompatibleWeightsError, match='--trusted'):
+    with pytest.raises(W.IncompatibleWeightsError, match='--trusted'):
         load_encoders(path)
     encoders = load_encoders(path, trusted=True)
     assert encoders.kind == 'checkpoint'
@@ -129,9 +129,8 @@ def test_pipeline_arguments_give_input_settings():
 
 def test_exported_pair_is_found_from_either_file(trained_model, tmp_path,
                                                  avobjects_cfg):
-    path = _checkpoint(tmp_path / 'epoch_4.pth', trained_model, {})
-    paths = P.export_training_checkpoint(path, str(tmp_path / 'out'),
-                                         trusted=True)
+    paths = W.export_encoders(trained_model.state_dict(),
+                              str(tmp_path / 'out'), 'xdc_epoch_4')
     for given in (paths['video'], paths['audio']):
         encoders = load_encoders(given, 'both', cfg=AVOBJECTS_CFG)
         assert encoders.kind == 'exported'
@@ -152,10 +151,10 @@ def fake_release(monkeypatch, tmp_path):
     torch.save(state_dict, raw)
     digest = hashlib.sha256(raw.read_bytes()).hexdigest()
     os.replace(raw, tmp_path / f'fake_xdc-{digest[:8]}.pth')
-    cfg = dataclasses.replace(P.PRETRAINED_CFGS[P.DEFAULT_PRETRAINING],
+    cfg = dataclasses.replace(W.PRETRAINED_CFGS[W.DEFAULT_PRETRAINING],
                               name='fake_xdc', pth_hash=digest[:8])
-    monkeypatch.setitem(P.PRETRAINED_CFGS, 'fake_xdc', cfg)
-    monkeypatch.setenv(P.BASE_URL_ENV, f'file://{tmp_path}/')
+    monkeypatch.setitem(W.PRETRAINED_CFGS, 'fake_xdc', cfg)
+    monkeypatch.setenv(W.BASE_URL_ENV, f'file://{tmp_path}/')
     monkeypatch.setattr(torch.hub, '_hub_dir', str(tmp_path / 'hub'))
     return state_dict
 

@@ -38,6 +38,17 @@ HMDB51_VIDEOS = {
 HMDB51_MARKERS = {1: (1, 1, 2, 0), 2: (2, 0, 1, 1), 3: (1, 2, 0, 1)}
 COLOURS = ((220, 40, 40), (40, 200, 40), (40, 40, 220))
 
+# --cfg-options for tiny runs of configs/benchmarks: width-0.25 backbone,
+# 32x32 crops, no workers, no validation during training.
+SMALL_RUN = [
+    'model.backbone.width=0.25', 'train_cfg.max_epochs=1',
+    'train_dataloader.batch_size=5', 'train_cfg.val_begin=100',
+    'train_dataloader.dataset.pipeline.4.size=32',
+    'val_dataloader.dataset.pipeline.4.crop_size=32',
+    'test_dataloader.dataset.pipeline.4.crop_size=32'] + [
+        f'{loader}_dataloader.{key}' for loader in ('train', 'val', 'test')
+        for key in ('num_workers=0', 'dataset.pipeline.3.scale=[-1, 36]')]
+
 
 def noisy_frames(colour, num_frames=16, size=(48, 36), seed=0):
     """``(T, H, W, 3)`` uint8 frames of noise around ``colour``."""

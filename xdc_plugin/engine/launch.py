@@ -3,11 +3,9 @@ import argparse
 import os.path as osp
 
 import torch
-from mmengine import dist
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
-from xdc_plugin.data.demo import make_demo_dataset
 from xdc_plugin.engine.config import load_config
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -54,22 +52,9 @@ def prepare_config(args):
     return cfg
 
 
-def ensure_demo_data(cfg):
-    """Generate the built-in demo set on first use (``demo_data`` key).
-
-    Rank 0 writes it while the other ranks wait (the runner builds its
-    datasets lazily, in ``train()``).
-    """
-    if cfg.get('demo_data'):
-        if dist.is_main_process():
-            make_demo_dataset(**cfg.demo_data)
-        dist.barrier()
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     cfg = prepare_config(args)
     runner = Runner.from_cfg(cfg)  # initialises distributed training
-    ensure_demo_data(cfg)
     runner.train()
     return runner

@@ -36,10 +36,13 @@ from xdc_plugin.evaluation.run_config import (InputSettings, as_config_dict,
                                               encoder_cfg, input_settings,
                                               run_config)
 from xdc_plugin.models.audio_resnet import AudioResNet18
-from xdc_plugin.models.pretrained import (
-    FC_KEYS, PRETRAINED_CFGS, XDC_SCHEME, IncompatibleWeightsError,
-    load_official_state_dict, load_pretrained_weights, read_training_checkpoint,
-    read_weights_file, split_training_state_dict)
+from xdc_plugin.models.pretrained import (FC_KEYS, PRETRAINED_CFGS,
+                                         XDC_SCHEME, IncompatibleWeightsError,
+                                         load_official_state_dict,
+                                         load_pretrained_weights,
+                                         read_training_checkpoint,
+                                         read_weights_file,
+                                         split_training_state_dict)
 from xdc_plugin.models.video_resnet import R2Plus1D18
 from xdc_plugin.registry import MODELS
 

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from test_evaluation_audio_benchmarks import dcase_root  # noqa: F401
 from tiny_video_releases import SMALL_RUN, make_release
 
 import xdc_plugin.models.pretrained as P
@@ -51,12 +52,12 @@ def test_three_split_finetune_end_to_end(tmp_path):
             protocol='finetune', modality='video', metric='top1',
             encoder='random', dataset='ucf101', frames=4, splits=[1, 2, 3],
             num_samples=9, failed={})
+    assert record['top5_folds'] == [1.0, 1.0, 1.0]  # 3 classes
     folds = np.array(record['folds'])
     # 3 test videos per split: accuracies are thirds.
     assert folds.shape == (3,) and np.allclose(folds * 3, np.round(folds * 3))
     assert record['accuracy'] == pytest.approx(folds.mean())
     assert record['std'] == pytest.approx(folds.std())
-    assert record['top5'] == 1.0  # 3 classes
     table = done.stdout
     for split, accuracy in zip((1, 2, 3), folds):
         assert f'\n{split}{3:>17}{100 * accuracy:>9.2f}{100.0:>9.2f}' in table
@@ -89,15 +90,33 @@ def test_fc_only_learns_the_planted_classes_and_reports_a_failed_split(
         (1, 3, 1.0), (2, 3, 1.0)]
     assert results[2].top1 is None
     assert 'no sword_test_split3.txt' in results[2].error
-    record = summary_record(results, dataset='hmdb51', encoder='random',
-                            frames=4, mode='fc-only')
+    run = dict(dataset='hmdb51', encoder='random', frames=4, mode='fc-only')
+    record = summary_record(results, **run)
     assert (record['accuracy'], record['std'], record['folds'],
             record['splits'], record['num_samples']) == (
                 1.0, 0.0, [1.0, 1.0], [1, 2], 6)
     assert list(record['failed']) == ['3']
-    table = format_table(results, record)
+    table = format_table(results, record=record, **run)
     assert '3' + ' ' * 16 + '0   FAILED: FileNotFoundError' in table
     assert 'over 2 splits' in table
+
+
+def test_audio_subcommand_prints_and_writes_the_records(dcase_root,
+                                                        tmp_path, capsys):
+    # The tiny release of tests/test_evaluation_audio_benchmarks.py.
+    out = tmp_path / 'dcase.json'
+    records = _tool().main([
+        'dcase2014', '--encoder', 'random', '--data-root', str(dcase_root),
+        '--cfg', osp.join(REPO_DIR, 'configs', 'xdc_avobjects.yaml'),
+        '--json', str(out)])
+    assert json.loads(out.read_text()) == records
+    [record] = records
+    assert (record['protocol'], record['modality'], record['benchmark'],
+            record['num_samples']) == ('linear', 'audio', 'dcase2014', 18)
+    printed = capsys.readouterr().out
+    assert 'dcase2014, encoder random\nprotocol  modality' in printed
+    assert (f'linear    audio     top1    {100 * record["accuracy"]:.1f} +- '
+            in printed)
 
 
 def test_tool_errors_are_clear(tmp_path, capsys):

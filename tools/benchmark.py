@@ -10,7 +10,8 @@ Video (mmaction2; every official split trained and tested, then the mean):
 ``--data-root`` holds the unpacked official release (``UCF-101/`` and
 ``ucfTrainTestlist/``; HMDB51's class folders and
 ``testTrainMulti_7030_splits/``) or mmaction2's ``videos/`` and
-``annotations/``; the split files are converted into ``<work-dir>/annotations``.
+``annotations/``; the split files are converted into
+``<work-dir>/annotations``.
 
 Audio (a linear classifier on frozen features, the official folds):
 
@@ -23,9 +24,7 @@ unpickle one you made yourself). ``--json`` writes the records of
 ``tools/evaluate.py`` (accuracies 0-1).
 """
 import argparse
-import json
 import os.path as osp
-import sys
 
 from mmengine import dist
 
@@ -75,6 +74,8 @@ def build_parser():
                                help=f'{name}: linear probe, official folds')
         audio.add_argument('--cfg', help='config of the encoder\'s training '
                            'run (architecture and input settings)')
+        audio.add_argument('--device', default='cpu')
+        audio.add_argument('--num-workers', type=int, default=0)
     return parser
 
 
@@ -88,44 +89,42 @@ def run_video(args):
         work_dir=args.work_dir, cfg_options=args.cfg_options,
         trusted=args.trusted, skip_missing=args.skip_missing,
         launcher=args.launcher, amp=args.amp)
-    record = summary_record(results, dataset=args.benchmark,
-                            encoder=args.encoder, frames=args.frames,
-                            mode=args.mode)
-    return [record], format_table(results, record), not record['failed']
+    run = dict(dataset=args.benchmark, encoder=args.encoder,
+               frames=args.frames, mode=args.mode)
+    record = summary_record(results, **run)
+    table = format_table(results, record=record, **run)
+    failed = [r.split for r in results if r.error]
+    return [record] if record else [], table, failed
 
 
 def run_audio(args):
     from xdc_plugin.evaluation.audio_benchmarks import run_audio_benchmark
-    records = run_audio_benchmark(args.benchmark, args.encoder,
-                                  args.data_root, cfg=args.cfg,
-                                  trusted=args.trusted)
-    lines = [f'{args.benchmark}, encoder {args.encoder}',
-             f'{"protocol":<10}{"modality":<10}{"accuracy":>10}{"std":>8}'
-             '  folds']
-    for r in records:
-        folds = ' '.join(f'{100 * v:.1f}' for v in r['folds'])
-        lines.append(f'{r["protocol"]:<10}{r["modality"]:<10}'
-                     f'{100 * r["accuracy"]:>10.2f}{100 * r["std"]:>8.2f}'
-                     f'  {folds}')
-    return records, '\n'.join(lines), True
+    from xdc_plugin.evaluation.records import format_table
+    records = run_audio_benchmark(
+        args.benchmark, args.encoder, args.data_root, cfg=args.cfg,
+        trusted=args.trusted, device=args.device,
+        num_workers=args.num_workers)
+    return records, f'{args.benchmark}, encoder {args.encoder}\n' + (
+        format_table(records)), []
 
 
 def main(argv=None):
+    from xdc_plugin.evaluation.records import write_json
     parser = build_parser()
     args = parser.parse_args(argv)
     run = run_video if args.benchmark in VIDEO_BENCHMARKS else run_audio
     try:
-        records, table, ok = run(args)
+        records, table, failed = run(args)
     # A missing release or encoder file, a bad ENCODER or config key.
     except (OSError, ValueError, KeyError) as exc:
         parser.exit(1, f'error: {exc}\n')
     if dist.is_main_process():
         print(table)
-        if args.json:
-            with open(args.json, 'w') as f:
-                json.dump(records, f, indent=2)
-    if not ok:
-        sys.exit('some splits failed (see FAILED above and the log)')
+        if args.json and records:
+            write_json(records, args.json)
+    if failed:
+        parser.exit(1, f'error: split(s) {failed} failed (see FAILED above '
+                    'and the log)\n')
     return records
 
 

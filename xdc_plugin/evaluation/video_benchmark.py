@@ -10,7 +10,6 @@ encoder's weights and width. ``--cfg-options`` win over these settings.
 """
 import dataclasses
 import gc
-import logging
 import os
 import os.path as osp
 import re
@@ -19,10 +18,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from mmengine.config import Config
-from mmengine.logging import print_log
+from mmengine.logging import MMLogger, print_log
 
 from xdc_plugin.engine.config import load_config, parse_overrides
 from xdc_plugin.evaluation.encoders import RANDOM, load_encoders
+from xdc_plugin.evaluation.records import make_record
 from xdc_plugin.evaluation.video_splits import (SPLITS, convert_split,
                                                 find_release)
 from xdc_plugin.models.pretrained import (XDC_SCHEME, infer_width,
@@ -120,7 +120,8 @@ def benchmark_config(config: str, cfg_options: Sequence[str] = (), *,
     cfg = load_config(config, cfg_options)
     existing, new = parse_overrides(cfg_options)
     chosen = set(existing) | set(new)
-    cfg.merge_from_dict({k: v for k, v in run_settings(cfg, **run_args).items()
+    settings = run_settings(cfg, **run_args)
+    cfg.merge_from_dict({k: v for k, v in settings.items()
                          if k not in chosen})
     channels = scaled(BACKBONE_CHANNELS, cfg.model.backbone.width)
     if 'model.cls_head.in_channels' in chosen:
@@ -205,8 +206,9 @@ def run_video_benchmark(dataset: str, encoder: str, data_root: str, *,
             result.top5 = float(metrics['acc/top5'])
         except Exception as exc:  # noqa: BLE001 - reported, next split runs
             result.error = f'{type(exc).__name__}: {exc}'
-            print_log(f'{dataset} split {split} failed: {result.error}',
-                      logger='current', level=logging.ERROR)
+            MMLogger.get_current_instance().error(
+                f'{dataset} split {split} failed: {result.error}',
+                exc_info=True)
     return results
 
 
@@ -216,28 +218,28 @@ def _encoder_tag(encoder: str) -> str:
 
 
 def summary_record(results: Sequence[SplitResult], *, dataset: str,
-                   encoder: str, frames: int, mode: str) -> dict:
-    """The run as one record in ``tools/evaluate.py``'s schema (accuracies
-    0-1; ``folds`` are the splits' top-1; ``std`` over the splits)."""
+                   encoder: str, frames: int, mode: str) -> Optional[dict]:
+    """The run as one record of :mod:`xdc_plugin.evaluation.records`
+    (``folds``: the top-1 of each split that ran; ``failed``: the reason of
+    each that did not), with the top-5 beside it; None if no split ran."""
     done = [r for r in results if r.error is None]
-    top1 = np.array([r.top1 for r in done], dtype=float)
-    top5 = np.array([r.top5 for r in done], dtype=float)
-    return dict(
-        protocol=mode, modality='video', metric='top1',
-        accuracy=float(top1.mean()) if done else None,
-        std=float(top1.std()) if done else None,
-        folds=[float(v) for v in top1], splits=[r.split for r in done],
-        num_samples=int(sum(r.num_test for r in done)), encoder=encoder,
-        dataset=dataset, frames=frames,
-        top5=float(top5.mean()) if done else None,
-        top5_folds=[float(v) for v in top5],
+    if not done:
+        return None
+    return make_record(
+        mode, 'video', 'top1', [r.top1 for r in done],
+        num_samples=sum(r.num_test for r in done), encoder=encoder,
+        benchmark=dataset, dataset=dataset, frames=frames,
+        splits=[r.split for r in done],
+        top5=float(np.mean([r.top5 for r in done])),
+        top5_folds=[r.top5 for r in done],
         failed={str(r.split): r.error for r in results if r.error})
 
 
-def format_table(results: Sequence[SplitResult], record: dict) -> str:
+def format_table(results: Sequence[SplitResult], *, dataset: str,
+                 encoder: str, frames: int, mode: str,
+                 record: Optional[dict] = None) -> str:
     """Per-split and mean top-1 / top-5 (in %) as text."""
-    lines = [f'{record["dataset"]} {record["protocol"]}, '
-             f'{record["frames"]} frames, encoder {record["encoder"]}',
+    lines = [f'{dataset} {mode}, {frames} frames, encoder {encoder}',
              f'{"split":<6}{"test videos":>12}{"top-1":>9}{"top-5":>9}']
     for r in results:
         if r.error:
@@ -245,7 +247,7 @@ def format_table(results: Sequence[SplitResult], record: dict) -> str:
         else:
             lines.append(f'{r.split:<6}{r.num_test:>12}{100 * r.top1:>9.2f}'
                          f'{100 * r.top5:>9.2f}')
-    if record['accuracy'] is not None:
+    if record:
         lines.append(f'{"mean":<6}{record["num_samples"]:>12}'
                      f'{100 * record["accuracy"]:>9.2f}'
                      f'{100 * record["top5"]:>9.2f}'

@@ -246,10 +246,9 @@ def annotation_paths(dataset: str, split: int, out_dir: str
                      ) -> Dict[str, str]:
     """mmaction2's file names: ``<dataset>_{train,val}_split_<N>_videos.txt``
     and the class names, one a line, in ``<dataset>_classes.txt``."""
-    return {
-        'train': osp.join(out_dir, f'{dataset}_train_split_{split}_videos.txt'),
-        'test': osp.join(out_dir, f'{dataset}_val_split_{split}_videos.txt'),
-        'classes': osp.join(out_dir, f'{dataset}_classes.txt')}
+    name = osp.join(out_dir, f'{dataset}_{{}}_split_{split}_videos.txt')
+    return {'train': name.format('train'), 'test': name.format('val'),
+            'classes': osp.join(out_dir, f'{dataset}_classes.txt')}
 
 
 def _write_if_changed(path: str, lines: Sequence[str]) -> None:

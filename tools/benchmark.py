@@ -39,8 +39,11 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split('\n', 2)[2])
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument('--encoder', required=True, metavar='ENCODER')
-    common.add_argument('--data-root', required=True)
+    common.add_argument('--encoder', required=True, metavar='ENCODER',
+                        help='random, a release name, an exported encoder '
+                        'file or a training checkpoint')
+    common.add_argument('--data-root', required=True,
+                        help='the unpacked official release')
     common.add_argument('--json', metavar='OUT', help='write the records')
     common.add_argument('--trusted', action='store_true',
                         help='allow a full unpickle of your own checkpoint')

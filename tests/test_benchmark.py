@@ -14,14 +14,13 @@ import torch
 from test_evaluation_audio_benchmarks import dcase_root  # noqa: F401
 from tiny_video_releases import SMALL_RUN, make_release
 
-import xdc_plugin.models.pretrained as P
+import xdc_plugin.weights as P
+from xdc_plugin.encoders import AudioResNet18, R2Plus1D18
 from xdc_plugin.evaluation.video_benchmark import (encoder_weights,
                                                    format_table,
                                                    run_video_benchmark,
                                                    summary_record)
-from xdc_plugin.models.audio_resnet import AudioResNet18
 from xdc_plugin.models.backbone import XDCBackbone
-from xdc_plugin.models.video_resnet import R2Plus1D18
 
 REPO_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOL = osp.join(REPO_DIR, 'tools', 'benchmark.py')

@@ -20,14 +20,13 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import MMLogger, print_log
 
+from xdc_plugin.encoders.resnet import scaled
 from xdc_plugin.engine.config import load_config, parse_overrides
 from xdc_plugin.evaluation.encoders import RANDOM, load_encoders
 from xdc_plugin.evaluation.records import make_record
 from xdc_plugin.evaluation.video_splits import (SPLITS, convert_split,
                                                 find_release)
-from xdc_plugin.models.pretrained import (XDC_SCHEME, infer_width,
-                                          save_hash_named)
-from xdc_plugin.models.resnet_utils import scaled
+from xdc_plugin.weights import XDC_SCHEME, infer_width, save_hash_named
 
 #: backbone settings of each mode: fc-only freezes the stem and layers 1-4
 #: and keeps BatchNorm in eval mode, so that only the classifier learns.

@@ -95,12 +95,14 @@ def _fake_runner(model, dataset, tmp_path):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     logs = []
     return SimpleNamespace(
-        model=model, epoch=0, work_dir=str(tmp_path),
+        model=model, epoch=0, iter=0, work_dir=str(tmp_path),
         train_dataloader=SimpleNamespace(
             dataset=PseudoLabelDataset(dataset), sampler=None),
         optim_wrapper=SimpleNamespace(optimizer=optimizer),
         logger=SimpleNamespace(info=logs.append, warning=logs.append),
         message_hub=SimpleNamespace(update_scalar=lambda *a: None),
+        visualizer=SimpleNamespace(add_scalars=lambda *a, **k: None),
+        cfg=SimpleNamespace(filename=None),
         logs=logs)
 
 

@@ -40,6 +40,7 @@ import logging
 import math
 import types
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -70,12 +71,18 @@ class ClusterResult:
         num_resplit: number of clusters that the final assignment left empty
             and that were re-split.
         counts: int64 (K,), points per cluster (all > 0).
+        distances: float32 (N,), Euclidean distance of every point to the
+            centroid of its label, in the preprocessed space.
+        preprocess: ``FeaturePreprocessor.state_dict()`` of the space the
+            centroids live in, or None (raw features).
     """
     labels: np.ndarray
     centroids: np.ndarray
     inertia: float
     num_resplit: int
     counts: np.ndarray
+    distances: np.ndarray
+    preprocess: Optional[dict] = None
 
     @property
     def num_clusters(self):
@@ -104,15 +111,21 @@ def assign(x, centroids):
     return labels, dists
 
 
-def exact_inertia(x, centroids, labels):
-    """Sum of ``|x_i - c_{label_i}|^2`` by explicit differences (per-row
-    sums in float32, their total in float64)."""
-    total = torch.zeros((), dtype=torch.float64, device=x.device)
+def assigned_sq_distances(x, centroids, labels):
+    """``|x_i - c_{label_i}|^2`` per row by explicit differences (float32).
+    """
+    out = torch.empty(len(x), dtype=torch.float32, device=x.device)
     step = _rows_per_block(x.shape[1])
     for start in range(0, len(x), step):
         diff = x[start:start + step] - centroids[labels[start:start + step]]
-        total += diff.pow(2).sum(1).double().sum()
-    return float(total)
+        out[start:start + step] = diff.pow(2).sum(1)
+    return out
+
+
+def exact_inertia(x, centroids, labels):
+    """Sum of ``|x_i - c_{label_i}|^2`` (per-row sums in float32, their
+    total in float64)."""
+    return float(assigned_sq_distances(x, centroids, labels).double().sum())
 
 
 def _random_direction(dim, generator, device):
@@ -301,7 +314,8 @@ class _BaseKMeans:
         labels = self._assign(x, centroids).to(x.device)
         labels, centroids, num_resplit = resplit_empty_clusters(
             x, labels, centroids, generator)
-        inertia = exact_inertia(x, centroids, labels)
+        sq_distances = assigned_sq_distances(x, centroids, labels)
+        inertia = float(sq_distances.double().sum())
         counts = torch.bincount(labels, minlength=self.num_clusters)
         self._log(f'N={n} K={self.num_clusters} inertia={inertia:.6g} '
                   f'resplit={num_resplit}')
@@ -309,7 +323,10 @@ class _BaseKMeans:
             labels=labels.cpu().numpy().astype(np.int64),
             centroids=centroids.cpu().numpy().astype(np.float32),
             inertia=inertia, num_resplit=num_resplit,
-            counts=counts.cpu().numpy().astype(np.int64))
+            counts=counts.cpu().numpy().astype(np.int64),
+            distances=sq_distances.sqrt().cpu().numpy(),
+            preprocess=(None if self.preprocessor is None else
+                        self.preprocessor.state_dict()))
 
     def __repr__(self):
         return (f'{type(self).__name__}(num_clusters={self.num_clusters}, '

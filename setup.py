@@ -26,8 +26,15 @@ setup(
         'scikit-learn>=1.2',
         'tqdm',
         'pyyaml',
+        # the cluster gallery (xdc_plugin.visualization)
+        'jinja2>=3',
+        'matplotlib>=3.5',
+        'pillow',
     ],
+    package_data={'xdc_plugin.visualization': ['templates/*.html']},
     extras_require={
-        'test': ['pytest>=7', 'pytest-timeout'],
+        # live curves: mmengine's TensorboardVisBackend
+        'tensorboard': ['tensorboard'],
+        'test': ['pytest>=7', 'pytest-timeout', 'tensorboard', 'playwright'],
     },
 )

@@ -1,10 +1,11 @@
 """round_file: what a clustering round saves, and loading old files."""
-import csv
+import os.path as osp
 
 import numpy as np
 import pytest
 import torch
-from conftest import TIMECODE_FPS, timecode_media
+from conftest import (TIMECODE_CLIP_CFG, TIMECODE_CLIP_DURATIONS,
+                      TIMECODE_FPS)
 
 from xdc_plugin.clustering import FaissKMeans, FeaturePreprocessor
 from xdc_plugin.clustering.kmeans import ClusterResult
@@ -13,31 +14,9 @@ from xdc_plugin.clustering.round_file import (FORMAT_VERSION, RoundFileError,
                                               round_path, save_round)
 from xdc_plugin.data import AVClipDataset, PseudoLabelDataset
 from xdc_plugin.data.decode import decode_clip
-from xdc_plugin.data.demo import write_mp4
 from xdc_plugin.data.transforms import AudioLogMel
 
-CLIP = dict(num_frames=8, short_side=32, crop_size=32, audio_duration=2.0,
-            sample_rate=16000, n_mels=20, hop_ms=20)
-DURATIONS = (4.0, 6.0, 5.0, 4.0, 6.0, 5.0)
-
-
-@pytest.fixture(scope='module')
-def clips(tmp_path_factory):
-    """Six timecode files of three lengths, labelled cat/dog/cat/...; a
-    second manifest without labels."""
-    root = tmp_path_factory.mktemp('round_clips')
-    rows = []
-    for i, duration in enumerate(DURATIONS):
-        frames, audio = timecode_media(duration)
-        write_mp4(str(root / f'clip{i}.mp4'), frames, audio, TIMECODE_FPS)
-        rows.append((f'clip{i}.mp4', 'cat' if i % 2 == 0 else 'dog'))
-    for name, header, cut in (('labelled.csv', ['path', 'label'], 2),
-                              ('unlabelled.csv', ['path'], 1)):
-        with open(root / name, 'w', newline='') as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(r[:cut] for r in rows)
-    return root
+CLIP = TIMECODE_CLIP_CFG
 
 
 def extract_set(root, manifest='labelled.csv'):
@@ -56,9 +35,9 @@ def fitted_result(n, seed=0):
     return x, kmeans.fit(x)
 
 
-def test_round_trip_keeps_clusters_distances_state_and_dataset(clips,
-                                                               tmp_path):
-    dataset = extract_set(clips)
+def test_round_trip_keeps_clusters_distances_state_and_dataset(
+        timecode_clips, tmp_path):
+    dataset = extract_set(timecode_clips)
     x, video = fitted_result(len(dataset))
     _, audio = fitted_result(len(dataset), seed=1)
     path = round_path(str(tmp_path), 2)
@@ -73,7 +52,8 @@ def test_round_trip_keeps_clusters_distances_state_and_dataset(clips,
         2, 24, 'xdc', 'configs/x.yaml')
     assert loaded.metrics == dict(video=dict(nmi=0.5, ari=0.25, purity=0.75))
     assert loaded.agreement == dict(xmodal_nmi=0.4)
-    assert loaded.paths == [str(clips / f'clip{i}.mp4') for i in range(6)]
+    assert loaded.paths == [str(timecode_clips / f'clip{i}.mp4')
+                            for i in range(6)]
     assert loaded.classes == ['cat', 'dog']
     np.testing.assert_array_equal(loaded.gt_labels, [0, 1, 0, 1, 0, 1])
     got = loaded.sources['video']
@@ -94,24 +74,24 @@ def test_round_trip_keeps_clusters_distances_state_and_dataset(clips,
         got.distances[got.labels == k].mean() for k in range(3)], rtol=1e-6)
 
 
-def test_clip_windows_reproduce_the_extracted_clip(clips, tmp_path):
+def test_clip_windows_reproduce_the_extracted_clip(timecode_clips, tmp_path):
     """The recorded window, decoded again, gives exactly what the
     extraction pipeline fed the audio encoder."""
-    dataset = extract_set(clips)
+    dataset = extract_set(timecode_clips)
     _, result = fitted_result(len(dataset))
     save_round(str(tmp_path / 'round_0.npz'), 0, 0,
                dict(audio=result), dataset)
     windows = load_round(str(tmp_path / 'round_0.npz')).windows
     span = CLIP['num_frames'] / TIMECODE_FPS
-    np.testing.assert_allclose(windows.start_sec,
-                               [(d - span) / 2 for d in DURATIONS])
+    np.testing.assert_allclose(
+        windows.start_sec, [(d - span) / 2 for d in TIMECODE_CLIP_DURATIONS])
     np.testing.assert_array_equal(windows.frame_rate, TIMECODE_FPS)
     cfg = windows.clip_cfg
     logmel = AudioLogMel(cfg['sample_rate'], cfg['n_mels'], cfg['hop_ms'],
                          cfg['win_ms'])
     for i in (0, 1):
         _, audio = decode_clip(
-            str(clips / f'clip{i}.mp4'), windows.start_sec[i],
+            str(timecode_clips / f'clip{i}.mp4'), windows.start_sec[i],
             cfg['num_frames'], windows.frame_rate[i], cfg['audio_duration'],
             cfg['sample_rate'])
         expected = dataset[i]['audio']
@@ -119,8 +99,9 @@ def test_clip_windows_reproduce_the_extracted_clip(clips, tmp_path):
                                    expected, rtol=0, atol=0)
 
 
-def test_per_cluster_purity_majority_and_unextracted_clips(clips, tmp_path):
-    dataset = extract_set(clips)  # labels 0 1 0 1 0 1
+def test_per_cluster_purity_majority_and_unextracted_clips(timecode_clips,
+                                                           tmp_path):
+    dataset = extract_set(timecode_clips)  # labels 0 1 0 1 0 1
     labels = np.array([0, 1, 0, 1, 1, -1])  # clip 5 failed to decode
     distances = np.array([1, 2, 3, 4, 5, np.nan], np.float32)
     result = ClusterResult(labels=labels, centroids=np.zeros((2, 3)),
@@ -136,8 +117,8 @@ def test_per_cluster_purity_majority_and_unextracted_clips(clips, tmp_path):
     assert joint.preprocess is None and np.isnan(joint.distances[5])
 
 
-def test_a_dataset_without_labels_saves_no_purity(clips, tmp_path):
-    dataset = extract_set(clips, 'unlabelled.csv')
+def test_a_dataset_without_labels_saves_no_purity(timecode_clips, tmp_path):
+    dataset = extract_set(timecode_clips, 'unlabelled.csv')
     _, result = fitted_result(len(dataset))
     save_round(str(tmp_path / 'round_0.npz'), 0, 0, dict(video=result),
                dataset)
@@ -196,3 +177,31 @@ def test_unreadable_and_newer_files_raise_a_clear_error(tmp_path):
              video_centroids=np.zeros(1))
     with pytest.raises(RoundFileError, match='not a readable round file'):
         load_round(str(hostile))
+
+
+def test_the_hook_writes_its_run_into_the_round_files(tiny_xdc_run):
+    work, runner = tiny_xdc_run
+    hook = next(h for h in runner.hooks
+                if type(h).__name__ == 'CrossModalClusteringHook')
+    dataset = runner.train_dataloader.dataset
+    for round_id, epoch in ((0, 0), ('final', 1)):
+        loaded = load_round(round_path(str(work), round_id))
+        assert loaded.missing == [] and loaded.has_labels
+        assert (loaded.round_id, loaded.epoch, loaded.variant) == (
+            round_id, epoch, 'xdc')
+        assert loaded.config.endswith('xdc_demo.yaml')
+        records = [r for r in hook.history if r['round'] == round_id]
+        assert loaded.metrics == {
+            r['source']: {m: r[m] for m in ('nmi', 'ari', 'purity')}
+            for r in records}
+        assert loaded.agreement == {'xmodal_nmi': records[0]['xmodal_nmi']}
+        assert loaded.paths == [osp.abspath(dataset.dataset.get_path(i))
+                                for i in range(9)]
+        assert all(osp.isfile(p) for p in loaded.paths)
+        assert loaded.classes == list(dataset.metainfo['classes'])
+        for clusters in loaded.sources.values():
+            assert clusters.counts.sum() == 9
+            assert (clusters.distances >= 0).all()
+        # 3 s demo clips at 15 fps: the 8-frame clip is centred.
+        np.testing.assert_allclose(loaded.windows.start_sec,
+                                   (3.0 - 8 / 15) / 2)

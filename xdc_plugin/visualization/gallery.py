@@ -148,7 +148,6 @@ def build_gallery(work_dir, which='all', top_clusters=12,
     shown = pick_rounds(rounds, which)
     notes += [_lacking(r, one_line=True) for r in rounds
               if r.missing and r not in shown]
-    charted = [r for r in rounds if 'metrics' not in r.missing]
     jobs, pages = {}, []
     for round_ in shown:
         pages.append((round_, _page_sections(round_, top_clusters,
@@ -160,6 +159,8 @@ def build_gallery(work_dir, which='all', top_clusters=12,
                       undefined=StrictUndefined, trim_blocks=True,
                       lstrip_blocks=True)
     template = env.get_template('round.html')
+    chart = quality_chart_svg(
+        [r for r in rounds if 'metrics' not in r.missing])
     names = {r.round_id: f'round_{r.round_id}.html' for r, _ in pages}
     default = next((r for r, _ in pages if r.round_id == 'final'),
                    pages[-1][0])
@@ -173,8 +174,7 @@ def build_gallery(work_dir, which='all', top_clusters=12,
             run=_run_summary(work_dir, round_), round=round_,
             rounds=[(r.round_id, r.epoch, names[r.round_id]) for r, _ in
                     pages],
-            chart=quality_chart_svg(charted, current=next(
-                (i for i, r in enumerate(charted) if r is round_), None)),
+            chart=chart,
             sections=sections, media=media, notes=page_notes,
             basename=osp.basename)
         for name in ([names[round_.round_id]] +

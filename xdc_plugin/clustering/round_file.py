@@ -159,8 +159,10 @@ def clip_windows(dataset):
     decoder = next((t for t in transforms if isinstance(t, DecodeAVClip)),
                    None)
     samples = getattr(inner, 'samples', None)
-    if (sampler is None or decoder is None or samples is None
-            or getattr(sampler, 'random', True)
+    # A centred clip ('random=False', or the planned 'mode="center"').
+    centred = (getattr(sampler, 'random', None) is False
+               or getattr(sampler, 'mode', None) == 'center')
+    if (not centred or decoder is None or samples is None
             or any(s.get('duration') is None for s in samples)):
         return None
     cut = [sampler(dict(s)) for s in samples]
@@ -179,9 +181,11 @@ def _dataset_arrays(dataset):
     arrays, meta = {}, {}
     inner = _innermost(dataset)
     if hasattr(inner, 'get_path'):
-        arrays['paths'] = np.array(
-            [osp.abspath(inner.get_path(i)) for i in range(len(inner))],
-            dtype=str)
+        # UTF-8 JSON bytes: 1 byte per character (a numpy str array takes
+        # 4), any character allowed.
+        paths = [osp.abspath(inner.get_path(i)) for i in range(len(inner))]
+        arrays['paths_json'] = np.frombuffer(
+            json.dumps(paths).encode('utf-8'), np.uint8)
     if hasattr(dataset, 'get_labels'):
         arrays['gt_labels'] = np.asarray(dataset.get_labels(), np.int64)
     classes = (getattr(dataset, 'metainfo', None) or {}).get('classes')
@@ -255,7 +259,7 @@ def save_round(path, round_id, epoch, results, dataset=None, variant=None,
     arrays['format_version'] = np.array(FORMAT_VERSION)
     arrays['meta'] = np.array(json.dumps(meta))
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez_compressed(buffer, **arrays)
     # mmengine's file backends (atomic locally, see compat).
     fileio.put(buffer.getvalue(), path)
 
@@ -317,12 +321,14 @@ def _load_v2(path, arrays, meta):
     if 'clip_start_sec' in arrays:
         windows = ClipWindows(arrays['clip_start_sec'],
                               arrays['clip_frame_rate'], meta['clip_cfg'])
-    paths = optional('paths')
+    paths = optional('paths_json')
+    if paths is not None:
+        paths = json.loads(paths.tobytes().decode('utf-8'))
     record = ClusterRound(
         path=path, version=FORMAT_VERSION, round_id=meta['round'],
         sources=sources, epoch=meta['epoch'], variant=meta['variant'],
         config=meta['config'],
-        paths=None if paths is None else paths.tolist(),
+        paths=paths,
         gt_labels=optional('gt_labels'), classes=meta['classes'],
         windows=windows, metrics=meta['metrics'],
         agreement=meta['agreement'])

@@ -133,7 +133,9 @@ class CrossModalClusteringHook(Hook):
         batch_size, num_workers: of the feature-extraction loader.
         balance_by: the source whose clusters the train sampler balances
             (needs a sampler with ``set_pseudo_labels``), or None.
-        save_assignments: write ``clusters/round_<r>.npz`` to the work dir.
+        save_assignments: write ``clusters/round_<r>.npz`` to the work dir
+            (``xdc_plugin.clustering.round_file``; the cluster gallery's
+            input).
         evaluate_after_train: cluster once more after the last epoch, to
             report the quality of the trained encoders.
     """

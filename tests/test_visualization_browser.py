@@ -7,6 +7,7 @@ installs both (``.ci/install_browser.sh``), so a skip there would hide a
 broken gallery. For a local run without them, ``XDC_ALLOW_NO_BROWSER=1``
 turns the failure into an explicit skip.
 """
+import importlib.util
 import os
 import os.path as osp
 import shutil
@@ -34,10 +35,8 @@ def _missing_browser():
     if not os.access(CHROMIUM, os.X_OK):
         return (f'{CHROMIUM} is not an executable: install Debian\'s chromium '
                 '(.ci/install_browser.sh, as root)')
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError as e:
-        return f'Playwright is missing ({e}): pip install -e ".[test]"'
+    if importlib.util.find_spec('playwright') is None:
+        return 'Playwright is not installed: pip install -e ".[test]"'
     return None
 
 

@@ -166,9 +166,9 @@ def test_without_labels_and_with_a_clip_that_fails(timecode_clips, tmp_path):
     save_fitted_rounds(tmp_path / 'work', dataset, [0, 1])
     broken = data / 'clip1.mp4'
     broken.write_bytes(b'no longer a video ' * 100)
-    report = build_gallery(str(tmp_path / 'work'), out_dir=str(tmp_path /
-                                                                 'g'),
-                           workers=2, progress=False)
+    report = build_gallery(str(tmp_path / 'work'),
+                           out_dir=str(tmp_path / 'g'), workers=2,
+                           progress=False)
     assert list(report.failed) == [str(broken)]
     assert report.failed[str(broken)].startswith('unreadable')
     page_text = (tmp_path / 'g' / 'index.html').read_text()

@@ -164,7 +164,7 @@ class FeaturePreprocessor:
 
     # The fitted state as plain numpy values, so that the space the
     # centroids live in can be saved beside them and rebuilt later.
-    _ARRAYS = ('mean', 'components', 'eigenvalues', 'whiten_scale')
+    STATE_ARRAYS = ('mean', 'components', 'eigenvalues', 'whiten_scale')
 
     def state_dict(self):
         """Arguments and fitted arrays: ``pca_dim``, ``whiten``,
@@ -179,7 +179,7 @@ class FeaturePreprocessor:
         state = dict(pca_dim=self.pca_dim, whiten=self.whiten,
                      l2_normalize=self.l2_normalize, eps=self.eps,
                      in_dim=self._in_dim, out_dim=self.out_dim)
-        for name, value in zip(self._ARRAYS, tensors):
+        for name, value in zip(self.STATE_ARRAYS, tensors):
             state[name] = None if value is None else value.cpu().numpy()
         return state
 
@@ -193,7 +193,7 @@ class FeaturePreprocessor:
         self.mean_, self.components_, self.eigenvalues_, self._scale = (
             None if state[name] is None else torch.as_tensor(
                 np.asarray(state[name], np.float32))
-            for name in self._ARRAYS)
+            for name in self.STATE_ARRAYS)
         return self
 
     def __repr__(self):

@@ -25,11 +25,11 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 from mmengine import fileio
 
+from xdc_plugin.clustering.preprocess import FeaturePreprocessor
 from xdc_plugin.data.transforms import DecodeAVClip, SampleClip
 
 FORMAT_VERSION = 2
 SOURCES = ('video', 'audio', 'joint')
-_PREPROCESS_ARRAYS = ('mean', 'components', 'eigenvalues', 'whiten_scale')
 _ROUND_NAME = re.compile(r'^round_(\d+|final)\.npz$')
 
 # What a file may lack, and what a viewer cannot show without it.
@@ -224,8 +224,7 @@ def save_round(path, round_id, epoch, results, dataset=None, variant=None,
         metrics: ``{source: {'nmi', 'ari', 'purity'}}`` against the labels.
         agreement: cross-modal agreement (``{'xmodal_nmi': float}``).
     """
-    arrays, meta = _dataset_arrays(dataset) if dataset is not None else ({},
-                                                                        {})
+    arrays, meta = ({}, {}) if dataset is None else _dataset_arrays(dataset)
     gt_labels = arrays.get('gt_labels')
     meta.update(round=round_id, epoch=int(epoch), variant=variant,
                 config=config, metrics=metrics or {},
@@ -251,7 +250,7 @@ def save_round(path, round_id, epoch, results, dataset=None, variant=None,
                            f'{source}_majority': majority})
         if result.preprocess is not None:
             state = dict(result.preprocess)
-            for name in _PREPROCESS_ARRAYS:
+            for name in FeaturePreprocessor.STATE_ARRAYS:
                 value = state.pop(name)
                 if value is not None:
                     arrays[f'{source}_pca_{name}'] = value
@@ -308,7 +307,7 @@ def _load_v2(path, arrays, meta):
         if state is not None:
             state = dict(state, **{
                 name: optional(f'{source}_pca_{name}')
-                for name in _PREPROCESS_ARRAYS})
+                for name in FeaturePreprocessor.STATE_ARRAYS})
         sources[source] = SourceClusters(
             labels=arrays[f'{source}_labels'],
             centroids=arrays[f'{source}_centroids'],

@@ -11,6 +11,7 @@ import importlib.util
 import os
 import os.path as osp
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -40,7 +41,8 @@ def _missing_browser():
     return None
 
 
-@pytest.fixture(scope='module')
+# Session scope: set up before (and so fails before) the session's run.
+@pytest.fixture(scope='session')
 def browser():
     problem = _missing_browser()
     if problem and os.environ.get(ALLOW_SKIP) == '1':
@@ -164,3 +166,10 @@ def test_an_unlabelled_run_with_a_broken_clip_still_plays(
     assert page.locator('figure.chart').count() == 0
     save_screenshot(page, tmp_path, 'gallery_unlabelled_broken_clip.png')
     assert errors == []
+
+
+def test_a_missing_browser_is_named(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], 'CHROMIUM', '/nowhere/chromium')
+    assert _missing_browser() == (
+        "/nowhere/chromium is not an executable: install Debian's chromium "
+        '(.ci/install_browser.sh, as root)')

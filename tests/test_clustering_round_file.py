@@ -1,4 +1,5 @@
 """round_file: what a clustering round saves, and loading old files."""
+import json
 import os.path as osp
 
 import numpy as np
@@ -172,6 +173,18 @@ def test_unreadable_and_newer_files_raise_a_clear_error(tmp_path):
     np.savez(foreign, weights=np.zeros(3))
     with pytest.raises(RoundFileError, match='not a round file'):
         load_round(str(foreign))
+    _, result = fitted_result(6)
+    with pytest.raises(RoundFileError, match='neither a number nor'):
+        save_round(str(tmp_path / 'round_4.npz'), '../x', 0,
+                   dict(video=result))
+    save_round(str(tmp_path / 'round_4.npz'), 4, 0, dict(video=result))
+    with np.load(tmp_path / 'round_4.npz') as z:
+        arrays = dict(z)
+    meta = json.loads(str(arrays['meta']))
+    arrays['meta'] = np.array(json.dumps(dict(meta, round='../../evil')))
+    np.savez(tmp_path / 'round_4.npz', **arrays)
+    with pytest.raises(RoundFileError, match='neither a number nor'):
+        load_round(str(tmp_path / 'round_4.npz'))
     hostile = tmp_path / 'round_3.npz'
     np.savez(hostile, video_labels=np.array([{'a': 1}], dtype=object),
              video_centroids=np.zeros(1))

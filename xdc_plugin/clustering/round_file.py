@@ -224,6 +224,7 @@ def save_round(path, round_id, epoch, results, dataset=None, variant=None,
         metrics: ``{source: {'nmi', 'ari', 'purity'}}`` against the labels.
         agreement: cross-modal agreement (``{'xmodal_nmi': float}``).
     """
+    _checked_round_id(round_id, path)
     arrays, meta = ({}, {}) if dataset is None else _dataset_arrays(dataset)
     gt_labels = arrays.get('gt_labels')
     meta.update(round=round_id, epoch=int(epoch), variant=variant,
@@ -264,6 +265,14 @@ def save_round(path, round_id, epoch, results, dataset=None, variant=None,
 
 
 # -- reading ------------------------------------------------------------------
+def _checked_round_id(round_id, path):
+    # It names the gallery's pages: never a path, even from a foreign file.
+    if not (type(round_id) is int or round_id == 'final'):
+        raise RoundFileError(f'{path}: round id {round_id!r} is neither a '
+                             "number nor 'final'")
+    return round_id
+
+
 def _round_id_from_name(path):
     match = _ROUND_NAME.match(osp.basename(path))
     if not match:
@@ -320,11 +329,12 @@ def _load_v2(path, arrays, meta):
     if 'clip_start_sec' in arrays:
         windows = ClipWindows(arrays['clip_start_sec'],
                               arrays['clip_frame_rate'], meta['clip_cfg'])
+    round_id = _checked_round_id(meta['round'], path)
     paths = optional('paths_json')
     if paths is not None:
         paths = json.loads(paths.tobytes().decode('utf-8'))
     record = ClusterRound(
-        path=path, version=FORMAT_VERSION, round_id=meta['round'],
+        path=path, version=FORMAT_VERSION, round_id=round_id,
         sources=sources, epoch=meta['epoch'], variant=meta['variant'],
         config=meta['config'],
         paths=paths,

@@ -117,8 +117,10 @@ def test_media_match_the_section_and_are_shared_by_rounds(tiny_gallery):
     assert report.num_clips == len({i for _, i in used})
 
 
-def test_a_rebuild_reuses_the_media(tiny_gallery):
-    work, out, _ = tiny_gallery
+def test_a_rebuild_reuses_the_media(tiny_gallery, tmp_path):
+    work, built, _ = tiny_gallery
+    out = tmp_path / 'gallery'
+    shutil.copytree(built, out)
     before = {f: os.stat(out / 'media' / f).st_mtime_ns
               for f in os.listdir(out / 'media')}
     report = build_gallery(str(work), which='0', out_dir=str(out),
@@ -234,3 +236,25 @@ def test_cli_rejects_unknown_rounds_and_empty_work_dirs(tmp_path, capsys):
     assert "no round '7'; rounds: [0]" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([str(tmp_path), '--round', 'last'])
+
+
+def test_joint_clusters_show_picture_and_sound(timecode_clips, tmp_path):
+    """CDC clusters both modalities together: one section, whose clips
+    carry the video preview, the audio and its spectrogram."""
+    dataset = PseudoLabelDataset(AVClipDataset(
+        str(timecode_clips / 'labelled.csv'), mode='extract',
+        **TIMECODE_CLIP_CFG))
+    save_fitted_rounds(tmp_path, dataset, ['final'], sources=('joint', ))
+    report = build_gallery(str(tmp_path), out_dir=str(tmp_path / 'g'),
+                           workers=1, progress=False)
+    assert report.failed == {}
+    page = outline(tmp_path / 'g' / 'index.html')
+    assert list(page.sections) == ['joint']
+    assert 'Joint clusters [look and listen]' in (
+        tmp_path / 'g' / 'index.html').read_text()
+    clips = [c for card in page.sections['joint']['cards']
+             for c in card['clips']]
+    assert len(clips) == 6
+    for clip in clips:
+        assert sorted(m.rsplit('.', 1)[1] for m in clip['media']) == [
+            'jpg', 'png', 'wav', 'webm']

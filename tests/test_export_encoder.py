@@ -8,9 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-import xdc_plugin  # noqa: F401
-from xdc_plugin.models import pretrained as P
-from xdc_plugin.models.video_resnet import R2Plus1D18
+from xdc_plugin import weights as W
+from xdc_plugin.encoders import R2Plus1D18
 
 REPO_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOL = runpy.run_path(osp.join(REPO_DIR, 'tools', 'export_encoder.py'))
@@ -47,7 +46,7 @@ def trained_video():
 
 def _check_hash_name(path, stem):
     assert re.fullmatch(stem + r'-[0-9a-f]{8}\.pth', osp.basename(path))
-    assert P.sha256_of(path)[:8] == path[-12:-4]
+    assert W.sha256_of(path)[:8] == path[-12:-4]
 
 
 def test_export_roundtrip_through_hub(trained_video, tmp_path, capsys):
@@ -92,7 +91,7 @@ def test_mmengine_checkpoint_needs_trusted(trained_video, tmp_path):
     ckpt = tmp_path / 'iter_10.pth'
     torch.save({'state_dict': _training_state_dict(trained_video),
                 'meta': {'iter': 10}, 'message_hub': hub.state_dict()}, ckpt)
-    with pytest.raises(P.IncompatibleWeightsError, match='--trusted'):
+    with pytest.raises(W.IncompatibleWeightsError, match='--trusted'):
         TOOL['export'](str(ckpt), str(tmp_path / 'out'))
     paths = TOOL['main']([str(ckpt), str(tmp_path / 'out'), '--trusted',
                           '--name', 'mine'])
@@ -108,17 +107,17 @@ def test_small_width_exports_but_is_not_the_release(tmp_path):
     paths = TOOL['export'](str(ckpt), str(tmp_path / 'out'))
     assert paths['audio'] is None
     loaded = R2Plus1D18(num_classes=5, width=0.25)
-    P.load_pretrained_weights(loaded, paths['video'])
-    with pytest.raises(P.IncompatibleWeightsError, match='stem.0.weight'):
-        P.xdc_video_encoder(weights=paths['video'])
+    W.load_pretrained_weights(loaded, paths['video'])
+    with pytest.raises(W.IncompatibleWeightsError, match='stem.0.weight'):
+        W.xdc_video_encoder(weights=paths['video'])
 
 
 def test_not_a_training_checkpoint(tmp_path):
     ckpt = tmp_path / 'plain.pth'
     torch.save({'state_dict': {'backbone.stem.0.weight': torch.zeros(1)}},
                ckpt)
-    with pytest.raises(P.IncompatibleWeightsError, match='video_encoder'):
+    with pytest.raises(W.IncompatibleWeightsError, match='video_encoder'):
         TOOL['export'](str(ckpt), str(tmp_path / 'out'))
     torch.save({'stem.0.weight': torch.zeros(1)}, ckpt)
-    with pytest.raises(P.IncompatibleWeightsError, match='state_dict'):
+    with pytest.raises(W.IncompatibleWeightsError, match='state_dict'):
         TOOL['export'](str(ckpt), str(tmp_path / 'out'))

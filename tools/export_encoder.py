@@ -20,9 +20,15 @@ hold logging objects (``message_hub``) that only a full unpickle can read;
 """
 import argparse
 
-import xdc_plugin  # noqa: F401
-from xdc_plugin.models.pretrained import \
-    export_training_checkpoint as export
+from xdc_plugin.engine.checkpoint import load_training_checkpoint
+from xdc_plugin.weights import export_encoders, export_name
+
+
+def export(checkpoint, out_dir, name=None, trusted=False, width=None):
+    """``{'video': path, 'audio': path or None}`` (see the module doc)."""
+    state_dict = load_training_checkpoint(checkpoint, trusted=trusted)
+    return export_encoders(state_dict, out_dir,
+                           name or export_name(checkpoint), width)
 
 
 def main(argv=None):

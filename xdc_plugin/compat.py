@@ -9,10 +9,8 @@ import functools
 import importlib
 import importlib.metadata
 import importlib.util
-import os
 import os.path as osp
 import sys
-import tempfile
 import types
 
 import torch
@@ -99,27 +97,13 @@ def _atomic_local_writes():
     We write to a temporary file in the same folder and ``os.replace`` it."""
     from mmengine.fileio.backends.local_backend import LocalBackend
 
-    def _atomic_write(data, filepath, mode):
-        filepath = str(filepath)
-        folder = osp.dirname(osp.abspath(filepath))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-')
-        try:
-            with os.fdopen(fd, mode) as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, filepath)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
-            raise
+    from xdc_plugin.atomic_write import write_atomically
 
     def put(self, obj, filepath):
-        _atomic_write(obj, filepath, 'wb')
+        write_atomically(obj, filepath)
 
     def put_text(self, obj, filepath, encoding='utf-8'):
-        _atomic_write(obj.encode(encoding), filepath, 'wb')
+        write_atomically(obj.encode(encoding), filepath)
 
     LocalBackend.put = put
     LocalBackend.put_text = put_text

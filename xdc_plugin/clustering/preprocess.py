@@ -193,15 +193,16 @@ class FeaturePreprocessor:
     @classmethod
     def from_state_dict(cls, state):
         """A fitted preprocessor rebuilt from ``state_dict()``'s output."""
-        self = cls(state['pca_dim'], state['whiten'], state['l2_normalize'],
-                   state['eps'])
-        self._in_dim, self.out_dim = int(state['in_dim']), int(
-            state['out_dim'])
-        self.mean_, self.components_, self.eigenvalues_, self._scale = (
-            None if state[name] is None else torch.as_tensor(
-                np.asarray(state[name], np.float32))
-            for name in self.STATE_ARRAYS)
-        return self
+        fitted = cls(state['pca_dim'], state['whiten'],
+                     state['l2_normalize'], state['eps'])
+        fitted._in_dim = int(state['in_dim'])
+        fitted.out_dim = int(state['out_dim'])
+        arrays = [None if state[name] is None else
+                  torch.as_tensor(np.asarray(state[name], np.float32))
+                  for name in cls.STATE_ARRAYS]
+        (fitted.mean_, fitted.components_, fitted.eigenvalues_,
+         fitted._scale) = arrays
+        return fitted
 
     def __repr__(self):
         return (f'{type(self).__name__}(pca_dim={self.pca_dim}, '

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 import xdc_plugin  # noqa: F401
-from xdc_plugin.clustering import (ClusterResult, FaissKMeans, TorchKMeans,
-                                   cluster_quality)
-from xdc_plugin.clustering.kmeans import assign, resplit_empty_clusters
+from xdc_plugin.clustering import (ClusterResult, DistributedKMeans,
+                                   FaissKMeans, TorchKMeans, cluster_quality)
+from xdc_plugin.clustering.kmeans import (all_finite, assign,
+                                          resplit_empty_clusters)
 from xdc_plugin.registry import CLUSTERERS
 
 CLASSES = [FaissKMeans, TorchKMeans]
@@ -44,6 +45,37 @@ def test_result_fields_and_inertia(cls):
     np.testing.assert_allclose(result.distances**2, d.min(1), rtol=1e-4,
                                atol=1e-4)
     assert result.preprocess is None
+
+
+@pytest.mark.parametrize('cls', CLASSES + [DistributedKMeans])
+def test_final_assignment_matches_explicit_distances(cls):
+    # Overlapping blobs and 3 iterations: the last update still moves
+    # points, so labels or distances taken before it (or another shortcut)
+    # would differ from this independent float64 computation in the
+    # preprocessed (L2-normalised) space.
+    x, _ = blobs(400, 6, 5, 0.5, seed=5)
+    km = cls(5, num_iters=3, seed=2)
+    result = km.fit(x)
+    assert result.num_resplit == 0
+    z = km.preprocessor.transform(x).astype(np.float64)
+    d = ((z[:, None] - result.centroids.astype(np.float64)[None])**2).sum(-1)
+    np.testing.assert_array_equal(result.labels, d.argmin(1))
+    assert result.inertia == pytest.approx(d.min(1).sum(), rel=1e-6)
+    # The labels the last Lloyd iteration started from are those of a
+    # 2-iteration fit: they differ, so the test sees stale labels.
+    stale = cls(5, num_iters=2, seed=2).fit(x)
+    assert not np.array_equal(stale.labels, result.labels)
+
+
+def test_finite_check():
+    x = torch.randn(50, 4)
+    assert all_finite(x) and all_finite(x.half()) and all_finite(x[:0])
+    for bad in (float('nan'), float('inf'), -float('inf')):
+        y = x.clone()
+        y[17, 2] = bad
+        assert not all_finite(y)
+        with pytest.raises(ValueError, match='NaN or Inf'):
+            FaissKMeans(2, preprocess=None).fit(y)
 
 
 @pytest.mark.parametrize('cls', CLASSES)
@@ -95,9 +127,14 @@ def test_resplit_fills_every_empty_cluster():
     centroids = torch.zeros(5, 5)  # clusters 2, 3, 4 are empty
     centroids[0] = xt[:150].mean(0)
     centroids[1] = xt[150:].mean(0)
+    sq_dists = (xt - centroids[labels]).pow(2).sum(1)
     g = torch.Generator().manual_seed(0)
-    labels, centroids, num = resplit_empty_clusters(xt, labels, centroids, g)
+    labels, centroids, num = resplit_empty_clusters(xt, labels, centroids, g,
+                                                    sq_dists=sq_dists)
     assert num == 3
+    # The squared distances follow the moved points and centroids.
+    torch.testing.assert_close(sq_dists,
+                               (xt - centroids[labels]).pow(2).sum(1))
     counts = torch.bincount(labels, minlength=5)
     assert (counts > 0).all() and int(counts.sum()) == 200
     # Every centroid touched by a split is the mean of its points.

@@ -31,12 +31,12 @@ import torch
 
 from xdc_plugin.clustering.collectives import LOCAL, default_collectives
 from xdc_plugin.clustering.kmeans import (TorchKMeans, _kmeans_plus_plus,
-                                          assign)
+                                          all_finite, assign)
 from xdc_plugin.clustering.preprocess import (FeaturePreprocessor,
                                               as_float_tensor)
 from xdc_plugin.registry import CLUSTERERS
 
-# Rows preprocessed or checked at a time (bounds the temporaries).
+# Rows preprocessed at a time (bounds the temporaries).
 _TRANSFORM_ROWS = 4096
 _FEATURE_DTYPES = {'float32': torch.float32, 'float16': torch.float16}
 _MASK64 = (1 << 64) - 1
@@ -69,11 +69,6 @@ def smallest_keys_mask(keys, num, collectives=LOCAL):
         else:
             low = mid + 1
     return keys <= low
-
-
-def _all_finite(x):
-    return all(bool(torch.isfinite(x[start:start + _TRANSFORM_ROWS]).all())
-               for start in range(0, len(x), _TRANSFORM_ROWS))
 
 
 def _raise_if_any(problem, collectives):
@@ -190,7 +185,7 @@ class DistributedKMeans(TorchKMeans):
             self.preprocessor = FeaturePreprocessor(**self.preprocess).fit(
                 x, collectives)
         x = self._stored(x)
-        _raise_if_any(None if _all_finite(x) else
+        _raise_if_any(None if all_finite(x) else
                       'features contain NaN or Inf', collectives)
         if init_centroids is not None:
             init_centroids = self._check_init(init_centroids, x)
@@ -213,7 +208,7 @@ class DistributedKMeans(TorchKMeans):
                 self.init_centroids_ = init
         del train, train_keys
 
-        return self._result(x, assign(x, best)[0], best, generator,
+        return self._result(x, *assign(x, best), best, generator,
                             indices.to(x.device), collectives)
 
     def _stored(self, x):

@@ -12,7 +12,10 @@ assignment's empty-cluster re-split and the reported inertia:
 One fit is: preprocess (``FeaturePreprocessor``), train ``num_iters`` Lloyd
 iterations (``num_redo`` times, keeping the lowest objective), assign every
 point to its nearest centroid, re-split the clusters that came out empty,
-and report the exact inertia of that final assignment.
+and report the inertia of that final assignment. The final assignment
+yields each point's squared distance (faiss's search returns it), so the
+inertia needs no further pass over the points; only the rows of re-split
+clusters get theirs recomputed.
 
 Empty clusters
 --------------
@@ -70,7 +73,8 @@ class ClusterResult:
         labels: int64 (N,), cluster of every point, in ``[0, K)``.
         centroids: float32 (K, D'), in the preprocessed feature space.
         inertia: sum of squared distances of every point to the centroid of
-            its label (float64 accumulation).
+            its label (each in float32, as ``|x|^2 + |c|^2 - 2 x.c``;
+            summed in float64).
         num_resplit: number of clusters that the final assignment left empty
             and that were re-split.
         counts: int64 (K,), points per cluster (all > 0).
@@ -99,22 +103,36 @@ def _rows_per_block(columns):
 
 def assign(x, centroids):
     """Nearest centroid of every row of ``x``: (labels int64, squared
-    distances float32), computed in row blocks as ``|x|^2 - 2 x.c + |c|^2``
-    (float32 arithmetic, also for float16 rows).
+    distances float32), as ``|x|^2 + min_c (|c|^2 - 2 x.c)`` (float32
+    arithmetic, also for float16 rows). Row blocks reuse one distance
+    buffer, and ``|x|^2`` is added to the minimum only, not to every entry.
     """
     c_sq = (centroids * centroids).sum(1)
     labels = torch.empty(len(x), dtype=torch.int64, device=x.device)
     dists = torch.empty(len(x), dtype=torch.float32, device=x.device)
     # Blocks bound both the distances and a float16 block's float32 copy.
     step = _rows_per_block(max(len(centroids), x.shape[1]))
+    block = torch.empty(min(step, len(x)), len(centroids),
+                        dtype=torch.float32, device=x.device)
     for start in range(0, len(x), step):
         xb = x[start:start + step].float()
-        d = torch.addmm(c_sq, xb, centroids.T, alpha=-2.0)
-        d += (xb * xb).sum(1, keepdim=True)
-        best, idx = d.min(dim=1)
-        labels[start:start + step] = idx
-        dists[start:start + step] = best.clamp_min_(0)
-    return labels, dists
+        d = torch.addmm(c_sq, xb, centroids.T, alpha=-2.0,
+                        out=block[:len(xb)])
+        best, idx = dists[start:start + step], labels[start:start + step]
+        torch.min(d, dim=1, out=(best, idx))
+        best += torch.linalg.vector_norm(xb, dim=1).square_()
+    return labels, dists.clamp_min_(0)
+
+
+def _membership(labels, num_clusters):
+    """Sparse (K, n) 0/1 matrix of the clusters' members: its product with
+    the rows sums them per cluster. (On the CPU, ``index_add_`` along rows
+    adds one row at a time and was 5-50x slower on 2 threads.)"""
+    n = len(labels)
+    index = torch.stack([labels, torch.arange(n, device=labels.device)])
+    return torch.sparse_coo_tensor(
+        index, torch.ones(n, device=labels.device), (num_clusters, n),
+        check_invariants=True)  # bounds of the labels: O(n)
 
 
 def cluster_statistics(x, labels, dists, num_clusters):
@@ -125,33 +143,24 @@ def cluster_statistics(x, labels, dists, num_clusters):
     dim = x.shape[1]
     stats = torch.zeros(num_clusters, dim + 2, dtype=torch.float64,
                         device=x.device)
-    block = torch.empty(num_clusters, dim, dtype=torch.float32,
-                        device=x.device)
     step = _rows_per_block(dim)
     for start in range(0, len(x), step):
-        block.zero_().index_add_(0, labels[start:start + step],
-                                 x[start:start + step].float())
-        stats[:, :dim] += block
+        rows = slice(start, start + step)
+        stats[:, :dim] += torch.sparse.mm(
+            _membership(labels[rows], num_clusters), x[rows].float())
     stats[:, dim] = torch.bincount(labels, minlength=num_clusters)
     stats[:, dim + 1].index_add_(0, labels, dists.double())
     return stats
 
 
-def assigned_sq_distances(x, centroids, labels):
-    """``|x_i - c_{label_i}|^2`` per row by explicit differences (float32).
-    """
-    out = torch.empty(len(x), dtype=torch.float32, device=x.device)
-    step = _rows_per_block(x.shape[1])
-    for start in range(0, len(x), step):
-        diff = x[start:start + step] - centroids[labels[start:start + step]]
-        out[start:start + step] = diff.pow(2).sum(1)
-    return out
-
-
-def exact_inertia(x, centroids, labels):
-    """Sum of ``|x_i - c_{label_i}|^2`` (per-row sums in float32, their
-    total in float64)."""
-    return float(assigned_sq_distances(x, centroids, labels).double().sum())
+def all_finite(x):
+    """True when ``x`` holds no NaN or Inf. Its minimum and maximum carry
+    both (NaN propagates, +-Inf is an extreme): one read of ``x`` and no
+    temporary (``isfinite(x).all()`` allocates masks as large as ``x``)."""
+    if x.numel() == 0:  # e.g. a rank that holds no rows
+        return True
+    low, high = torch.aminmax(x)
+    return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
 
 
 def _random_direction(dim, generator, device):
@@ -201,10 +210,12 @@ def _largest_projections(proj, indices, num, collectives):
 
 
 def resplit_empty_clusters(x, labels, centroids, generator, indices=None,
-                           collectives=LOCAL):
+                           collectives=LOCAL, sq_dists=None):
     """Fill every empty cluster of the assignment ``labels`` by splitting a
     donor (see the module docstring). Returns ``(labels, centroids,
-    num_resplit)``; ``labels`` and ``centroids`` are updated in place.
+    num_resplit)``; ``labels`` and ``centroids`` are updated in place, and
+    so are the squared distances ``sq_dists`` (N,) when given (only the
+    rows of the clusters a split touched are recomputed).
 
     With ``collectives`` over several ranks, ``x``/``labels`` are this
     rank's rows and ``indices`` their dataset indices (default: row
@@ -219,6 +230,7 @@ def resplit_empty_clusters(x, labels, centroids, generator, indices=None,
                          f'{int(counts.sum())} points')
     if indices is None:
         indices = torch.arange(len(x), device=x.device)
+    touched = torch.zeros(num_clusters, dtype=torch.bool, device=x.device)
     num_resplit = 0
     for e in torch.nonzero(counts == 0).flatten().tolist():
         j = _draw_donor(counts, generator, min_size=2)
@@ -239,7 +251,11 @@ def resplit_empty_clusters(x, labels, centroids, generator, indices=None,
         centroids[j] = (halves[1] / (int(counts[j]) - num_new)).float()
         counts[e] = num_new
         counts[j] -= num_new
+        touched[[e, j]] = True
         num_resplit += 1
+    if sq_dists is not None and num_resplit:
+        rows = torch.nonzero(touched[labels]).flatten()
+        sq_dists[rows] = (x[rows] - centroids[labels[rows]]).pow(2).sum(1)
     return labels, centroids, num_resplit
 
 
@@ -337,7 +353,9 @@ class _BaseKMeans:
         raise NotImplementedError
 
     def _assign(self, x, centroids):
-        return assign(x, centroids)[0]
+        """(labels int64, squared distances float32) of the rows of ``x``
+        to their nearest centroid, on ``x``'s device."""
+        return assign(x, centroids)
 
     def _log(self, msg):
         if self.verbose:
@@ -359,7 +377,7 @@ class _BaseKMeans:
             x = self.preprocessor.fit_transform(x)
         else:
             self.preprocessor = None
-        if not torch.isfinite(x).all():
+        if not all_finite(x):
             raise ValueError('features contain NaN or Inf')
         if init_centroids is not None:
             init_centroids = self._check_init(init_centroids, x)
@@ -367,19 +385,20 @@ class _BaseKMeans:
         centroids = self._train(x, generator, init_centroids).to(
             x.device, torch.float32)
         centroids = centroids.contiguous().clone()
-        labels = self._assign(x, centroids).to(x.device)
-        return self._result(x, labels, centroids, generator)
+        labels, sq_dists = self._assign(x, centroids)
+        return self._result(x, labels, sq_dists, centroids, generator)
 
-    def _result(self, x, labels, centroids, generator, indices=None,
-                collectives=LOCAL):
+    def _result(self, x, labels, sq_dists, centroids, generator,
+                indices=None, collectives=LOCAL):
         """Re-split the empty clusters of the final assignment and report
-        it (``x`` and ``labels``: this rank's rows under ``collectives``;
-        see ``resplit_empty_clusters``)."""
+        it (``x``, ``labels`` and their squared distances ``sq_dists``:
+        this rank's rows under ``collectives``; see
+        ``resplit_empty_clusters``). The inertia is the float64 sum of the
+        assignment's squared distances, so it costs no pass over ``x``."""
         labels, centroids, num_resplit = resplit_empty_clusters(
-            x, labels, centroids, generator, indices, collectives)
-        sq_distances = assigned_sq_distances(x, centroids, labels)
+            x, labels, centroids, generator, indices, collectives, sq_dists)
         inertia = float(collectives.all_reduce_sum(
-            sq_distances.double().sum()))
+            sq_dists.sum(dtype=torch.float64)))
         counts = collectives.all_reduce_sum(
             torch.bincount(labels, minlength=self.num_clusters))
         self._log(f'N={int(counts.sum())} K={self.num_clusters} ranks='
@@ -390,7 +409,7 @@ class _BaseKMeans:
             centroids=centroids.cpu().numpy().astype(np.float32),
             inertia=inertia, num_resplit=num_resplit,
             counts=counts.cpu().numpy().astype(np.int64),
-            distances=sq_distances.sqrt().cpu().numpy(),
+            distances=sq_dists.sqrt().cpu().numpy(),
             preprocess=(None if self.preprocessor is None else
                         self.preprocessor.state_dict()))
 
@@ -468,11 +487,13 @@ class FaissKMeans(_BaseKMeans):
             np.array(self._kmeans.centroids, dtype=np.float32))
 
     def _assign(self, x, centroids):
-        _, idx = self._kmeans.index.search(np.ascontiguousarray(x.numpy()), 1)
-        labels = torch.from_numpy(idx[:, 0].astype(np.int64))
+        # The trained index holds ``centroids``; its search returns squared
+        # L2 distances, so the inertia comes with the labels.
+        sq_dists, idx = self._kmeans.index.search(x.numpy(), 1)
+        labels = torch.from_numpy(idx[:, 0])
         if (labels < 0).any():  # faiss returns -1 for NaN distances
             raise RuntimeError('faiss assignment returned -1 labels')
-        return labels
+        return labels, torch.from_numpy(sq_dists[:, 0]).clamp_min_(0)
 
 
 @CLUSTERERS.register_module()

@@ -56,13 +56,10 @@ def _gib(num_bytes):
 
 
 def _assignment(rows, dim, num_clusters):
-    """labels int64 + distances float32 of ``rows``, and the larger of a
-    distance block of ``kmeans.assign`` (with its squared rows) and the
-    three row-block temporaries of ``kmeans.exact_inertia``."""
+    """labels int64 + distances float32 of ``rows``, and the distance block
+    of ``kmeans.assign`` with a row block's float32 copy (float16 rows)."""
     assign_rows = min(rows, _BLOCK_ELEMENTS // max(num_clusters, dim))
-    inertia_rows = min(rows, _BLOCK_ELEMENTS // dim)
-    return rows * 12 + max(assign_rows * (num_clusters + dim) * 4,
-                           3 * inertia_rows * dim * 4)
+    return rows * 12 + assign_rows * (num_clusters + dim) * 4
 
 
 def _centroids(dim, num_clusters, num_redo):

@@ -22,7 +22,8 @@ setup(
     packages=find_packages(include=['xdc_plugin', 'xdc_plugin.*']) + [
         'xdc_plugin.configs'],
     package_dir={'xdc_plugin.configs': 'configs'},
-    package_data={'xdc_plugin.configs': CONFIG_FILES},
+    package_data={'xdc_plugin.configs': CONFIG_FILES,
+                  'xdc_plugin.visualization': ['templates/*.html']},
     python_requires='>=3.9',
     install_requires=[
         'torch>=2.6,<2.15',
@@ -40,9 +41,17 @@ setup(
         'scikit-learn>=1.2',
         'tqdm',
         'pyyaml',
+        # the cluster gallery (xdc_plugin.visualization)
+        'jinja2>=3',
+        'matplotlib>=3.5',
+        'pillow',
     ],
     extras_require={
         'bench': BENCH_REQUIRES,
-        'test': ['pytest>=7', 'pytest-timeout'] + BENCH_REQUIRES,
+        # live curves: mmengine's TensorboardVisBackend
+        'tensorboard': ['tensorboard'],
+        # the browser test drives Debian's chromium (.ci/install_browser.sh)
+        'test': ['pytest>=7', 'pytest-timeout', 'tensorboard', 'playwright']
+        + BENCH_REQUIRES,
     },
 )

@@ -107,13 +107,14 @@ def _fake_runner(model, num, tmp_path):
     logs = []
     train_dataset = dict(type='xdc.ToyAVDataset', num=num)
     return SimpleNamespace(
-        model=model, epoch=0, work_dir=str(tmp_path), seed=0,
+        model=model, epoch=0, iter=0, work_dir=str(tmp_path), seed=0,
         cfg=Config(dict(train_dataloader=dict(dataset=train_dataset))),
         train_dataloader=SimpleNamespace(
             dataset=DATASETS.build(train_dataset), sampler=None),
         optim_wrapper=SimpleNamespace(optimizer=optimizer),
         logger=SimpleNamespace(info=logs.append, warning=logs.append),
         message_hub=SimpleNamespace(update_scalar=lambda *a: None),
+        visualizer=SimpleNamespace(add_scalars=lambda *a, **k: None),
         logs=logs)
 
 

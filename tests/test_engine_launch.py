@@ -5,29 +5,12 @@ import sys
 
 import pytest
 import torch
+from conftest import tiny_demo_args
 
 from xdc_plugin.engine import launch, slurm
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CFG = osp.join(REPO, 'configs', 'xdc_demo.yaml')
-
-
-def tiny_demo_args(tmp_path, max_epochs=2):
-    data = tmp_path / 'data'
-    return [
-        '--cfg', DEMO_CFG, '--work-dir', str(tmp_path / 'work'),
-        f'train_dataloader.dataset.data_root={data}',
-        'train_dataloader.dataset.generate.clips_per_class=3',
-        'train_dataloader.dataset.generate.num_classes=3',
-        '+train_dataloader.dataset.generate.progress=false',
-        'train_dataloader.batch_size=3', 'train_dataloader.num_workers=0',
-        'model.num_clusters=3', 'model.video_encoder.width=0.125',
-        'model.audio_encoder.width=0.125',
-        f'train_cfg.max_epochs={max_epochs}',
-        'param_scheduler.0.T_max=2', 'custom_hooks.0.interval=1',
-        'custom_hooks.0.extract_dataloader.num_workers=0',
-        'custom_hooks.0.clusterers.num_redo=1',
-    ]
 
 
 @pytest.fixture(scope='module')

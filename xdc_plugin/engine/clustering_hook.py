@@ -8,19 +8,18 @@ model's pseudo-label buffer (keyed by dataset index) and re-initialises the
 heads. After training it clusters once more to report the final quality.
 """
 import functools
-import io
 import logging
-import os.path as osp
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from mmengine import dist, fileio
+from mmengine import dist
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
 from xdc_plugin.clustering import cluster_quality
+from xdc_plugin.clustering.round_file import round_path, save_round
 from xdc_plugin.compat import atomic_backend_args
 from xdc_plugin.engine.extract_loader import build_extract_loader
 from xdc_plugin.registry import CLUSTERERS, HOOKS
@@ -136,7 +135,9 @@ class CrossModalClusteringHook(Hook):
         interval: training epochs per clustering round.
         balance_by: the source whose clusters the train sampler balances
             (needs a sampler with ``set_pseudo_labels``), or None.
-        save_assignments: write ``clusters/round_<r>.npz`` to the work dir.
+        save_assignments: write ``clusters/round_<r>.npz`` to the work dir
+            (``xdc_plugin.clustering.round_file``; the cluster gallery's
+            input).
         evaluate_after_train: cluster once more after the last epoch, to
             report the quality of the trained encoders.
     """
@@ -231,8 +232,8 @@ class CrossModalClusteringHook(Hook):
             self.history.append(record)
             self.centroids[source] = torch.from_numpy(result.centroids)
         runner.logger.info(self.format_round(round_id, runner.epoch))
-        if self.save_assignments and dist.is_main_process():
-            self._save_assignments(runner.work_dir, round_id, results)
+        if dist.is_main_process():
+            self._publish_round(runner, round_id, results, agreement)
         if apply:
             model.set_pseudo_labels(
                 {s: torch.from_numpy(r.labels) for s, r in results.items()})
@@ -261,7 +262,9 @@ class CrossModalClusteringHook(Hook):
                     matrix[seen].numpy())
                 labels = np.full(len(dataset), -1, dtype=np.int64)
                 labels[seen.numpy()] = result.labels
-                result.labels = labels
+                distances = np.full(len(dataset), np.nan, dtype=np.float32)
+                distances[seen.numpy()] = result.distances
+                result.labels, result.distances = labels, distances
                 results[source] = result
         return {source: _broadcast_object(result)
                 for source, result in results.items()}
@@ -286,16 +289,27 @@ class CrossModalClusteringHook(Hook):
         row = model.cluster_sources.index(self.balance_by)
         sampler.set_pseudo_labels(model.pseudo_labels[row].cpu().numpy())
 
-    def _save_assignments(self, work_dir, round_id, results):
-        arrays = {}
-        for source, result in results.items():
-            arrays[f'{source}_labels'] = result.labels
-            arrays[f'{source}_centroids'] = result.centroids
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        fileio.put(buffer.getvalue(),
-                   osp.join(work_dir, 'clusters', f'round_{round_id}.npz'),
-                   backend_args=atomic_backend_args(work_dir))
+    def _publish_round(self, runner, round_id, results, agreement):
+        """The round's quality to the visualizer's backends (TensorBoard
+        when configured), at the current iteration so that it lines up with
+        the losses; the round file to the work dir."""
+        metrics = {r['source']: {m: r[m] for m in ('nmi', 'ari', 'purity')
+                                 if m in r}
+                   for r in self.history
+                   if r['round'] == round_id and r['epoch'] == runner.epoch}
+        scalars = {f'xdc/{source}_{m}': value
+                   for source, values in metrics.items()
+                   for m, value in values.items()}
+        scalars.update({f'xdc/{k}': v for k, v in agreement.items()})
+        if scalars:
+            runner.visualizer.add_scalars(scalars, step=runner.iter)
+        if self.save_assignments:
+            save_round(round_path(runner.work_dir, round_id), round_id,
+                       runner.epoch, results, self._extract_loader.dataset,
+                       variant=unwrap(runner.model).variant,
+                       config=runner.cfg.filename,
+                       metrics=metrics, agreement=agreement,
+                       backend_args=atomic_backend_args(runner.work_dir))
 
     # -- checkpoint --------------------------------------------------------
     # The labels are the model's buffer (saved with its state dict); the

@@ -89,11 +89,9 @@ NodeName=$NODE CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 
-start_daemon() {  # start_daemon NAME: unless its pid file names a live one
-    local pid_file=$DIR/$1.pid
-    if [ -s "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
-        return
-    fi
+running() { [ -s "$DIR/$1.pid" ] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null; }
+start_daemon() {  # start_daemon NAME, unless it runs
+    running "$1" && return
     local out
     out=$("$1" 2>&1) || fail "$1 exited: $out" "$DIR/log/$1.log"
 }
@@ -110,5 +108,6 @@ done
 if ! scontrol ping >/dev/null 2>&1; then
     fail "slurmctld does not answer after ${WAIT_S}s" "$DIR/log/slurmctld.log"
 fi
-fail "node $NODE is '$(node_state)' after ${WAIT_S}s ($(sinfo -h -R -o %E))" \
-    "$DIR/log/slurmd.log"
+running slurmd || fail "slurmd exited" "$DIR/log/slurmd.log"
+fail "slurmd runs but node $NODE is '$(node_state)' after ${WAIT_S}s\
+ (reason: $(sinfo -h -R -o %E))" "$DIR/log/slurmd.log"

@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 import submitit
+import torch
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 START_FAILURE = osp.join(os.environ.get('XDC_SLURM_DIR', '/var/lib/xdc-slurm'),
@@ -157,3 +158,59 @@ def test_two_cpu_tasks_train_together_and_finish(uninterrupted):
         labels = clusters[f'{modality}_labels']
         assert labels.shape == (CLIPS,)
         assert set(labels) <= set(range(4))
+
+
+def last_logged_iter(log):
+    """The global iteration of the last ``Epoch(train) [e][i/n]`` line."""
+    steps = re.findall(r'Epoch\(train\) \[(\d+)\]\[(\d+)/(\d+)\]', log)
+    epoch, step, per_epoch = map(int, steps[-1])
+    return (epoch - 1) * per_epoch + step
+
+
+def pseudo_labels(checkpoint_path):
+    checkpoint = torch.load(checkpoint_path, map_location='cpu',
+                            weights_only=False)
+    return checkpoint['meta'], checkpoint['state_dict']['pseudo_labels']
+
+
+def test_preempted_job_checkpoints_requeues_and_resumes(uninterrupted,
+                                                        demo_root):
+    job_id, folder, work_dir = submit(demo_root, 'preempted')
+    # Preempt in the middle of epoch 2, after clustering round 1.
+    mid_epoch = f'Epoch(train) [2][2/{ITERS_PER_EPOCH}]'
+    wait_until(job_id, folder, lambda: mid_epoch in task_log(folder, job_id),
+               mid_epoch)
+    logged_before = last_logged_iter(task_log(folder, job_id))
+    subprocess.run(['scancel', '--signal=USR2', job_id], check=True,
+                   timeout=30)
+    summaries = finished(job_id, folder)
+    assert [(s['restarts'], s['iter']) for s in summaries] == \
+        [(1, EPOCHS * ITERS_PER_EPOCH)] * 2
+
+    # The requeued job resumed from the checkpoint taken on the signal:
+    # mid-epoch, with no logged iteration lost.
+    # (Only the requeued run loads a checkpoint.)
+    log = task_log(folder, job_id)
+    resumed_from = re.search(r'Load checkpoint from (\S+)', log)
+    assert resumed_from, 'the requeued job did not resume'
+    meta, labels = pseudo_labels(resumed_from.group(1))
+    assert logged_before <= meta['iter'] < 2 * ITERS_PER_EPOCH
+    assert meta['iter'] % ITERS_PER_EPOCH != 0
+    assert f"resumed epoch: 1, iter: {meta['iter']}" in log
+
+    # Identical pseudo-labels: those of round 1 in the uninterrupted run, and
+    # those the resumed job still trained with at the end of epoch 2.
+    _, uninterrupted_labels = pseudo_labels(uninterrupted[2] / 'epoch_2.pth')
+    _, resumed_labels = pseudo_labels(work_dir / 'epoch_2.pth')
+    torch.testing.assert_close(labels, uninterrupted_labels, rtol=0, atol=0)
+    torch.testing.assert_close(resumed_labels, labels, rtol=0, atol=0)
+
+    # Same final clusters as the uninterrupted run of the same seed.
+    expected, final = final_clusters(uninterrupted[2]), final_clusters(
+        work_dir)
+    for modality in ('video', 'audio'):
+        np.testing.assert_array_equal(final[f'{modality}_labels'],
+                                      expected[f'{modality}_labels'])
+        np.testing.assert_allclose(final[f'{modality}_centroids'],
+                                   expected[f'{modality}_centroids'],
+                                   rtol=1e-5, atol=1e-6)

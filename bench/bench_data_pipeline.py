@@ -24,9 +24,11 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-import xdc_plugin  # noqa: F401  (compat fixes, registries)
+from xdc_plugin import compat
 from xdc_plugin.data import AVClipDataset
 from xdc_plugin.data.transforms import AudioLogMel
+
+compat.alias_torchvision_functional_tensor()  # for pytorchvideo's imports
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 AVOBJECTS = osp.join(osp.dirname(REPO), 'shared', 'data', 'avobjects',

@@ -4,8 +4,8 @@ import os.path as osp
 
 import pytest
 
-from xdc_plugin.engine.config import (ConfigKeyError, load_config,
-                                      parse_overrides)
+from xdc_plugin.engine.config import (ConfigKeyError, ConfigTypeError,
+                                      load_config, parse_overrides)
 
 CONFIGS = osp.join(osp.dirname(osp.dirname(__file__)), 'configs')
 
@@ -46,6 +46,39 @@ def test_wrong_key_is_a_clear_error_with_a_suggestion():
     message = str(err.value)
     assert "'max_epoch' is not in train_cfg" in message
     assert 'max_epochs' in message
+
+
+@pytest.mark.parametrize('override, expected_type', [
+    ('model.num_clusters=abc', "str 'abc'"),
+    ('model.num_clusters=8.0', 'float 8.0'),
+    ('model.num_clusters=[8]', 'list [8]'),
+    ('train_dataloader.persistent_workers=1', 'int 1'),
+    ('train_dataloader.batch_size=true', 'bool True'),
+    ('optim_wrapper.optimizer.lr=fast', "str 'fast'"),
+])
+def test_wrong_type_names_the_key_the_value_and_the_type(override,
+                                                         expected_type):
+    key, _ = override.split('=', 1)
+    with pytest.raises(ConfigTypeError) as err:
+        load_config(osp.join(CONFIGS, 'xdc_demo.yaml'), [override])
+    message = str(err.value)
+    assert f'config key {key!r} expects' in message
+    assert f'got {expected_type}' in message
+
+
+def test_type_check_admits_the_sensible_exceptions():
+    cfg = load_config(osp.join(CONFIGS, 'xdc_demo.yaml'), [
+        'optim_wrapper.optimizer.lr=1',  # int where a float is expected
+        'optim_wrapper.optimizer.weight_decay=1e-4',  # YAML reads a string
+        'work_dir=007',  # a name that YAML reads as a number, kept as typed
+        'model.num_clusters=null',
+        '+model.num_clusters={video: 8, audio: 4}',  # another type, with +
+    ])
+    lr = cfg.optim_wrapper.optimizer.lr
+    assert lr == 1.0 and isinstance(lr, float)
+    assert cfg.optim_wrapper.optimizer.weight_decay == pytest.approx(1e-4)
+    assert cfg.work_dir == '007'
+    assert cfg.model.num_clusters == {'video': 8, 'audio': 4}
 
 
 @pytest.mark.parametrize('path', sorted(

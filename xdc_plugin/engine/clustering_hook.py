@@ -22,6 +22,7 @@ from mmengine.model import is_model_wrapper
 from torch.utils.data import DataLoader
 
 from xdc_plugin.clustering import cluster_quality
+from xdc_plugin.compat import atomic_backend_args
 from xdc_plugin.data import PseudoLabelDataset
 from xdc_plugin.registry import CLUSTERERS, HOOKS
 
@@ -186,7 +187,10 @@ class CrossModalClusteringHook(Hook):
         model = unwrap(runner.model)
         round_start = runner.epoch % self.interval == 0
         has_labels = model.num_labelled_samples == len(self._extract_dataset)
-        if not round_start and has_labels:
+        # Resumed in the middle of an epoch whose round already ran.
+        round_done = any(r['round'] == runner.epoch // self.interval
+                         and r['epoch'] == runner.epoch for r in self.history)
+        if (not round_start or round_done) and has_labels:
             self._update_sampler(runner)
             return
         if not round_start:
@@ -289,9 +293,9 @@ class CrossModalClusteringHook(Hook):
             arrays[f'{source}_centroids'] = result.centroids
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        # mmengine's file backends (atomic locally, see compat).
         fileio.put(buffer.getvalue(),
-                   osp.join(work_dir, 'clusters', f'round_{round_id}.npz'))
+                   osp.join(work_dir, 'clusters', f'round_{round_id}.npz'),
+                   backend_args=atomic_backend_args(work_dir))
 
     # -- checkpoint --------------------------------------------------------
     # The labels are the model's buffer (saved with its state dict); the

@@ -16,16 +16,17 @@ def tiny_demo_args(tmp_path, max_epochs=2):
     data = tmp_path / 'data'
     return [
         '--cfg', DEMO_CFG, '--work-dir', str(tmp_path / 'work'),
-        f'demo_data.root={data}', 'demo_data.clips_per_class=3',
-        'demo_data.num_classes=3', '+demo_data.progress=false',
-        f'train_dataloader.dataset.dataset.ann_file={data}/manifest.csv',
+        f'train_dataloader.dataset.data_root={data}',
+        'train_dataloader.dataset.generate.clips_per_class=3',
+        'train_dataloader.dataset.generate.num_classes=3',
+        '+train_dataloader.dataset.generate.progress=false',
         'train_dataloader.batch_size=3', 'train_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=false',
         'model.num_clusters=3', 'model.video_encoder.width=0.125',
         'model.audio_encoder.width=0.125',
         f'train_cfg.max_epochs={max_epochs}',
         'param_scheduler.0.T_max=2', 'custom_hooks.0.interval=1',
-        'custom_hooks.0.num_workers=0', 'custom_hooks.0.clusterers.num_redo=1',
+        'custom_hooks.0.extract_dataloader.num_workers=0',
+        'custom_hooks.0.clusterers.num_redo=1',
     ]
 
 

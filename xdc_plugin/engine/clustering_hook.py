@@ -1,11 +1,13 @@
 """The cross-modal clustering hook: features -> k-means -> pseudo-labels.
 
 One job: at the start of every ``interval``-th training epoch it extracts a
-feature per clip from each encoder (eval mode, fixed centre clips), clusters
+feature per clip from each encoder (eval mode, the extraction pipeline of
+its ``extract_dataloader`` config: fixed centre clips), clusters
 the modalities the model's variant needs, stores the cluster ids in the
 model's pseudo-label buffer (keyed by dataset index) and re-initialises the
 heads. After training it clusters once more to report the final quality.
 """
+import copy
 import functools
 import io
 import logging
@@ -15,15 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine import dist, fileio
-from mmengine.dataset import DefaultSampler, default_collate
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
-from torch.utils.data import DataLoader
+from mmengine.runner import Runner
 
 from xdc_plugin.clustering import cluster_quality
 from xdc_plugin.compat import atomic_backend_args
-from xdc_plugin.data import PseudoLabelDataset
 from xdc_plugin.registry import CLUSTERERS, HOOKS
 
 
@@ -32,10 +32,11 @@ def unwrap(model):
 
 
 @torch.no_grad()
-def extract_features(model, dataset, batch_size=32, num_workers=0):
-    """Features of every clip of ``dataset``, gathered on rank 0.
+def extract_features(model, loader):
+    """Features of every clip of ``loader.dataset``, gathered on rank 0.
 
-    Each rank extracts its own shard (no padding, so no duplicates); rank 0
+    ``loader`` gives each rank its own shard (``DefaultSampler`` with
+    ``shuffle=False, round_up=False``: no padding, so no duplicates); rank 0
     receives the shards and places them by dataset index. Returns
     ``(features, seen)`` on rank 0 and ``(None, None)`` elsewhere:
     ``features`` is a dict ``modality -> (N, D)`` float32 CPU tensor and
@@ -44,10 +45,7 @@ def extract_features(model, dataset, batch_size=32, num_workers=0):
     missing).
     """
     model = unwrap(model)
-    loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers,
-        sampler=DefaultSampler(dataset, shuffle=False, round_up=False),
-        collate_fn=default_collate)
+    dataset = loader.dataset
     was_training = model.training
     model.eval()
     indices = [torch.empty(0, dtype=torch.long)]
@@ -131,8 +129,15 @@ class CrossModalClusteringHook(Hook):
         clusterers: clusterer config per clustering source ('video',
             'audio', 'joint'); a single config is used for every source the
             model's variant needs. ``num_clusters`` defaults to the model's.
+        extract_dataloader: the feature-extraction loader, built with
+            ``Runner.build_dataloader`` (as mmselfsup's DeepCluster hook
+            does): ``batch_size``, ``num_workers``, ... and ``dataset``, whose
+            keys (at least ``pipeline``: centred clips, centre crop, no flip)
+            replace those of the train dataset's config, so that both list
+            the same files in the same order (checked: pseudo-labels are
+            keyed by dataset index). Sampler: ``DefaultSampler`` without
+            shuffling or padding; collate: ``default_collate``.
         interval: training epochs per clustering round.
-        batch_size, num_workers: of the feature-extraction loader.
         balance_by: the source whose clusters the train sampler balances
             (needs a sampler with ``set_pseudo_labels``), or None.
         save_assignments: write ``clusters/round_<r>.npz`` to the work dir.
@@ -142,35 +147,55 @@ class CrossModalClusteringHook(Hook):
 
     priority = 'ABOVE_NORMAL'
 
-    def __init__(self, clusterers, interval=1, batch_size=32, num_workers=0,
+    def __init__(self, clusterers, extract_dataloader, interval=1,
                  balance_by=None, save_assignments=True,
                  evaluate_after_train=True):
         if interval < 1:
             raise ValueError(f'interval must be >= 1, got {interval}')
+        if 'pipeline' not in extract_dataloader.get('dataset', {}):
+            raise ValueError('extract_dataloader.dataset.pipeline is '
+                             'required: the feature-extraction pipeline')
         self.clusterer_cfgs = clusterers
+        self.extract_dataloader = extract_dataloader
         self.interval = interval
-        self.batch_size = batch_size
-        self.num_workers = num_workers
         self.balance_by = balance_by
         self.save_assignments = save_assignments
         self.evaluate_after_train = evaluate_after_train
         self.history = []
         self.centroids = {}
-        self._extract_dataset = None
+        self._extract_loader = None
 
     # -- setup -------------------------------------------------------------
     def before_train(self, runner):
-        train_set = runner.train_dataloader.dataset
-        if not isinstance(train_set, PseudoLabelDataset):
-            raise TypeError('CrossModalClusteringHook needs the train dataset '
-                            'wrapped in PseudoLabelDataset, got '
-                            f'{type(train_set).__name__}')
-        self._extract_dataset = PseudoLabelDataset(
-            train_set.dataset.with_mode('extract'))
+        self._extract_loader = self._build_extract_loader(runner)
         model = unwrap(runner.model)
         if self.balance_by and self.balance_by not in model.cluster_sources:
             raise ValueError(f'balance_by={self.balance_by!r} is not among '
                              f'the sources {model.cluster_sources}')
+
+    def _build_extract_loader(self, runner):
+        cfg = copy.deepcopy(dict(self.extract_dataloader))
+        dataset = copy.deepcopy(dict(runner.cfg.train_dataloader['dataset']))
+        dataset.update(cfg.get('dataset', {}))
+        cfg['dataset'] = dataset
+        cfg.setdefault('sampler', dict(type='DefaultSampler', shuffle=False,
+                                       round_up=False))
+        cfg.setdefault('collate_fn', dict(type='default_collate'))
+        loader = Runner.build_dataloader(cfg, seed=runner.seed)
+        train_files = _file_list(runner.train_dataloader.dataset)
+        extract_files = _file_list(loader.dataset)
+        if train_files != extract_files:
+            first = next((i for i, (a, b) in enumerate(
+                zip(train_files, extract_files)) if a != b),
+                min(len(train_files), len(extract_files)))
+            raise ValueError(
+                'the extraction dataset does not list the train dataset\'s '
+                f'files in the same order ({len(extract_files)} vs '
+                f'{len(train_files)} files; first difference at index '
+                f'{first}): pseudo-labels are keyed by dataset index. Give '
+                'extract_dataloader.dataset the same file list and clip '
+                'settings (they decide which files are skipped).')
+        return loader
 
     def _clusterer(self, source, model):
         cfg = self.clusterer_cfgs
@@ -186,7 +211,8 @@ class CrossModalClusteringHook(Hook):
     def before_train_epoch(self, runner):
         model = unwrap(runner.model)
         round_start = runner.epoch % self.interval == 0
-        has_labels = model.num_labelled_samples == len(self._extract_dataset)
+        has_labels = model.num_labelled_samples == len(
+            self._extract_loader.dataset)
         # Resumed in the middle of an epoch whose round already ran.
         round_done = any(r['round'] == runner.epoch // self.interval
                          and r['epoch'] == runner.epoch for r in self.history)
@@ -210,8 +236,8 @@ class CrossModalClusteringHook(Hook):
     def run_round(self, runner, apply):
         model = unwrap(runner.model)
         round_id = runner.epoch // self.interval if apply else 'final'
-        results = self.cluster(model, self._extract_dataset)
-        ground_truth = self._extract_dataset.get_labels()
+        results = self.cluster(model, self._extract_loader)
+        ground_truth = self._extract_loader.dataset.get_labels()
         agreement = {}
         if {'video', 'audio'} <= set(results):
             # How much the two modalities' clusters agree: what XDC drives
@@ -240,14 +266,15 @@ class CrossModalClusteringHook(Hook):
             self._reset_heads(runner, model)
             self._update_sampler(runner)
 
-    def cluster(self, model, dataset):
-        """Extract, gather and cluster; identical results on every rank.
+    def cluster(self, model, loader):
+        """Extract (from ``loader``), gather and cluster; identical results
+        on every rank.
 
         Rank 0 runs k-means and broadcasts the labels, so a multi-threaded
         or GPU clusterer cannot make ranks disagree.
         """
-        features, seen = extract_features(model, dataset, self.batch_size,
-                                          self.num_workers)
+        dataset = loader.dataset
+        features, seen = extract_features(model, loader)
         results = {source: None for source in model.cluster_sources}
         if dist.is_main_process():
             skipped = int((~seen).sum())
@@ -340,6 +367,10 @@ class CrossModalClusteringHook(Hook):
             row.append(str(r['num_resplit']))
             lines.append(' | '.join(row))
         return '\n'.join(lines)
+
+
+def _file_list(dataset):
+    return [dataset.get_data_info(i)['path'] for i in range(len(dataset))]
 
 
 def _broadcast_object(obj):

@@ -15,7 +15,6 @@ from mmengine import dist
 from mmengine.logging import print_log
 
 from xdc_plugin import compat
-from xdc_plugin.data.demo import make_demo_dataset
 from xdc_plugin.engine.checkpoint import (SafeResumeRunner,
                                           UntrustedCheckpointError,
                                           checkpoint_problem,
@@ -147,18 +146,6 @@ def choose_checkpoint(args, work_dir):
     return path, notes
 
 
-def ensure_demo_data(cfg):
-    """Generate the built-in demo set on first use (``demo_data`` key).
-
-    Rank 0 writes it while the other ranks wait (the runner builds its
-    datasets lazily, in ``train()``).
-    """
-    if cfg.get('demo_data'):
-        if dist.is_main_process():
-            make_demo_dataset(**cfg.demo_data)
-        dist.barrier()
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     cfg = prepare_config(args)
@@ -174,7 +161,6 @@ def main(argv=None):
             runner.logger.warning(note)
         if path:
             runner.logger.info(f'Resuming from {path}.')
-        ensure_demo_data(cfg)
         runner.train()
     return runner
 

@@ -61,18 +61,18 @@ def demo_root(tmp_path_factory):
 
 
 def run_args(root, work_dir):
-    data = root / 'data'
     return [
         '--cfg', osp.join(REPO, 'configs', 'xdc_demo.yaml'),
         '--work-dir', str(work_dir),
-        f'demo_data.root={data}', f'demo_data.clips_per_class={CLIPS // 4}',
-        'demo_data.num_classes=4', '+demo_data.progress=false',
-        f'train_dataloader.dataset.dataset.ann_file={data}/manifest.csv',
+        f"train_dataloader.dataset.data_root={root / 'data'}",
+        f'train_dataloader.dataset.generate.clips_per_class={CLIPS // 4}',
+        'train_dataloader.dataset.generate.num_classes=4',
+        '+train_dataloader.dataset.generate.progress=false',
         f'train_dataloader.batch_size={BATCH}',
-        'train_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=false', 'model.num_clusters=4',
+        'train_dataloader.num_workers=0', 'model.num_clusters=4',
         f'train_cfg.max_epochs={EPOCHS}', f'param_scheduler.0.T_max={EPOCHS}',
-        'custom_hooks.0.interval=1', 'custom_hooks.0.num_workers=0',
+        'custom_hooks.0.interval=1',
+        'custom_hooks.0.extract_dataloader.num_workers=0',
         'custom_hooks.0.clusterers.num_redo=1',
         'default_hooks.logger.interval=1',
         'default_hooks.checkpoint.max_keep_ckpts=-1',

@@ -116,7 +116,8 @@ def work_dir_lock(work_dir, force):
     another run holds it."""
     lock = WorkDirLock(work_dir, force, on_force=lambda m: print_log(
         m, logger='current', level=logging.WARNING))
-    _from_rank0(lock.__enter__)
+    # Only the outcome travels to the other ranks: the lock does not pickle.
+    _from_rank0(lambda: lock.__enter__() and None)
     try:
         yield
     finally:

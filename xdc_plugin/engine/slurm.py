@@ -2,10 +2,18 @@
 
 Each task maps submitit's job environment onto the variables that
 ``torch.distributed`` reads, then runs ``launch.main`` with
-``--launcher pytorch --resume``: a preempted or timed-out job is requeued
-and continues from its last checkpoint.
+``--launcher pytorch --resume``.
+
+Preemption and the time limit: SLURM sends submitit's signal (USR2) to
+every task. ``PreemptionCheckpointHook`` takes it during training: the
+ranks finish the current iteration, save ``iter_<n>.pth`` and leave
+training with exit status 128 + the signal. Only then does rank 0 run
+submitit's handler, which calls :meth:`TrainingJob.checkpoint` and requeues
+the job; the requeued job resumes from that checkpoint at the next batch.
 """
 import os
+import signal
+import time
 
 import submitit
 import torch
@@ -14,6 +22,8 @@ from xdc_plugin.engine import launch
 
 # Rendezvous ports for jobs that share a node: one per job id in this range.
 PORT_BASE, PORT_SPAN = 20000, 10000
+# How long the other ranks wait for rank 0's requeue to stop them.
+REQUEUE_WAIT_S = 300
 
 
 def distributed_env(job_env, port):
@@ -53,7 +63,25 @@ class TrainingJob:
             torch.set_num_threads(int(os.environ['SLURM_CPUS_PER_TASK']))
         args = ['--launcher', 'pytorch' if job_env.num_tasks > 1 else 'none',
                 '--resume']
-        runner = launch.main(args + self.run_args)
+        requeue_signal = getattr(signal, 'SIG' + job_env.USR_SIG)
+        # submitit's checkpoint-and-requeue handler, installed before this
+        # call; the preemption hook replaces it while training runs.
+        requeue = signal.getsignal(requeue_signal)
+        try:
+            runner = launch.main(args + self.run_args)
+        except SystemExit as stop:
+            if stop.code != 128 + requeue_signal or not callable(requeue):
+                raise
+            # Every rank has saved the preemption checkpoint.
+            if job_env.global_rank == 0:
+                requeue(requeue_signal, None)  # requeues, then exits
+            else:
+                # Leaving now could end the job step before rank 0 requeues
+                # (srun's --kill-on-bad-exit): wait to be stopped.
+                time.sleep(REQUEUE_WAIT_S)
+            raise RuntimeError(
+                f'job {job_env.job_id} was not requeued after its '
+                'preemption checkpoint') from stop
         summary = dict(
             rank=job_env.global_rank, world_size=job_env.num_tasks,
             epoch=runner.epoch, iter=runner.iter,

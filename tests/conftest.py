@@ -1,9 +1,12 @@
 """Shared pytest fixtures."""
+import hashlib
+import os
 import os.path as osp
 import shutil
 
 import numpy as np
 import pytest
+import torch
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SHARED_DATA = osp.join(osp.dirname(REPO), 'shared', 'data')
@@ -82,3 +85,53 @@ def media_dir(tmp_path_factory):
     f, a = timecode_media(1.5)
     write_mp4(str(root / 'short_audio.mp4'), f, a, TIMECODE_FPS)
     return root
+
+
+# --- a stand-in for the weights release (tests of xdc_plugin.weights) -----
+def assert_same_encoder(model, state_dict):
+    """Every tensor of ``state_dict`` (bar BN counters) is in ``model``."""
+    loaded = model.state_dict()
+    for key, value in state_dict.items():
+        if not key.endswith('num_batches_tracked'):
+            assert torch.equal(loaded[key], value), key
+
+
+@pytest.fixture(scope='session')
+def official(tmp_path_factory):
+    """(state dict, path, sha256) of a release-like ``fake_xdc-<h8>.pth``:
+    an official-layout R(2+1)D-18 with non-trivial BatchNorm values."""
+    from xdc_plugin.encoders import R2Plus1D18
+    torch.manual_seed(0)
+    model = R2Plus1D18(num_classes=0)
+    for name, buf in model.named_buffers():
+        if name.endswith('running_mean'):
+            buf.normal_()
+        elif name.endswith('running_var'):
+            buf.uniform_(0.5, 2.0)
+    for name, p in model.named_parameters():
+        if '.1.' in name or name.startswith(('stem.1', 'stem.4')):
+            p.data.uniform_(0.5, 1.5)
+    folder = tmp_path_factory.mktemp('release')
+    raw = folder / 'raw.pth'
+    torch.save(model.state_dict(), raw)
+    digest = hashlib.sha256(raw.read_bytes()).hexdigest()
+    path = folder / f'fake_xdc-{digest[:8]}.pth'
+    os.replace(raw, path)
+    return model.state_dict(), str(path), digest
+
+
+@pytest.fixture
+def fake_release(official, monkeypatch, tmp_path):
+    """A release entry 'fake_xdc' served from a file:// folder, and an
+    empty torch.hub dir; returns (its PretrainedCfg, the cache folder)."""
+    from xdc_plugin import weights
+    _, path, digest = official
+    cfg = weights.PretrainedCfg('fake_xdc', 'test data', 1.0, 2.0,
+                                digest[:8], '00000000')
+    monkeypatch.setitem(weights.PRETRAINED_CFGS, 'fake_xdc', cfg)
+    monkeypatch.setenv(weights.BASE_URL_ENV,
+                       'file://' + osp.dirname(path) + '/')
+    monkeypatch.delenv(weights.OFFLINE_ENV, raising=False)
+    hub_dir = tmp_path / 'hub'
+    monkeypatch.setattr(torch.hub, '_hub_dir', str(hub_dir))
+    return cfg, hub_dir / 'checkpoints'

@@ -8,7 +8,6 @@ from mmengine.dataset import sampler as mm_sampler
 
 import xdc_plugin  # noqa: F401
 from xdc_plugin.clustering import PseudoClassBalancedSampler
-from xdc_plugin.clustering import sampler as sampler_module
 from xdc_plugin.registry import DATA_SAMPLERS
 
 SIZES = [2000, 700, 250, 50]  # classes 0..3, plus 100 unlabelled
@@ -21,7 +20,7 @@ def unbalanced_labels(seed=0):
 
 
 def at_rank(monkeypatch, rank, world_size, **kwargs):
-    monkeypatch.setattr(sampler_module, 'get_dist_info',
+    monkeypatch.setattr(mm_sampler, 'get_dist_info',
                         lambda: (rank, world_size))
     return PseudoClassBalancedSampler(**kwargs)
 
@@ -34,9 +33,9 @@ def test_without_labels_matches_default_sampler(monkeypatch, shuffle,
     dataset = list(range(103))
     ours = at_rank(monkeypatch, rank, 3, dataset=dataset, shuffle=shuffle,
                    seed=5, round_up=round_up)
-    monkeypatch.setattr(mm_sampler, 'get_dist_info', lambda: (rank, 3))
     theirs = DefaultSampler(dataset, shuffle=shuffle, seed=5,
                             round_up=round_up)
+    assert isinstance(ours, DefaultSampler)
     for epoch in (0, 4):
         ours.set_epoch(epoch)
         theirs.set_epoch(epoch)
@@ -140,6 +139,8 @@ def test_set_pseudo_labels_validation_and_reset():
         [5, 5]
     sampler.set_pseudo_labels(None)
     assert sampler.num_classes == 0 and list(sampler) == plain
+    with pytest.raises(RuntimeError, match='needs pseudo-labels'):
+        sampler.global_indices()
 
 
 def test_built_from_registry():

@@ -1,11 +1,17 @@
-"""Config loading: YAML with _base_, checked KEY=VALUE overrides."""
+"""Config loading: YAML with _base_, checked KEY=VALUE overrides, the
+shipped configs found in any kind of install."""
 import glob
+import os
 import os.path as osp
+import shutil
+import subprocess
+import sys
 
 import pytest
 
 from xdc_plugin.engine.config import (ConfigKeyError, ConfigTypeError,
-                                      load_config, parse_overrides)
+                                      load_config, parse_overrides,
+                                      shipped_config)
 
 CONFIGS = osp.join(osp.dirname(osp.dirname(__file__)), 'configs')
 
@@ -86,3 +92,40 @@ def test_type_check_admits_the_sensible_exceptions():
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
     assert 'model' in cfg
+
+
+def test_shipped_configs_are_found_beside_the_package_in_a_checkout():
+    assert shipped_config('xdc_demo.yaml') == osp.join(CONFIGS,
+                                                       'xdc_demo.yaml')
+    with pytest.raises(FileNotFoundError, match='nope.yaml'):
+        shipped_config('nope.yaml')
+
+
+def test_the_default_config_is_package_data_of_a_wheel(tmp_path):
+    source = tmp_path / 'source'
+    source.mkdir()
+    repo = osp.dirname(CONFIGS)
+    for name in ('setup.py', 'xdc_plugin', 'configs'):
+        copy = shutil.copytree if osp.isdir(osp.join(repo, name)) else \
+            shutil.copy
+        kwargs = ({'ignore': shutil.ignore_patterns('__pycache__')}
+                  if copy is shutil.copytree else {})
+        copy(osp.join(repo, name), source / name, **kwargs)
+    pip = [sys.executable, '-m', 'pip', '-q']
+    subprocess.run(pip + ['wheel', '--no-deps', '--no-build-isolation',
+                          '--no-index', '-w', str(tmp_path / 'dist'),
+                          str(source)], check=True, timeout=300)
+    wheel = next((tmp_path / 'dist').glob('xdc_plugin-*.whl'))
+    subprocess.run(pip + ['install', '--no-deps', '--no-index', '--target',
+                          str(tmp_path / 'site'), str(wheel)], check=True,
+                   timeout=300)
+    code = ('from xdc_plugin.engine.launch import DEFAULT_CONFIG\n'
+            'from xdc_plugin.engine.config import load_config\n'
+            'print(DEFAULT_CONFIG, load_config(DEFAULT_CONFIG).model.type)')
+    out = subprocess.run(
+        [sys.executable, '-c', code], cwd=tmp_path, capture_output=True,
+        text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(tmp_path / 'site')))
+    assert out.returncode == 0, out.stderr[-2000:]
+    installed = tmp_path / 'site' / 'xdc_plugin' / 'configs' / 'xdc_demo.yaml'
+    assert out.stdout.split()[-2:] == [str(installed), 'XDCModel']

@@ -112,7 +112,7 @@ def test_export_of_a_demo_model_reloads_through_the_hub(trained, tmp_path):
     out = subprocess.run(
         [sys.executable, osp.join(REPO, 'tools', 'export_encoder.py'),
          str(run_dir / 'work' / 'epoch_2.pth'), str(tmp_path), '--name',
-         'demo', '--trusted'], capture_output=True, text=True, timeout=300)
+         'demo'], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     video_file = next(tmp_path.glob('demo_video-*.pth'))
     reloaded = torch.hub.load(REPO, 'xdc_video_encoder', source='local',

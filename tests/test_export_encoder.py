@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-import xdc_plugin  # noqa: F401
-from xdc_plugin.models import pretrained as P
-from xdc_plugin.models.video_resnet import R2Plus1D18
+from xdc_plugin import weights as W
+from xdc_plugin.encoders import R2Plus1D18
+from xdc_plugin.engine.checkpoint import UntrustedCheckpointError
 
 REPO_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOL = runpy.run_path(osp.join(REPO_DIR, 'tools', 'export_encoder.py'))
@@ -47,7 +47,7 @@ def trained_video():
 
 def _check_hash_name(path, stem):
     assert re.fullmatch(stem + r'-[0-9a-f]{8}\.pth', osp.basename(path))
-    assert P.sha256_of(path)[:8] == path[-12:-4]
+    assert W.sha256_of(path)[:8] == path[-12:-4]
 
 
 def test_export_roundtrip_through_hub(trained_video, tmp_path, capsys):
@@ -85,18 +85,42 @@ def test_export_roundtrip_through_hub(trained_video, tmp_path, capsys):
         assert torch.equal(official.forward_features(x), expected)
 
 
-def test_mmengine_checkpoint_needs_trusted(trained_video, tmp_path):
+def test_plain_mmengine_checkpoint_needs_trust(trained_video, tmp_path):
+    # Plain mmengine saves HistoryBuffers, whose pickle holds functions;
+    # ours are saved as tensors (WeightsOnlyCheckpointHook).
     from mmengine.logging import MessageHub
     hub = MessageHub.get_instance('xdc_export_test')
     hub.update_scalar('train/loss', 1.5)
     ckpt = tmp_path / 'iter_10.pth'
     torch.save({'state_dict': _training_state_dict(trained_video),
                 'meta': {'iter': 10}, 'message_hub': hub.state_dict()}, ckpt)
-    with pytest.raises(P.IncompatibleWeightsError, match='--trusted'):
+    with pytest.raises(UntrustedCheckpointError,
+                       match='HistoryBuffer.*--trust-checkpoint'):
         TOOL['export'](str(ckpt), str(tmp_path / 'out'))
-    paths = TOOL['main']([str(ckpt), str(tmp_path / 'out'), '--trusted',
-                          '--name', 'mine'])
+    paths = TOOL['main']([str(ckpt), str(tmp_path / 'out'),
+                          '--trust-checkpoint', '--name', 'mine'])
     _check_hash_name(paths['video'], 'mine_video')
+
+
+class _Hostile:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling it creates the marker file
+        return open, (self.marker, 'w')
+
+
+def test_hostile_checkpoint_is_refused_and_runs_nothing(tmp_path, capsys):
+    marker = tmp_path / 'pwned'
+    ckpt = tmp_path / 'epoch_1.pth'
+    torch.save({'state_dict': {}, 'x': _Hostile(str(marker))}, ckpt)
+    with pytest.raises(SystemExit) as exit_info:
+        TOOL['main']([str(ckpt), str(tmp_path / 'out')])
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err
+    assert 'io.open' in error and '--trust-checkpoint' in error
+    assert not marker.exists()
+    assert not (tmp_path / 'out').exists()
 
 
 def test_small_width_exports_but_is_not_the_release(tmp_path):
@@ -108,17 +132,17 @@ def test_small_width_exports_but_is_not_the_release(tmp_path):
     paths = TOOL['export'](str(ckpt), str(tmp_path / 'out'))
     assert paths['audio'] is None
     loaded = R2Plus1D18(num_classes=5, width=0.25)
-    P.load_pretrained_weights(loaded, paths['video'])
-    with pytest.raises(P.IncompatibleWeightsError, match='stem.0.weight'):
-        P.xdc_video_encoder(weights=paths['video'])
+    W.load_pretrained_weights(loaded, paths['video'])
+    with pytest.raises(W.IncompatibleWeightsError, match='stem.0.weight'):
+        W.xdc_video_encoder(weights=paths['video'])
 
 
 def test_not_a_training_checkpoint(tmp_path):
     ckpt = tmp_path / 'plain.pth'
     torch.save({'state_dict': {'backbone.stem.0.weight': torch.zeros(1)}},
                ckpt)
-    with pytest.raises(P.IncompatibleWeightsError, match='video_encoder'):
+    with pytest.raises(W.IncompatibleWeightsError, match='video_encoder'):
         TOOL['export'](str(ckpt), str(tmp_path / 'out'))
     torch.save({'stem.0.weight': torch.zeros(1)}, ckpt)
-    with pytest.raises(P.IncompatibleWeightsError, match='state_dict'):
+    with pytest.raises(W.IncompatibleWeightsError, match='state_dict'):
         TOOL['export'](str(ckpt), str(tmp_path / 'out'))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import xdc_plugin  # noqa: F401
-from xdc_plugin.models.video_resnet import XDC_MEAN, XDC_STD, R2Plus1D18
+from xdc_plugin.encoders import XDC_MEAN, XDC_STD, R2Plus1D18
 
 REPO_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO_DIR, 'configs', 'finetune_ucf101_xdc.yaml')

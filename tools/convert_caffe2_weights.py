@@ -8,19 +8,16 @@ official PyTorch layout (no fc), loadable by ``xdc_video_encoder(weights=)``.
 Every weight must come from exactly one blob of the right shape. The 400-way
 ``last_out_L*`` classifier, ``pred`` and ``*_momentum`` blobs are skipped;
 any other unused blob, or a missing one, is an error listing them. The name
-table is ``xdc_plugin.models.pretrained.caffe2_name_table`` (VMZ naming).
-The ``.pkl`` is unpickled: convert only files you trust.
+table is ``xdc_plugin.weights.caffe2_name_table`` (VMZ naming). The ``.pkl``
+is read by a restricted unpickler: a file that names anything but numpy
+arrays, dtypes, containers, strings and numbers is refused unexecuted.
 """
 import argparse
-import os.path as osp
+import pickle
 
-import torch
-
-import xdc_plugin  # noqa: F401
-from xdc_plugin.models.pretrained import (CAFFE2_IGNORED,
-                                          IncompatibleWeightsError,
-                                          convert_caffe2_blobs,
-                                          read_caffe2_pkl, save_hash_named)
+from xdc_plugin.weights import (CAFFE2_IGNORED, IncompatibleWeightsError,
+                                convert_caffe2_blobs, read_caffe2_pkl,
+                                save_hash_named, save_state_dict)
 
 
 def convert(in_path, out_path, hash_name=None, ignore=()):
@@ -29,11 +26,7 @@ def convert(in_path, out_path, hash_name=None, ignore=()):
         blobs, ignore=tuple(CAFFE2_IGNORED) + tuple(ignore))
     if hash_name:
         return save_hash_named(state_dict, out_path, hash_name)
-    folder = osp.dirname(osp.abspath(out_path))
-    if not osp.isdir(folder):
-        raise FileNotFoundError(f'No folder {folder}')
-    torch.save(state_dict, out_path)
-    return out_path
+    return save_state_dict(state_dict, out_path)
 
 
 def main(argv=None):
@@ -48,7 +41,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         path = convert(args.pkl, args.out, args.hash_name, args.ignore)
-    except (IncompatibleWeightsError, OSError) as exc:
+    except (IncompatibleWeightsError, pickle.UnpicklingError,
+            OSError) as exc:
         parser.exit(1, f'error: {exc}\n')
     print(path)
     return path

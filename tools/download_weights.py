@@ -10,13 +10,9 @@ the release and checked against the hash prefix of their name; afterwards
 (``XDC_OFFLINE=1``).
 """
 import argparse
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from xdc_plugin.models.pretrained import (  # noqa: E402
-    PRETRAINED_CFGS, download_pretrained, list_pretrained)
+from xdc_plugin.weights import (PRETRAINED_CFGS, download_pretrained,
+                                list_pretrained)
 
 
 def main(argv=None):

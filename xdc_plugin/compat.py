@@ -7,8 +7,7 @@ xdc_plugin`` only adds an import finder that answers for one module the
 mmaction2 1.2.0 wheel lacks (see :func:`install_missing_mmaction_drn`).
 Swapping the host framework means revisiting only this module.
 
-Imports only the standard library and torch at module level, so that the
-torch-only ``xdc_plugin.weights`` can use :func:`atomic_write`.
+Imports only the standard library and torch at module level.
 """
 import contextlib
 import functools
@@ -19,8 +18,6 @@ import importlib.metadata
 import importlib.util
 import os
 import os.path as osp
-import secrets
-import stat
 import sys
 
 import torch
@@ -112,46 +109,9 @@ def init_dist_pytorch(backend='nccl', **kwargs):
 
 
 # -- atomic local writes ------------------------------------------------------
-def _create_temporary(folder, name):
-    """A new file beside ``name``, created as ``open(path, 'w')`` would:
-    mode 0666 minus the umask (``mkstemp`` would give 0600)."""
-    while True:
-        tmp = osp.join(folder, f'.{name}.tmp-{secrets.token_hex(6)}')
-        try:
-            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                                0o666)
-        except FileExistsError:
-            continue
-
-
-def atomic_write(data: bytes, path) -> None:
-    """Write ``data`` to ``path`` so that a reader, or a run killed while
-    writing, sees either the old file or the whole new one.
-
-    The new file gets the permissions a plain ``open(path, 'wb')`` gives:
-    those of the file it replaces, else 0666 minus the umask.
-    """
-    path = os.fspath(path)
-    folder, name = osp.split(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp, fd = _create_temporary(folder, name)
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode))
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
-
-
 def register_atomic_local_backend():
     """Register, under ``ATOMIC_LOCAL_BACKEND``, an mmengine file backend
-    whose ``put``/``put_text`` go through :func:`atomic_write`.
+    whose ``put``/``put_text`` write atomically (``xdc_plugin.atomic_write``).
 
     mmengine's ``LocalBackend`` writes in place, so a run killed while
     saving leaves a truncated checkpoint under its final name. Nothing is
@@ -160,16 +120,18 @@ def register_atomic_local_backend():
     """
     from mmengine.fileio import LocalBackend, register_backend
     from mmengine.fileio.backends import backends
+
+    from xdc_plugin.atomic_write import write_atomically
     if ATOMIC_LOCAL_BACKEND in backends:
         return
 
     class AtomicLocalBackend(LocalBackend):
 
         def put(self, obj, filepath):
-            atomic_write(obj, filepath)
+            write_atomically(obj, filepath)
 
         def put_text(self, obj, filepath, encoding='utf-8'):
-            atomic_write(obj.encode(encoding), filepath)
+            write_atomically(obj.encode(encoding), filepath)
 
     register_backend(ATOMIC_LOCAL_BACKEND, AtomicLocalBackend)
 
@@ -256,6 +218,6 @@ def install_missing_mmaction_drn():
 __all__ = [
     'ATOMIC_LOCAL_BACKEND', 'alias_torchvision_functional_tensor',
     'package_utils_without_pkg_resources', 'init_dist_pytorch',
-    'atomic_write', 'register_atomic_local_backend', 'atomic_backend_args',
+    'register_atomic_local_backend', 'atomic_backend_args',
     'torch_load_default', 'install_missing_mmaction_drn'
 ]

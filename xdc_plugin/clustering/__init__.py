@@ -1,7 +1,9 @@
-"""Pseudo-label machinery: feature preprocessing, k-means, cluster metrics
-and the pseudo-class balanced sampler. Importing it registers
-``FaissKMeans``/``TorchKMeans`` in ``CLUSTERERS`` and
-``PseudoClassBalancedSampler`` in ``DATA_SAMPLERS``."""
+"""Pseudo-label machinery: feature preprocessing, k-means (single-process
+and sharded across ranks), cluster metrics and the pseudo-class balanced
+sampler. Importing it registers ``FaissKMeans``/``TorchKMeans``/
+``DistributedKMeans`` in ``CLUSTERERS`` and ``PseudoClassBalancedSampler``
+in ``DATA_SAMPLERS``."""
+from xdc_plugin.clustering.distributed import DistributedKMeans, gather_labels
 from xdc_plugin.clustering.kmeans import (ClusterResult, FaissKMeans,
                                           TorchKMeans)
 from xdc_plugin.clustering.metrics import cluster_quality
@@ -9,6 +11,7 @@ from xdc_plugin.clustering.preprocess import FeaturePreprocessor
 from xdc_plugin.clustering.sampler import PseudoClassBalancedSampler
 
 __all__ = [
-    'ClusterResult', 'FaissKMeans', 'TorchKMeans', 'cluster_quality',
-    'FeaturePreprocessor', 'PseudoClassBalancedSampler'
+    'ClusterResult', 'DistributedKMeans', 'FaissKMeans', 'TorchKMeans',
+    'cluster_quality', 'FeaturePreprocessor', 'PseudoClassBalancedSampler',
+    'gather_labels'
 ]

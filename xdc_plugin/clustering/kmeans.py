@@ -5,7 +5,9 @@ assignment's empty-cluster re-split and the reported inertia:
 
 * ``FaissKMeans`` wraps ``faiss.Kmeans`` (on the GPUs when faiss sees any and
   ``use_gpu`` allows);
-* ``TorchKMeans`` is pure torch and runs on the features' device.
+* ``TorchKMeans`` is pure torch and runs on the features' device;
+  ``DistributedKMeans`` (``distributed.py``) runs its iteration on rows
+  sharded across ranks (the statistics go through ``collectives``).
 
 One fit is: preprocess (``FeaturePreprocessor``), train ``num_iters`` Lloyd
 iterations (``num_redo`` times, keeping the lowest objective), assign every
@@ -45,6 +47,7 @@ import numpy as np
 import torch
 from mmengine.logging import print_log
 
+from xdc_plugin.clustering.collectives import LOCAL
 from xdc_plugin.clustering.preprocess import (FeaturePreprocessor,
                                               as_float_tensor)
 from xdc_plugin.registry import CLUSTERERS
@@ -82,26 +85,48 @@ class ClusterResult:
         return len(self.counts)
 
 
-def _rows_per_block(num_clusters):
-    return max(1, _BLOCK_ELEMENTS // max(1, num_clusters))
+def _rows_per_block(columns):
+    return max(1, _BLOCK_ELEMENTS // max(1, columns))
 
 
 def assign(x, centroids):
     """Nearest centroid of every row of ``x``: (labels int64, squared
-    distances float32), computed in row blocks as ``|x|^2 - 2 x.c + |c|^2``.
+    distances float32), computed in row blocks as ``|x|^2 - 2 x.c + |c|^2``
+    (float32 arithmetic, also for float16 rows).
     """
     c_sq = (centroids * centroids).sum(1)
     labels = torch.empty(len(x), dtype=torch.int64, device=x.device)
     dists = torch.empty(len(x), dtype=torch.float32, device=x.device)
-    step = _rows_per_block(len(centroids))
+    # Blocks bound both the distances and a float16 block's float32 copy.
+    step = _rows_per_block(max(len(centroids), x.shape[1]))
     for start in range(0, len(x), step):
-        xb = x[start:start + step]
+        xb = x[start:start + step].float()
         d = torch.addmm(c_sq, xb, centroids.T, alpha=-2.0)
         d += (xb * xb).sum(1, keepdim=True)
         best, idx = d.min(dim=1)
         labels[start:start + step] = idx
         dists[start:start + step] = best.clamp_min_(0)
     return labels, dists
+
+
+def cluster_statistics(x, labels, dists, num_clusters):
+    """Per-cluster ``[sum of rows (D), count, sum of squared distances]``
+    as one float64 (K, D + 2) tensor, ready for a single all-reduce. Row
+    sums are float32 within blocks of rows and float64 across them (as fast
+    as a float32 sum, about as exact as a float64 one)."""
+    dim = x.shape[1]
+    stats = torch.zeros(num_clusters, dim + 2, dtype=torch.float64,
+                        device=x.device)
+    block = torch.empty(num_clusters, dim, dtype=torch.float32,
+                        device=x.device)
+    step = _rows_per_block(dim)
+    for start in range(0, len(x), step):
+        block.zero_().index_add_(0, labels[start:start + step],
+                                 x[start:start + step].float())
+        stats[:, :dim] += block
+    stats[:, dim] = torch.bincount(labels, minlength=num_clusters)
+    stats[:, dim + 1].index_add_(0, labels, dists.double())
+    return stats
 
 
 def exact_inertia(x, centroids, labels):
@@ -149,15 +174,37 @@ def _split_empty_centroids(centroids, counts, sq_radius, generator):
     return num_split
 
 
-def resplit_empty_clusters(x, labels, centroids, generator):
+def _largest_projections(proj, indices, num, collectives):
+    """Mask of the local entries among the ``num`` largest projections of
+    all ranks (ties: lower dataset index first, i.e. what a stable sort of
+    the rows in dataset order picks)."""
+    all_proj = collectives.all_gather_cat(proj)
+    all_indices = collectives.all_gather_cat(indices)
+    by_index = torch.argsort(all_indices, stable=True)
+    order = by_index[torch.argsort(all_proj[by_index], descending=True,
+                                   stable=True)]
+    return torch.isin(indices, all_indices[order[:num]])
+
+
+def resplit_empty_clusters(x, labels, centroids, generator, indices=None,
+                           collectives=LOCAL):
     """Fill every empty cluster of the assignment ``labels`` by splitting a
     donor (see the module docstring). Returns ``(labels, centroids,
-    num_resplit)``; ``labels`` and ``centroids`` are updated in place."""
+    num_resplit)``; ``labels`` and ``centroids`` are updated in place.
+
+    With ``collectives`` over several ranks, ``x``/``labels`` are this
+    rank's rows and ``indices`` their dataset indices (default: row
+    numbers); every decision is taken from all-reduced counts and the
+    shared ``generator``, so every rank makes the same splits.
+    """
     num_clusters = len(centroids)
-    if len(x) < num_clusters:
+    counts = collectives.all_reduce_sum(
+        torch.bincount(labels, minlength=num_clusters)).cpu()
+    if int(counts.sum()) < num_clusters:
         raise ValueError(f'cannot fill {num_clusters} clusters with '
-                         f'{len(x)} points')
-    counts = torch.bincount(labels, minlength=num_clusters).cpu()
+                         f'{int(counts.sum())} points')
+    if indices is None:
+        indices = torch.arange(len(x), device=x.device)
     num_resplit = 0
     for e in torch.nonzero(counts == 0).flatten().tolist():
         j = _draw_donor(counts, generator, min_size=2)
@@ -165,15 +212,17 @@ def resplit_empty_clusters(x, labels, centroids, generator):
         u = _random_direction(x.shape[1], generator, x.device)
         proj = (x[members] - centroids[j]) @ u
         to_new = proj > 0
-        num_new = int(to_new.sum())
-        if num_new == 0 or num_new == len(members):
-            order = torch.argsort(proj, descending=True, stable=True)
-            to_new = torch.zeros_like(to_new)
-            to_new[order[:len(members) // 2]] = True
-            num_new = len(members) // 2
+        num_new = int(collectives.all_reduce_sum(to_new.sum()))
+        if num_new == 0 or num_new == int(counts[j]):
+            num_new = int(counts[j]) // 2
+            to_new = _largest_projections(proj, indices[members], num_new,
+                                          collectives)
         labels[members[to_new]] = e
-        centroids[e] = x[members[to_new]].mean(0)
-        centroids[j] = x[members[~to_new]].mean(0)
+        halves = torch.stack([x[members[to_new]].double().sum(0),
+                              x[members[~to_new]].double().sum(0)])
+        halves = collectives.all_reduce_sum(halves)
+        centroids[e] = (halves[0] / num_new).float()
+        centroids[j] = (halves[1] / (int(counts[j]) - num_new)).float()
         counts[e] = num_new
         counts[j] -= num_new
         num_resplit += 1
@@ -268,8 +317,9 @@ class _BaseKMeans:
     def _device(self, x):
         raise NotImplementedError
 
-    def _train(self, x, generator):
-        """Centroids (K, D') trained on ``x`` (on ``x``'s device)."""
+    def _train(self, x, generator, init_centroids=None):
+        """Centroids (K, D') trained on ``x`` (on ``x``'s device), from
+        ``init_centroids`` (one run) when given."""
         raise NotImplementedError
 
     def _assign(self, x, centroids):
@@ -280,8 +330,10 @@ class _BaseKMeans:
             print_log(f'{type(self).__name__}: {msg}', logger='current',
                       level=logging.INFO)
 
-    def fit(self, features):
-        """Cluster ``features`` (N, D), a numpy array or a torch tensor."""
+    def fit(self, features, init_centroids=None):
+        """Cluster ``features`` (N, D), a numpy array or a torch tensor,
+        starting from ``init_centroids`` (K, D') in the preprocessed space
+        when given (one run: needs ``num_redo=1``)."""
         x = as_float_tensor(features)
         n = len(x)
         if n < self.num_clusters:
@@ -295,21 +347,47 @@ class _BaseKMeans:
             self.preprocessor = None
         if not torch.isfinite(x).all():
             raise ValueError('features contain NaN or Inf')
+        if init_centroids is not None:
+            init_centroids = self._check_init(init_centroids, x)
         generator = torch.Generator().manual_seed(self.seed)
-        centroids = self._train(x, generator).to(x.device, torch.float32)
+        centroids = self._train(x, generator, init_centroids).to(
+            x.device, torch.float32)
         centroids = centroids.contiguous().clone()
         labels = self._assign(x, centroids).to(x.device)
+        return self._result(x, labels, centroids, generator)
+
+    def _result(self, x, labels, centroids, generator, indices=None,
+                collectives=LOCAL):
+        """Re-split the empty clusters of the final assignment and report
+        it (``x`` and ``labels``: this rank's rows under ``collectives``;
+        see ``resplit_empty_clusters``)."""
         labels, centroids, num_resplit = resplit_empty_clusters(
-            x, labels, centroids, generator)
-        inertia = exact_inertia(x, centroids, labels)
-        counts = torch.bincount(labels, minlength=self.num_clusters)
-        self._log(f'N={n} K={self.num_clusters} inertia={inertia:.6g} '
+            x, labels, centroids, generator, indices, collectives)
+        inertia = float(collectives.all_reduce_sum(torch.tensor(
+            exact_inertia(x, centroids, labels), dtype=torch.float64)))
+        counts = collectives.all_reduce_sum(
+            torch.bincount(labels, minlength=self.num_clusters))
+        self._log(f'N={int(counts.sum())} K={self.num_clusters} ranks='
+                  f'{collectives.world_size} inertia={inertia:.6g} '
                   f'resplit={num_resplit}')
         return ClusterResult(
             labels=labels.cpu().numpy().astype(np.int64),
             centroids=centroids.cpu().numpy().astype(np.float32),
             inertia=inertia, num_resplit=num_resplit,
             counts=counts.cpu().numpy().astype(np.int64))
+
+    def _check_init(self, init_centroids, x):
+        """``init_centroids`` as float32 on ``x``'s device, or a clear
+        error."""
+        if self.num_redo != 1:
+            raise ValueError('init_centroids gives a single run; set '
+                             f'num_redo=1 (got {self.num_redo})')
+        init = as_float_tensor(init_centroids).to(x.device)
+        if init.shape != (self.num_clusters, x.shape[1]):
+            raise ValueError(f'init_centroids must have shape '
+                             f'({self.num_clusters}, {x.shape[1]}) (the '
+                             f'preprocessed space), got {tuple(init.shape)}')
+        return init.clone()
 
     def __repr__(self):
         return (f'{type(self).__name__}(num_clusters={self.num_clusters}, '
@@ -363,10 +441,11 @@ class FaissKMeans(_BaseKMeans):
             kwargs['gpu'] = True
         return faiss.Kmeans(d, self.num_clusters, **kwargs)
 
-    def _train(self, x, generator):
+    def _train(self, x, generator, init_centroids=None):
         xn = np.ascontiguousarray(x.numpy())
         self._kmeans = self._faiss_kmeans(*xn.shape)
-        self._kmeans.train(xn)
+        self._kmeans.train(xn, init_centroids=None if init_centroids is None
+                           else init_centroids.numpy())
         return torch.from_numpy(
             np.array(self._kmeans.centroids, dtype=np.float32))
 
@@ -404,40 +483,43 @@ class TorchKMeans(_BaseKMeans):
             return x[idx].clone()
         return _kmeans_plus_plus(x, k, generator)
 
-    def _lloyd(self, x, generator):
-        k = self.num_clusters
-        centroids = self._init_centroids(x, generator)
+    def _lloyd(self, x, centroids, generator, collectives=LOCAL):
+        """``num_iters`` Lloyd iterations from ``centroids`` on the rows
+        ``x`` (this rank's share of them when ``collectives`` spans several
+        ranks: the statistics are all-reduced, so every rank holds the same
+        centroids). Returns (centroids, objective of the last
+        assignment)."""
+        k, dim = centroids.shape
         objective = math.inf
         for it in range(self.num_iters):
             labels, dists = assign(x, centroids)
-            objective = float(dists.double().sum())
-            sums = torch.zeros_like(centroids).index_add_(0, labels, x)
-            counts = torch.bincount(labels, minlength=k)
-            sse = torch.zeros(k, dtype=torch.float64,
-                              device=x.device).index_add_(
-                                  0, labels, dists.double())
-            nonempty = counts > 0
+            stats = collectives.all_reduce_sum(
+                cluster_statistics(x, labels, dists, k))
+            sums, counts, sse = stats[:, :dim], stats[:, dim], stats[:, -1]
+            objective = float(sse.sum())
             centroids = torch.where(
-                nonempty[:, None],
-                sums / counts.clamp_min(1)[:, None].to(sums.dtype), centroids)
-            counts_cpu = counts.cpu()
+                counts[:, None] > 0,
+                (sums / counts.clamp_min(1)[:, None]).float(), centroids)
+            counts_cpu = counts.long().cpu()
             if (counts_cpu == 0).any():
-                sq_radius = (sse / counts.clamp_min(1) /
-                             x.shape[1]).cpu()
+                sq_radius = (sse / counts.clamp_min(1) / dim).cpu()
                 num_split = _split_empty_centroids(centroids, counts_cpu,
                                                    sq_radius, generator)
                 self._log(f'iter {it}: split {num_split} empty clusters')
             self._log(f'iter {it}: objective {objective:.6g}')
         return centroids, objective
 
-    def _train(self, x, generator):
+    def _train(self, x, generator, init_centroids=None):
         mppc = self.max_points_per_centroid
         if mppc is not None and len(x) > self.num_clusters * mppc:
             idx = torch.randperm(len(x), generator=generator)
             x = x[idx[:self.num_clusters * mppc].to(x.device)]
+        if init_centroids is not None:
+            return self._lloyd(x, init_centroids, generator)[0]
         best, best_obj = None, math.inf
         for _ in range(self.num_redo):
-            centroids, objective = self._lloyd(x, generator)
+            centroids, objective = self._lloyd(
+                x, self._init_centroids(x, generator), generator)
             if best is None or objective < best_obj:
                 best, best_obj = centroids, objective
         return best

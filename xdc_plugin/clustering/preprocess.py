@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from mmengine.logging import print_log
 
+from xdc_plugin.clustering.collectives import LOCAL
+
 _CHUNK_ROWS = 16384
 
 
@@ -92,33 +94,38 @@ class FeaturePreprocessor:
     def is_fitted(self):
         return self._in_dim is not None
 
-    def fit(self, x):
-        """Learn the PCA (if any) from ``x`` (N, D); returns ``self``."""
+    def fit(self, x, collectives=LOCAL):
+        """Learn the PCA (if any) from ``x`` (N, D); returns ``self``. With
+        ``collectives`` over several ranks, ``x`` is this rank's share of
+        the rows and the PCA is that of all of them (every rank gets the
+        same, from all-reduced moments)."""
         x = as_float_tensor(x)
         n, d = x.shape
         self._in_dim = d
         if self.pca_dim is None:
             self.out_dim = d
             return self
-        max_dim = min(d, n - 1)
+        total = int(collectives.all_reduce_sum(
+            torch.tensor(n, device=x.device)))
+        max_dim = min(d, total - 1)
         if max_dim < 1:
-            raise ValueError(f'PCA needs at least 2 points, got {n}')
+            raise ValueError(f'PCA needs at least 2 points, got {total}')
         out_dim = self.pca_dim
         if out_dim > max_dim:
             print_log(f'FeaturePreprocessor: pca_dim={out_dim} exceeds the '
-                      f'rank bound min(D={d}, N-1={n - 1}); using '
+                      f'rank bound min(D={d}, N-1={total - 1}); using '
                       f'{max_dim}.', logger='current', level=logging.WARNING)
             out_dim = max_dim
 
         mean = torch.zeros(d, dtype=torch.float64, device=x.device)
         for start in range(0, n, _CHUNK_ROWS):
             mean += x[start:start + _CHUNK_ROWS].double().sum(0)
-        mean /= n
+        mean = collectives.all_reduce_sum(mean) / total
         cov = torch.zeros(d, d, dtype=torch.float64, device=x.device)
         for start in range(0, n, _CHUNK_ROWS):
             chunk = x[start:start + _CHUNK_ROWS].double() - mean
             cov += chunk.T @ chunk
-        cov /= n - 1
+        cov = collectives.all_reduce_sum(cov) / (total - 1)
         eigenvalues, eigenvectors = torch.linalg.eigh(cov)  # ascending
         eigenvalues = eigenvalues.flip(0)[:out_dim].clamp_min(0)
         components = eigenvectors.flip(1)[:, :out_dim].T  # (out_dim, d)

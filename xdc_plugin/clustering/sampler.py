@@ -1,23 +1,20 @@
 """Distributed sampler that balances pseudo-classes (DeepCluster style)."""
-import math
 from typing import Iterator, Optional, Sized
 
 import numpy as np
 import torch
-from mmengine.dist import get_dist_info, sync_random_seed
-from torch.utils.data import Sampler
+from mmengine.dataset import DefaultSampler
 
 from xdc_plugin.registry import DATA_SAMPLERS
 
 
 @DATA_SAMPLERS.register_module()
-class PseudoClassBalancedSampler(Sampler):
+class PseudoClassBalancedSampler(DefaultSampler):
     """mmengine ``DefaultSampler`` that, once given pseudo-labels, draws
     every non-empty pseudo-class equally often.
 
-    Without pseudo-labels it yields exactly what ``DefaultSampler`` yields.
-    After ``set_pseudo_labels(labels)`` each epoch draws ``len(dataset)``
-    indices:
+    Without pseudo-labels it is a plain ``DefaultSampler``. After
+    ``set_pseudo_labels(labels)`` each epoch draws ``len(dataset)`` indices:
 
     * each of the ``C`` non-empty classes gets ``len(dataset) // C`` draws,
       and a random ``len(dataset) % C`` of them one more;
@@ -50,23 +47,8 @@ class PseudoClassBalancedSampler(Sampler):
                  shuffle: bool = True,
                  seed: Optional[int] = None,
                  round_up: bool = True) -> None:
-        rank, world_size = get_dist_info()
-        self.rank = rank
-        self.world_size = world_size
-        self.dataset = dataset
-        self.shuffle = shuffle
-        if seed is None:
-            seed = sync_random_seed()
-        self.seed = seed
-        self.epoch = 0
-        self.round_up = round_up
-        size = len(dataset)
-        if round_up:
-            self.num_samples = math.ceil(size / world_size)
-            self.total_size = self.num_samples * world_size
-        else:
-            self.num_samples = math.ceil((size - rank) / world_size)
-            self.total_size = size
+        super().__init__(dataset, shuffle=shuffle, seed=seed,
+                         round_up=round_up)
         self._labels = None
         self._class_members = None
 
@@ -131,24 +113,21 @@ class PseudoClassBalancedSampler(Sampler):
         return indices
 
     def global_indices(self) -> list:
-        """This epoch's list for all ranks, before padding and sharding."""
+        """This epoch's balanced list for all ranks, before padding and
+        sharding (needs pseudo-labels)."""
+        if self._class_members is None:
+            raise RuntimeError('global_indices needs pseudo-labels; without '
+                               'them the sampler is DefaultSampler')
         g = torch.Generator()
         g.manual_seed(self.seed + self.epoch)
-        if self._class_members is not None:
-            return self._balanced_indices(g).tolist()
-        if self.shuffle:
-            return torch.randperm(len(self.dataset), generator=g).tolist()
-        return list(range(len(self.dataset)))
+        return self._balanced_indices(g).tolist()
 
     def __iter__(self) -> Iterator[int]:
+        if self._class_members is None:
+            return super().__iter__()
+        # Padded and sharded as DefaultSampler pads and shards its list.
         indices = self.global_indices()
-        if self.round_up and indices:
+        if self.round_up:
             indices = (indices * int(self.total_size / len(indices) +
                                      1))[:self.total_size]
         return iter(indices[self.rank:self.total_size:self.world_size])
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch

@@ -1,6 +1,8 @@
-"""Our mmengine checkpoints: written so that they read back with
-``weights_only=True``, read without running code from the file, and the
-newest intact one found for ``--resume``.
+"""Our mmengine training checkpoints (not the torch-only weights package: a
+full checkpoint holds mmengine objects): written so that they read back
+with ``weights_only=True``, read without running code from the file (for
+``--resume`` and for ``tools/export_encoder.py``), and the newest intact one
+found for ``--resume``.
 
 ``torch.load(weights_only=True)`` admits tensors and plain containers, plus
 the globals of an allow-list. An mmengine checkpoint also holds numpy
@@ -27,6 +29,7 @@ from mmengine.runner import Runner
 
 from xdc_plugin.compat import torch_load_default
 from xdc_plugin.registry import HOOKS
+from xdc_plugin.weights import IncompatibleWeightsError
 
 _multiarray = (np._core if hasattr(np, '_core') else np.core).multiarray
 # numpy arrays and scalars of the numeric dtypes (each dtype has its class).
@@ -73,6 +76,17 @@ def refuse_untrusted(path):
             f'({", ".join(unsafe)}); reading them would run code from the '
             'file. If you made this checkpoint yourself, pass '
             '--trust-checkpoint to unpickle it fully.')
+
+
+def load_training_checkpoint(path, trusted=False):
+    """The model state dict of one of our checkpoints, read as
+    :func:`reading_checkpoint` does."""
+    with reading_checkpoint(path, trusted):
+        checkpoint = torch.load(path, map_location='cpu')
+    if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
+        raise IncompatibleWeightsError(
+            f'{path} is not an mmengine checkpoint (no "state_dict")')
+    return checkpoint['state_dict']
 
 
 def checkpoint_problem(path):

@@ -1,9 +1,9 @@
 """Build an mmengine Runner from a config and train (``tools/run_net.py``).
 
 Before anything is written, the launcher initialises distributed training,
-takes the work_dir's lock (rank 0; a second run on it fails at once) and
-chooses the checkpoint to resume, so that a refused or missing checkpoint
-also stops the run before it writes.
+chooses the checkpoint to resume (a refused or missing one stops the run
+here) and takes the work_dir's lock (rank 0; a second run on the same
+work_dir fails at once).
 """
 import argparse
 import contextlib
@@ -151,9 +151,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     cfg = prepare_config(args)
     init_distributed(cfg)
+    path, notes = _from_rank0(lambda: choose_checkpoint(args, cfg.work_dir))
     with work_dir_lock(cfg.work_dir, args.force):
-        path, notes = _from_rank0(lambda: choose_checkpoint(args,
-                                                            cfg.work_dir))
         if path:
             cfg.resume, cfg.load_from = True, path
         runner = SafeResumeRunner.from_cfg(cfg)

@@ -1,8 +1,9 @@
-from xdc_plugin.models.video_resnet import (  # noqa: F401
-    XDC_MEAN, XDC_STD, R2Plus1D18)
-from xdc_plugin.models.audio_resnet import AudioResNet18  # noqa: F401
+from xdc_plugin.encoders import (  # noqa: F401
+    XDC_MEAN, XDC_STD, AudioResNet18, R2Plus1D18)
+from xdc_plugin.models import encoders  # noqa: F401  (registers them)
 from xdc_plugin.models.heads import LinearHead  # noqa: F401
 from xdc_plugin.models.data_preprocessor import (  # noqa: F401
     AVDataPreprocessor)
 from xdc_plugin.models.xdc_model import XDCModel  # noqa: F401
-from xdc_plugin.models import backbone, pretrained  # noqa: F401
+from xdc_plugin.models.backbone import XDCBackbone  # noqa: F401
+from xdc_plugin.models.xdc_scheme import register_xdc_scheme  # noqa: F401

@@ -4,14 +4,15 @@
 is what mmaction2 heads such as ``I3DHead`` pool and classify. Its state-dict
 keys are exactly the official release's (no ``fc``), so ``init_cfg=dict(
 type='Pretrained', checkpoint='xdc://<name>')`` loads the release with our
-strict loader instead of mmengine's ``strict=False`` one.
+strict loader instead of mmengine's ``strict=False`` one (no ``xdc://``
+scheme registration needed).
 """
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from xdc_plugin.models.pretrained import load_pretrained_weights
-from xdc_plugin.models.video_resnet import R2Plus1D18
+from xdc_plugin.encoders import R2Plus1D18
 from xdc_plugin.registry import MODELS
+from xdc_plugin.weights import load_pretrained_weights
 
 
 @MODELS.register_module()

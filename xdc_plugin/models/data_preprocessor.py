@@ -4,7 +4,7 @@ from collections.abc import Sequence
 import torch
 from mmengine.model import BaseDataPreprocessor
 
-from xdc_plugin.models.video_resnet import XDC_MEAN, XDC_STD
+from xdc_plugin.encoders import XDC_MEAN, XDC_STD
 from xdc_plugin.registry import MODELS
 
 

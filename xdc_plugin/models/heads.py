@@ -1,6 +1,7 @@
 """Classification heads trained on cluster pseudo-labels."""
 from torch import nn
 
+from xdc_plugin.encoders import init_classifier
 from xdc_plugin.registry import MODELS
 
 
@@ -10,8 +11,8 @@ class LinearHead(nn.Module):
 
     Pseudo-label ids are arbitrary after each re-clustering, so the head is
     re-initialised (``reset_parameters``) every time the labels change;
-    DeepCluster does the same. That XDC does so is our choice (facts file,
-    section 2.1: not confirmed by the sources we could read).
+    DeepCluster does the same. That XDC does so is our choice (not
+    confirmed by the sources we could read).
     """
 
     def __init__(self, in_dim, num_classes, dropout=0.0):
@@ -24,8 +25,7 @@ class LinearHead(nn.Module):
 
     def reset_parameters(self):
         """Weights ~ N(0, 0.01), bias 0."""
-        nn.init.normal_(self.fc.weight, 0.0, 0.01)
-        nn.init.zeros_(self.fc.bias)
+        init_classifier(self.fc)
 
     def forward(self, x):
         return self.fc(self.dropout(x))

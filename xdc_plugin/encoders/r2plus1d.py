@@ -9,13 +9,14 @@ is 1e-3. Without the fc the network has 33,165,639 parameters.
 ``width`` scales every channel count (stem included) so that tests and the
 CPU demo can train a small network with exactly the same structure.
 """
+import functools
+
 import torch
 from torch import nn
 from torchvision.models.video.resnet import BasicBlock
 
-from xdc_plugin.models.resnet_utils import (STAGE_WIDTHS, init_resnet,
-                                            scaled)
-from xdc_plugin.registry import MODELS
+from xdc_plugin.encoders.resnet import (STAGE_WIDTHS, init_resnet,
+                                        resnet_stages, scaled)
 
 # Normalisation of the released models: RGB in [0, 1], then these (issue #2
 # of the official repo; VMZ's 0-255 values divided by 255).
@@ -44,13 +45,7 @@ class Conv2Plus1D(nn.Sequential):
                       stride=(stride, 1, 1), padding=(padding, 0, 0),
                       bias=False))
 
-    @staticmethod
-    def get_downsample_stride(stride):
-        # Downsampling is temporal as well as spatial in the XDC model.
-        return stride, stride, stride
 
-
-@MODELS.register_module()
 class R2Plus1D18(nn.Module):
     """R(2+1)D-18 on ``(B, 3, T, H, W)`` clips, normalised with
     ``XDC_MEAN``/``XDC_STD``.
@@ -70,7 +65,6 @@ class R2Plus1D18(nn.Module):
         super().__init__()
         widths = [scaled(c, width) for c in STAGE_WIDTHS]
         stem_mid = scaled(45, width)
-        self.inplanes = widths[0]
         self.stem = nn.Sequential(
             nn.Conv3d(3, stem_mid, kernel_size=(1, 7, 7), stride=(1, 2, 2),
                       padding=(0, 3, 3), bias=False),
@@ -80,30 +74,18 @@ class R2Plus1D18(nn.Module):
                       stride=(1, 1, 1), padding=(1, 0, 0), bias=False),
             nn.BatchNorm3d(widths[0]),
             nn.ReLU(inplace=True))
-        self.layer1 = self._make_layer(widths[0], stride=1)
-        self.layer2 = self._make_layer(widths[1], stride=2)
-        self.layer3 = self._make_layer(widths[2], stride=2)
-        self.layer4 = self._make_layer(widths[3], stride=2)
+        # The projection shortcuts' int stride downsamples time as well as
+        # space, as in the release.
+        (self.layer1, self.layer2, self.layer3,
+         self.layer4) = resnet_stages(
+            functools.partial(BasicBlock, conv_builder=Conv2Plus1D),
+            nn.Conv3d, nn.BatchNorm3d, widths[0], widths)
         self.avgpool = nn.AdaptiveAvgPool3d(1)
         self.feat_dim = widths[3]
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = (nn.Linear(self.feat_dim, num_classes)
                    if num_classes else None)
         init_resnet(self, bn_eps, bn_momentum)
-
-    def _make_layer(self, planes, stride):
-        downsample = None
-        if stride != 1 or self.inplanes != planes:
-            downsample = nn.Sequential(
-                nn.Conv3d(self.inplanes, planes, kernel_size=1,
-                          stride=Conv2Plus1D.get_downsample_stride(stride),
-                          bias=False),
-                nn.BatchNorm3d(planes))
-        layers = [BasicBlock(self.inplanes, planes, Conv2Plus1D, stride,
-                             downsample)]
-        self.inplanes = planes
-        layers.append(BasicBlock(planes, planes, Conv2Plus1D))
-        return nn.Sequential(*layers)
 
     def forward_features(self, x):
         x = self.stem(x)

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-import xdc_plugin  # noqa: F401
-from xdc_plugin.models import pretrained as P
-from xdc_plugin.models.video_resnet import R2Plus1D18
+from xdc_plugin import weights as W
+from xdc_plugin.encoders import R2Plus1D18
 
 REPO_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOL = osp.join(REPO_DIR, 'tools', 'convert_caffe2_weights.py')
@@ -88,7 +87,7 @@ def _write_pkl(path, blobs):
 
 
 def test_table_matches_independent_inversion():
-    table = P.caffe2_name_table()
+    table = W.caffe2_name_table()
     assert table == {k: _blob_name(k) for k in table}
     for key, blob in HAND_WRITTEN.items():
         assert table[key] == blob
@@ -115,7 +114,7 @@ def test_convert_roundtrip(caffe2_release, tmp_path, capsys):
     for key, value in state_dict.items():
         assert torch.equal(converted[key], value), key
     # Loads strictly through the public entry point.
-    model = P.xdc_video_encoder(weights=str(out), num_classes=101)
+    model = W.xdc_video_encoder(weights=str(out), num_classes=101)
     assert torch.equal(model.layer3[0].conv1[0][3].weight,
                        state_dict['layer3.0.conv1.0.3.weight'])
     # A hash prefix in a .pkl name is checked like the release's.
@@ -132,8 +131,8 @@ def test_missing_and_unused_blobs_are_listed(caffe2_release, tmp_path,
     broken = dict(blobs)
     del broken['comp_5_spatbn_1_middle_rm']
     broken['comp_8_conv_1_w'] = np.zeros(3, np.float32)
-    with pytest.raises(P.IncompatibleWeightsError) as err:
-        P.convert_caffe2_blobs(broken)
+    with pytest.raises(W.IncompatibleWeightsError) as err:
+        W.convert_caffe2_blobs(broken)
     message = str(err.value)
     assert "missing blobs: ['comp_5_spatbn_1_middle_rm']" in message
     assert "unused blobs: ['comp_8_conv_1_w']" in message
@@ -160,7 +159,7 @@ def test_hash_name_option(tmp_path, monkeypatch):
     named = module['main'](['in.pkl', str(tmp_path / 'out'),
                             '--hash-name', 'xdc'])
     assert re.fullmatch(r'xdc-[0-9a-f]{8}\.pth', osp.basename(named))
-    assert P.sha256_of(named).startswith(osp.basename(named)[4:12])
+    assert W.sha256_of(named).startswith(osp.basename(named)[4:12])
 
 
 def test_shape_mismatch_names_blob_and_key(caffe2_release):
@@ -169,9 +168,9 @@ def test_shape_mismatch_names_blob_and_key(caffe2_release):
     # torchvision's r2plus1d_18 would have 230 middle channels here.
     broken['comp_2_conv_2_middle_w'] = np.zeros((230, 128, 1, 3, 3),
                                                 np.float32)
-    with pytest.raises(P.IncompatibleWeightsError,
+    with pytest.raises(W.IncompatibleWeightsError,
                        match=r'comp_2_conv_2_middle_w -> '
                              r'layer2\.0\.conv2\.0\.0\.weight: blob '
                              r'\(230, 128, 1, 3, 3\) vs model '
                              r'\(288, 128, 1, 3, 3\)'):
-        P.convert_caffe2_blobs(broken)
+        W.convert_caffe2_blobs(broken)

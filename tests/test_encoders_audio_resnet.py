@@ -3,9 +3,7 @@ import torch
 import torchvision
 from torch import nn
 
-import xdc_plugin  # noqa: F401
-from xdc_plugin.models import AudioResNet18
-from xdc_plugin.registry import MODELS
+from xdc_plugin.encoders import AudioResNet18
 
 
 def _num_params(module):
@@ -38,7 +36,6 @@ def test_stem_has_no_pool_and_bn_settings():
 
 def test_output_shape_and_gradient():
     model = AudioResNet18(width=0.25)
-    assert MODELS.get('AudioResNet18') is AudioResNet18
     x = torch.randn(2, 1, 40, 200, requires_grad=True)
     out = model(x)
     assert out.shape == (2, 128) == (2, model.feat_dim)

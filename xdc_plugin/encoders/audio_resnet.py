@@ -1,11 +1,11 @@
 """2D ResNet-18 audio encoder over log-mel spectrograms.
 
 **The paper's exact audio network is unverified.** XDC says only
-"ResNet-18 with MelSpectrograms as the input" (facts file, section 2.3). The
-closest primary source, VMZ's ``create_acoustic_resnet`` (same authors'
-codebase), uses a 16-channel 3x3 stem, extra 16->32 blocks, stride-2 stages
-and a final (4, 2) max-pool; whether XDC used that network or a
-torchvision-style 2D ResNet-18 on a one-channel spectrogram is not known.
+"ResNet-18 with MelSpectrograms as the input". The closest primary source,
+VMZ's ``create_acoustic_resnet`` (same authors' codebase), uses a 16-channel
+3x3 stem, extra 16->32 blocks, stride-2 stages and a final (4, 2) max-pool;
+whether XDC used that network or a torchvision-style 2D ResNet-18 on a
+one-channel spectrogram is not known.
 What follows is our choice, documented so that it can be swapped when the
 paper's supplement is checked.
 
@@ -40,12 +40,10 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from xdc_plugin.models.resnet_utils import (STAGE_WIDTHS, init_resnet,
-                                            scaled)
-from xdc_plugin.registry import MODELS
+from xdc_plugin.encoders.resnet import (STAGE_WIDTHS, init_resnet,
+                                        resnet_stages, scaled)
 
 
-@MODELS.register_module()
 class AudioResNet18(nn.Module):
     """2D ResNet-18 on log-mel spectrograms (see the module docstring).
 
@@ -60,31 +58,17 @@ class AudioResNet18(nn.Module):
                  bn_momentum=0.1):
         super().__init__()
         widths = [scaled(c, width) for c in STAGE_WIDTHS]
-        self.inplanes = widths[0]
         self.conv1 = nn.Conv2d(in_channels, widths[0], kernel_size=3,
                                stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = self._make_layer(widths[0], stride=1)
-        self.layer2 = self._make_layer(widths[1], stride=2)
-        self.layer3 = self._make_layer(widths[2], stride=2)
-        self.layer4 = self._make_layer(widths[3], stride=2)
+        (self.layer1, self.layer2, self.layer3,
+         self.layer4) = resnet_stages(BasicBlock, nn.Conv2d, nn.BatchNorm2d,
+                                      widths[0], widths)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.feat_dim = widths[3]
         self.in_channels = in_channels
         init_resnet(self, bn_eps, bn_momentum)
-
-    def _make_layer(self, planes, stride):
-        downsample = None
-        if stride != 1 or self.inplanes != planes:
-            downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes, kernel_size=1,
-                          stride=stride, bias=False),
-                nn.BatchNorm2d(planes))
-        layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
-        self.inplanes = planes
-        layers.append(BasicBlock(planes, planes))
-        return nn.Sequential(*layers)
 
     def forward(self, x):
         if x.dim() != 4 or x.shape[1] != self.in_channels:

@@ -1,0 +1,69 @@
+"""One run per work_dir: a second run fails at once and writes nothing; a
+killed holder leaves the lock free."""
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from test_engine_launch import REPO, tiny_demo_args
+from xdc_plugin.engine.lock import WorkDirBusyError, WorkDirLock
+
+HOLDER = '''
+import sys, time
+from xdc_plugin.engine.lock import WorkDirLock
+with WorkDirLock(sys.argv[1]):
+    print('locked', flush=True)
+    time.sleep(600)
+'''
+
+
+@pytest.fixture
+def holder(tmp_path):
+    """A real process holding ``tmp_path/work``'s lock."""
+    proc = subprocess.Popen([sys.executable, '-c', HOLDER,
+                             str(tmp_path / 'work')], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == 'locked'
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_a_second_run_fails_at_once_and_writes_nothing(tmp_path, holder):
+    out = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools', 'run_net.py')] +
+        tiny_demo_args(tmp_path), capture_output=True, text=True,
+        timeout=300)
+    assert out.returncode != 0
+    message = out.stderr
+    assert f'in use by run PID {holder.pid} on host ' \
+           f'{socket.gethostname()}' in message
+    assert f'{sys.executable} -c {tmp_path / "work"}' in message  # command
+    assert '--force' in message
+    assert os.listdir(tmp_path / 'work') == ['run.lock']
+    assert not osp.exists(tmp_path / 'data')  # not even the demo data
+
+
+def test_force_shares_the_work_dir_deliberately(tmp_path, holder):
+    work = str(tmp_path / 'work')
+    with pytest.raises(WorkDirBusyError, match=f'PID {holder.pid}'):
+        with WorkDirLock(work):
+            pass
+    told = []
+    with WorkDirLock(work, force=True, on_force=told.append):
+        pass
+    assert len(told) == 1 and f'PID {holder.pid}' in told[0]
+    assert 'Sharing it (--force)' in told[0]
+
+
+def test_the_lock_of_a_killed_run_is_free(tmp_path, holder):
+    holder.kill()  # SIGKILL: no cleanup code runs
+    holder.wait()
+    lock = WorkDirLock(str(tmp_path / 'work'))
+    with lock:
+        assert lock.holder()['pid'] == os.getpid()
+    with WorkDirLock(str(tmp_path / 'work')):  # released on exit
+        pass

@@ -1,0 +1,92 @@
+"""The few collective operations clustering needs, for one or many processes.
+
+The k-means and PCA code is written once against this interface: with
+``LOCAL`` (one process) every collective is the identity, so the
+single-process clusterers run exactly the iteration the sharded one runs on
+many ranks with ``ProcessGroupCollectives``.
+"""
+import functools
+
+import torch
+import torch.distributed as torch_dist
+
+
+class LocalCollectives:
+    """One process holds every row: each collective returns its input."""
+
+    world_size = 1
+    rank = 0
+
+    def all_reduce_sum(self, tensor):
+        return tensor
+
+    def all_gather_cat(self, tensor):
+        return tensor
+
+
+LOCAL = LocalCollectives()
+
+
+@functools.lru_cache(maxsize=None)
+def _gloo_group():
+    # new_group is itself a collective: every rank reaches this on its first
+    # CPU collective under NCCL, in the same order, since the clustering code
+    # is symmetric across ranks.
+    return torch_dist.new_group(backend='gloo')
+
+
+class ProcessGroupCollectives:
+    """``torch.distributed`` collectives over the default group.
+
+    A tensor is reduced on its own device when the backend can: CPU tensors
+    under NCCL go through a gloo group (features may stay in host memory
+    while training uses NCCL), and CUDA tensors under gloo through a CPU
+    copy.
+    """
+
+    def __init__(self):
+        if not (torch_dist.is_available() and torch_dist.is_initialized()):
+            raise RuntimeError('ProcessGroupCollectives needs an initialised '
+                               'torch.distributed process group')
+        self.world_size = torch_dist.get_world_size()
+        self.rank = torch_dist.get_rank()
+        self._backend = torch_dist.get_backend()
+
+    def _route(self, tensor):
+        """(tensor on a device the backend takes, its group)."""
+        if tensor.is_cuda and self._backend == 'gloo':
+            return tensor.cpu(), None
+        if not tensor.is_cuda and self._backend != 'gloo':
+            return tensor, _gloo_group()
+        return tensor, None
+
+    def all_reduce_sum(self, tensor):
+        """Sum over ranks (in place where possible); returns the result on
+        ``tensor``'s device."""
+        routed, group = self._route(tensor.contiguous())
+        torch_dist.all_reduce(routed, group=group)
+        return routed.to(tensor.device)
+
+    def all_gather_cat(self, tensor):
+        """Every rank's ``tensor`` (first dimensions may differ) concatenated
+        in rank order, on every rank."""
+        routed, group = self._route(tensor.contiguous())
+        size = torch.tensor([routed.shape[0]], device=routed.device)
+        sizes = [torch.zeros_like(size) for _ in range(self.world_size)]
+        torch_dist.all_gather(sizes, size, group=group)
+        sizes = [int(s) for s in sizes]
+        padded = routed.new_zeros((max(sizes), ) + routed.shape[1:])
+        padded[:routed.shape[0]] = routed
+        parts = [torch.empty_like(padded) for _ in sizes]
+        torch_dist.all_gather(parts, padded, group=group)
+        return torch.cat([p[:n] for p, n in zip(parts, sizes)]).to(
+            tensor.device)
+
+
+def default_collectives():
+    """``ProcessGroupCollectives`` when a process group of more than one
+    rank is initialised, else ``LOCAL``."""
+    if (torch_dist.is_available() and torch_dist.is_initialized()
+            and torch_dist.get_world_size() > 1):
+        return ProcessGroupCollectives()
+    return LOCAL

@@ -61,7 +61,10 @@ def media_dir(tmp_path_factory):
                           the probe, fails to decode after ~1.8 s]
     short.mp4             0.3 s (shorter than 8 frames at 10 fps) [too_short]
 
-    Outside ``mixed/``: timecode.mp4 (6 s) and short_audio.mp4 (1.5 s).
+    Outside ``mixed/``: timecode.mp4 (6 s), short_audio.mp4 (1.5 s),
+    audio_short.mp4 (6 s of video, 2 s of audio), trunc_early.mp4 (first
+    10 % of a faststart mp4: passes the probe, no clip decodes) and
+    tone.wav (the 6 s timecode audio, no video stream).
     """
     from xdc_plugin.data.demo import write_mp4
     root = tmp_path_factory.mktemp('media')
@@ -84,7 +87,25 @@ def media_dir(tmp_path_factory):
     write_mp4(str(mixed / 'short.mp4'), f, a, TIMECODE_FPS)
     f, a = timecode_media(1.5)
     write_mp4(str(root / 'short_audio.mp4'), f, a, TIMECODE_FPS)
+    write_mp4(str(root / 'audio_short.mp4'), frames, audio[:2 * 16000],
+              TIMECODE_FPS)
+    (root / 'trunc_early.mp4').write_bytes(data[:len(data) // 10])
+    write_wav(str(root / 'tone.wav'), audio)
     return root
+
+
+def write_wav(path, audio, sample_rate=16000):
+    """Mono float ``audio`` as 16-bit PCM WAV (no video stream)."""
+    import av
+    with av.open(path, 'w', format='wav') as out:
+        stream = out.add_stream('pcm_s16le', rate=sample_rate)
+        stream.layout = 'mono'
+        frame = av.AudioFrame.from_ndarray(
+            (np.asarray(audio)[None] * 32767).astype(np.int16),
+            format='s16', layout='mono')
+        frame.sample_rate = sample_rate
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode())
 
 
 # --- a stand-in for the weights release (tests of xdc_plugin.weights) -----

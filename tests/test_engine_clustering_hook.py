@@ -242,5 +242,5 @@ def test_extraction_loader_is_the_train_dataset_with_its_pipeline(tmp_path):
                        r'first difference at index 11\)'):
         make_hook(extract_dataloader=dict(
             dataset=dict(num=11, pipeline=[]))).before_train(runner)
-    with pytest.raises(ValueError, match='extract_dataloader.dataset.pipeline'):
+    with pytest.raises(ValueError, match='dataset.pipeline is required'):
         make_hook(extract_dataloader=dict(batch_size=4))

@@ -209,15 +209,20 @@ def decode_audio(src: _Source, start, duration, sample_rate,
         samples = np.concatenate([np.zeros(-offset, np.float32), samples])
         offset = 0
     end = start + max(len(samples) - offset, 0) / sample_rate
+    got = (f'audio ends at {first_t + have / sample_rate:.3f}s'
+           if first_t is not None else f'no audio from {start:.3f}s')
     if end < min(start + duration, promised) - slack:
-        got = (f'audio ends at {end:.3f}s' if first_t is not None else
-               f'no audio decodable from {start:.3f}s')
         raise DecodeError(src.path, f'{got}, header promises '
                           f'{promised:.3f}s', 'truncated')
+    # Without its own duration, the video's end is the container's (the
+    # longest stream's): as loose as the truncation check.
+    video = container.streams.video[0] if container.streams.video else None
+    short_slack = AUDIO_SHORT_TOLERANCE if video and video.duration else \
+        max(AUDIO_SHORT_TOLERANCE, _END_SLACK)
     if (video_end is not None and not pad_short_audio and
-            end < min(start + duration, video_end) - AUDIO_SHORT_TOLERANCE):
-        raise DecodeError(src.path, f'the audio track ends at {end:.3f}s, '
-                          f'the video at {video_end:.3f}s', 'audio_short')
+            end < min(start + duration, video_end) - short_slack):
+        raise DecodeError(src.path, f'{got}, the video ends at '
+                          f'{video_end:.3f}s', 'audio_short')
     window = samples[offset:offset + n]
     if len(window) < n:  # file audio shorter than the window: pad the end
         window = np.pad(window, (0, n - len(window)))

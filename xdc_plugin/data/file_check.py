@@ -45,6 +45,13 @@ class CheckSettings:
     full_decode: bool = True
 
     def __post_init__(self):
+        # Canonical types, so that a config's 30 and a command line's 30.0
+        # share a cache.
+        for name, kind in (('frame_rate', float), ('clip_duration', float),
+                           ('audio_duration', float), ('num_frames', int)):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, kind(value))
         object.__setattr__(self, 'modalities', tuple(self.modalities))
         unknown = set(self.modalities) - {'video', 'audio'}
         if unknown or not self.modalities:

@@ -54,8 +54,9 @@ if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
     munge -n | unmunge >/dev/null || fail "munged does not answer" "$MUNGE_LOG"
 fi
 
-# At least 2 CPUs so that a 2-task job fits on a 1-core machine
-# (config_overrides: slurmd trusts this line, not the hardware).
+# Addresses are given, so the daemons need not resolve the hostname. At
+# least 2 CPUs so that a 2-task job fits on a 1-core machine
+# (config_overrides: slurmd trusts the node line, not the hardware).
 CPUS=$(( $(nproc) > 2 ? $(nproc) : 2 ))
 MEM_MB=$(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo)
 # Fast settings: a short credential lifetime and scheduler intervals let a
@@ -63,7 +64,7 @@ MEM_MB=$(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo)
 # the other tasks of a requeued job before they can finish on their own.
 cat > "$CONF" <<EOF
 ClusterName=xdc-ci
-SlurmctldHost=$NODE
+SlurmctldHost=$NODE(127.0.0.1)
 SlurmUser=root
 AuthType=auth/munge
 AuthInfo=cred_expire=10
@@ -85,7 +86,7 @@ SlurmctldPidFile=$DIR/slurmctld.pid
 SlurmdPidFile=$DIR/slurmd.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd.log
-NodeName=$NODE CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 

@@ -103,3 +103,19 @@ def test_cli_audio_only(run, media_dir, tmp_path):
     assert code == 0 and 'ok               1' in out
     code, _, err = run(tmp_path, '--no-cache')  # video needed: no file
     assert code == 2 and 'holds no file' in err
+
+
+def test_the_build_reads_what_the_tool_checked(manifest, monkeypatch):
+    import xdc_plugin.data.file_check as file_check
+    from xdc_plugin.data.dataset import AVClipDataset
+    check_manifest(str(manifest), label_column='kind')  # default settings
+    calls = []
+    real = file_check.check_file
+    monkeypatch.setattr(file_check, 'check_file',
+                        lambda p, s: calls.append(p) or real(p, s))
+    ds = AVClipDataset(str(manifest), label_column='kind', pipeline=[
+        dict(type='SampleClip', num_frames=8, mode='random'),
+        dict(type='DecodeAVClip', audio_duration=2.0, sample_rate=16000),
+        dict(type='PackAVInputs')])
+    assert calls == []  # the config's clip settings are the tool's defaults
+    assert [s for _, s in ds.skipped] == ['audio_short']

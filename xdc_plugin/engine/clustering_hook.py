@@ -7,7 +7,6 @@ the modalities the model's variant needs, stores the cluster ids in the
 model's pseudo-label buffer (keyed by dataset index) and re-initialises the
 heads. After training it clusters once more to report the final quality.
 """
-import copy
 import functools
 import io
 import logging
@@ -20,10 +19,10 @@ from mmengine import dist, fileio
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
-from mmengine.runner import Runner
 
 from xdc_plugin.clustering import cluster_quality
 from xdc_plugin.compat import atomic_backend_args
+from xdc_plugin.engine.extract_loader import build_extract_loader
 from xdc_plugin.registry import CLUSTERERS, HOOKS
 
 
@@ -135,14 +134,11 @@ class CrossModalClusteringHook(Hook):
         clusterers: clusterer config per clustering source ('video',
             'audio', 'joint'); a single config is used for every source the
             model's variant needs. ``num_clusters`` defaults to the model's.
-        extract_dataloader: the feature-extraction loader, built with
-            ``Runner.build_dataloader`` (as mmselfsup's DeepCluster hook
-            does): ``batch_size``, ``num_workers``, ... and ``dataset``, whose
-            keys (at least ``pipeline``: centred clips, centre crop, no flip)
-            replace those of the train dataset's config, so that both list
-            the same files in the same order (checked: pseudo-labels are
-            keyed by dataset index). Sampler: ``DefaultSampler`` without
-            shuffling or padding; collate: ``default_collate``.
+        extract_dataloader: the feature-extraction loader config (as
+            mmselfsup's DeepCluster hook takes): ``batch_size``,
+            ``num_workers``, ... and ``dataset``, whose keys (at least
+            ``pipeline``: centred clips, centre crop, no flip) replace those
+            of the train dataset's config (see ``build_extract_loader``).
         interval: training epochs per clustering round.
         balance_by: the source whose clusters the train sampler balances
             (needs a sampler with ``set_pseudo_labels``), or None.
@@ -173,35 +169,12 @@ class CrossModalClusteringHook(Hook):
 
     # -- setup -------------------------------------------------------------
     def before_train(self, runner):
-        self._extract_loader = self._build_extract_loader(runner)
+        self._extract_loader = build_extract_loader(runner,
+                                                    self.extract_dataloader)
         model = unwrap(runner.model)
         if self.balance_by and self.balance_by not in model.cluster_sources:
             raise ValueError(f'balance_by={self.balance_by!r} is not among '
                              f'the sources {model.cluster_sources}')
-
-    def _build_extract_loader(self, runner):
-        cfg = copy.deepcopy(dict(self.extract_dataloader))
-        dataset = copy.deepcopy(dict(runner.cfg.train_dataloader['dataset']))
-        dataset.update(cfg.get('dataset', {}))
-        cfg['dataset'] = dataset
-        cfg.setdefault('sampler', dict(type='DefaultSampler', shuffle=False,
-                                       round_up=False))
-        cfg.setdefault('collate_fn', dict(type='default_collate'))
-        loader = Runner.build_dataloader(cfg, seed=runner.seed)
-        train_files = _file_list(runner.train_dataloader.dataset)
-        extract_files = _file_list(loader.dataset)
-        if train_files != extract_files:
-            first = next((i for i, (a, b) in enumerate(
-                zip(train_files, extract_files)) if a != b),
-                min(len(train_files), len(extract_files)))
-            raise ValueError(
-                'the extraction dataset does not list the train dataset\'s '
-                f'files in the same order ({len(extract_files)} vs '
-                f'{len(train_files)} files; first difference at index '
-                f'{first}): pseudo-labels are keyed by dataset index. Give '
-                'extract_dataloader.dataset the same file list and clip '
-                'settings (they decide which files are skipped).')
-        return loader
 
     def _clusterer(self, source, model):
         cfg = self.clusterer_cfgs
@@ -373,10 +346,6 @@ class CrossModalClusteringHook(Hook):
             row.append(str(r['num_resplit']))
             lines.append(' | '.join(row))
         return '\n'.join(lines)
-
-
-def _file_list(dataset):
-    return [dataset.get_data_info(i)['path'] for i in range(len(dataset))]
 
 
 def _broadcast_object(obj):

@@ -116,9 +116,8 @@ def submit(run_args, folder, nodes=1, gpus_per_node=8, tasks_per_node=None,
         tasks_per_node = gpus_per_node
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     params = dict(name=name, nodes=nodes, timeout_min=timeout_min,
-                  tasks_per_node=tasks_per_node, cpus_per_task=cpus_per_task)
-    if gpus_per_node:  # SLURM without GPUs rejects --gpus-per-node=0
-        params['gpus_per_node'] = gpus_per_node
+                  tasks_per_node=tasks_per_node, gpus_per_node=gpus_per_node,
+                  cpus_per_task=cpus_per_task)
     if mem_gb:
         params['mem_gb'] = mem_gb
     if partition:

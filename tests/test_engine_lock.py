@@ -5,6 +5,7 @@ import os.path as osp
 import socket
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -67,3 +68,33 @@ def test_the_lock_of_a_killed_run_is_free(tmp_path, holder):
         assert lock.holder()['pid'] == os.getpid()
     with WorkDirLock(str(tmp_path / 'work')):  # released on exit
         pass
+
+
+TWO_RANKS = textwrap.dedent('''
+    import sys
+    import torch.distributed as td
+    from xdc_plugin.engine.launch import work_dir_lock
+    from xdc_plugin.engine.lock import WorkDirBusyError
+    td.init_process_group('gloo')
+    try:
+        with work_dir_lock(sys.argv[1], force=False):
+            print('entered', flush=True)
+    except WorkDirBusyError as exc:
+        print('busy:', exc, flush=True)
+''')
+
+
+def test_every_rank_stops_when_the_work_dir_is_busy(tmp_path, holder):
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    ranks = [subprocess.Popen(
+        [sys.executable, '-c', TWO_RANKS, str(tmp_path / 'work')],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, RANK=str(rank), WORLD_SIZE='2',
+                 MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port)))
+        for rank in range(2)]
+    outputs = [proc.communicate(timeout=300)[0] for proc in ranks]
+    for out in outputs:  # rank 1 learns it from rank 0, and does not hang
+        assert f'busy: {tmp_path / "work"} is in use by run PID ' \
+               f'{holder.pid}' in out, out[-2000:]

@@ -78,15 +78,20 @@ def refuse_untrusted(path):
             '--trust-checkpoint to unpickle it fully.')
 
 
-def load_training_checkpoint(path, trusted=False):
-    """The model state dict of one of our checkpoints, read as
+def read_training_checkpoint(path, trusted=False):
+    """One of our checkpoints (``state_dict``, ``meta``, ...), read as
     :func:`reading_checkpoint` does."""
     with reading_checkpoint(path, trusted):
         checkpoint = torch.load(path, map_location='cpu')
     if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
         raise IncompatibleWeightsError(
             f'{path} is not an mmengine checkpoint (no "state_dict")')
-    return checkpoint['state_dict']
+    return checkpoint
+
+
+def load_training_checkpoint(path, trusted=False):
+    """The model state dict of :func:`read_training_checkpoint`."""
+    return read_training_checkpoint(path, trusted)['state_dict']
 
 
 def checkpoint_problem(path):

@@ -116,8 +116,11 @@ def work_dir_lock(work_dir, force):
     another run holds it."""
     lock = WorkDirLock(work_dir, force, on_force=lambda m: print_log(
         m, logger='current', level=logging.WARNING))
-    # Only the outcome travels to the other ranks: the lock does not pickle.
-    _from_rank0(lambda: lock.__enter__() and None)
+
+    def take():
+        lock.__enter__()  # the lock object itself stays on rank 0
+
+    _from_rank0(take)
     try:
         yield
     finally:

@@ -66,10 +66,6 @@ class PreemptionCheckpointHook(Hook):
             return
         name = f'iter_{runner.iter + 1}.pth'
         backend_args = atomic_backend_args(runner.work_dir)
-        runner.logger.warning(
-            f'{signal.Signals(signum).name} received: saved {name} after '
-            f'iteration {runner.iter + 1}; exiting with {128 + signum}. '
-            'Continue with --resume.')
         runner.save_checkpoint(runner.work_dir, name, by_epoch=False,
                                backend_args=backend_args)
         if dist.is_main_process():
@@ -77,4 +73,8 @@ class PreemptionCheckpointHook(Hook):
                             osp.join(runner.work_dir, 'last_checkpoint'),
                             backend_args=backend_args)
         dist.barrier()
+        runner.logger.warning(
+            f'{signal.Signals(signum).name} received: saved {name} after '
+            f'iteration {runner.iter + 1}; exiting with {128 + signum}. '
+            'Continue with --resume.')
         raise SystemExit(128 + signum)

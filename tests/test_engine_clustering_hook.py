@@ -211,6 +211,35 @@ def test_two_gloo_processes_give_the_single_process_labels(tmp_path):
             np.testing.assert_array_equal(ranked[source], labels)
 
 
+def _extract_with_own_statistics_on_rank1(rank, world_size, init_file,
+                                          out_dir):
+    torch_dist.init_process_group('gloo', init_method=f'file://{init_file}',
+                                  rank=rank, world_size=world_size)
+    torch.set_num_threads(1)
+    model = build_model('xdc')
+    if rank == 1:  # as after training: BN running statistics of its own
+        for buffer in model.buffers():
+            if buffer.is_floating_point():
+                buffer.mul_(2).add_(0.5)
+    features, _ = extract_features(model, toy_loader(9))
+    if rank == 0:
+        np.savez(os.path.join(out_dir, 'features.npz'),
+                 **{m: f.numpy() for m, f in features.items()})
+    torch_dist.destroy_process_group()
+
+
+def test_every_rank_extracts_with_rank0_statistics(tmp_path):
+    # Only rank 0's are checkpointed: a resumed run must extract the same.
+    single, _ = extract_features(build_model('xdc'), toy_loader(9))
+    mp.start_processes(_extract_with_own_statistics_on_rank1,
+                       args=(2, str(tmp_path / 'init'), str(tmp_path)),
+                       nprocs=2, start_method='fork')
+    gathered = np.load(tmp_path / 'features.npz')
+    for modality, features in single.items():
+        np.testing.assert_allclose(gathered[modality], features.numpy(),
+                                   rtol=1e-5, atol=1e-6)
+
+
 def test_balanced_sampler_gets_the_labels_of_the_chosen_source(tmp_path):
     from xdc_plugin.clustering import PseudoClassBalancedSampler
     model = build_model('xdc')

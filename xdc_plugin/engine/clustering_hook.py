@@ -44,6 +44,12 @@ def extract_features(model, loader):
     """
     model = unwrap(model)
     dataset = loader.dataset
+    # Every rank extracts with rank 0's running statistics (BN): each
+    # rank's own differ, and only rank 0's are checkpointed, so a resumed
+    # run would otherwise extract other features on the other ranks.
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            dist.broadcast(buffer, src=0)
     was_training = model.training
     model.eval()
     indices = [torch.empty(0, dtype=torch.long)]

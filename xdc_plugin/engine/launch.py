@@ -74,6 +74,11 @@ def prepare_config(args):
     if not torch.cuda.is_available():
         cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
         cfg.env_cfg.dist_cfg.backend = 'gloo'
+        # mmengine's default wrapper passes device_ids=[LOCAL_RANK], which
+        # DistributedDataParallel rejects for a CPU module.
+        cfg.setdefault('model_wrapper_cfg', dict(
+            type='MMDistributedDataParallel', device_ids=None,
+            broadcast_buffers=False))
     checkpoint_hook = cfg.get('default_hooks', {}).get('checkpoint')
     if checkpoint_hook and 'backend_args' not in checkpoint_hook:
         checkpoint_hook.backend_args = compat.atomic_backend_args(

@@ -221,10 +221,32 @@ def timecode_clips(tmp_path_factory):
 
 
 TIMECODE_CLIP_DURATIONS = (4.0, 6.0, 5.0, 4.0, 6.0, 5.0)
-# AVClipDataset arguments for the timecode clips (small, fast).
+# Clip settings of the timecode extraction pipeline (small, fast).
 TIMECODE_CLIP_CFG = dict(num_frames=8, short_side=32, crop_size=32,
                          audio_duration=2.0, sample_rate=16000, n_mels=20,
                          hop_ms=20)
+
+
+def extract_pipeline(num_frames, short_side, crop_size, audio_duration,
+                     sample_rate, n_mels, hop_ms):
+    """A feature-extraction pipeline (centred clip, centre crop)."""
+    return [
+        dict(type='SampleClip', num_frames=num_frames, mode='center'),
+        dict(type='DecodeAVClip', audio_duration=audio_duration,
+             sample_rate=sample_rate),
+        dict(type='VideoResize', short_side=short_side),
+        dict(type='VideoCrop', size=crop_size, random=False),
+        dict(type='AudioLogMel', n_mels=n_mels, hop_ms=hop_ms),
+        dict(type='PackAVInputs'),
+    ]
+
+
+def timecode_extract_set(manifest):
+    """The extraction dataset of a timecode manifest."""
+    from xdc_plugin.data import AVClipDataset
+    return AVClipDataset(str(manifest),
+                         pipeline=extract_pipeline(**TIMECODE_CLIP_CFG),
+                         check='headers', check_cache=False)
 
 
 def save_fitted_rounds(work_dir, dataset, round_ids, sources=('video',

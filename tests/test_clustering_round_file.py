@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import (TIMECODE_CLIP_CFG, TIMECODE_CLIP_DURATIONS,
-                      TIMECODE_FPS)
+                      TIMECODE_FPS, timecode_extract_set)
 
 from xdc_plugin.clustering import FaissKMeans, FeaturePreprocessor
 from xdc_plugin.clustering.kmeans import ClusterResult
 from xdc_plugin.clustering.round_file import (FORMAT_VERSION, RoundFileError,
                                               list_round_files, load_round,
                                               round_path, save_round)
-from xdc_plugin.data import AVClipDataset, PseudoLabelDataset
 from xdc_plugin.data.decode import decode_clip
 from xdc_plugin.data.transforms import AudioLogMel
 
@@ -21,8 +20,7 @@ CLIP = TIMECODE_CLIP_CFG
 
 
 def extract_set(root, manifest='labelled.csv'):
-    return PseudoLabelDataset(AVClipDataset(
-        str(root / manifest), mode='extract', **CLIP))
+    return timecode_extract_set(str(root / manifest))
 
 
 def fitted_result(n, seed=0):
@@ -88,16 +86,16 @@ def test_clip_windows_reproduce_the_extracted_clip(timecode_clips, tmp_path):
         windows.start_sec, [(d - span) / 2 for d in TIMECODE_CLIP_DURATIONS])
     np.testing.assert_array_equal(windows.frame_rate, TIMECODE_FPS)
     cfg = windows.clip_cfg
-    logmel = AudioLogMel(cfg['sample_rate'], cfg['n_mels'], cfg['hop_ms'],
-                         cfg['win_ms'])
+    logmel = AudioLogMel(cfg['n_mels'], cfg['hop_ms'], cfg['win_ms'])
     for i in (0, 1):
         _, audio = decode_clip(
             str(timecode_clips / f'clip{i}.mp4'), windows.start_sec[i],
             cfg['num_frames'], windows.frame_rate[i], cfg['audio_duration'],
             cfg['sample_rate'])
         expected = dataset[i]['audio']
-        torch.testing.assert_close(logmel(dict(audio=audio))['audio'],
-                                   expected, rtol=0, atol=0)
+        spectrogram = logmel(dict(audio=audio,
+                                  sample_rate=cfg['sample_rate']))['audio']
+        torch.testing.assert_close(spectrogram, expected, rtol=0, atol=0)
 
 
 def test_per_cluster_purity_majority_and_unextracted_clips(timecode_clips,
@@ -208,7 +206,7 @@ def test_the_hook_writes_its_run_into_the_round_files(tiny_xdc_run):
             r['source']: {m: r[m] for m in ('nmi', 'ari', 'purity')}
             for r in records}
         assert loaded.agreement == {'xmodal_nmi': records[0]['xmodal_nmi']}
-        assert loaded.paths == [osp.abspath(dataset.dataset.get_path(i))
+        assert loaded.paths == [osp.abspath(dataset.get_data_info(i)['path'])
                                 for i in range(9)]
         assert all(osp.isfile(p) for p in loaded.paths)
         assert loaded.classes == list(dataset.metainfo['classes'])

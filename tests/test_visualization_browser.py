@@ -15,10 +15,9 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, TIMECODE_CLIP_CFG, save_fitted_rounds
+from conftest import REPO, save_fitted_rounds, timecode_extract_set
 
 from xdc_plugin.clustering.round_file import load_round, round_path
-from xdc_plugin.data import AVClipDataset, PseudoLabelDataset
 from xdc_plugin.visualization import build_gallery
 
 CHROMIUM = os.environ.get('XDC_CHROMIUM', '/usr/bin/chromium')
@@ -142,8 +141,7 @@ def test_an_unlabelled_run_with_a_broken_clip_still_plays(
         browser, timecode_clips, tmp_path):
     data = tmp_path / 'data'
     shutil.copytree(timecode_clips, data)
-    dataset = PseudoLabelDataset(AVClipDataset(
-        str(data / 'unlabelled.csv'), mode='extract', **TIMECODE_CLIP_CFG))
+    dataset = timecode_extract_set(str(data / 'unlabelled.csv'))
     save_fitted_rounds(tmp_path / 'work', dataset, [0])
     (data / 'clip2.mp4').write_bytes(b'\0' * 4096)
     build_gallery(str(tmp_path / 'work'), out_dir=str(tmp_path / 'g'),

@@ -7,11 +7,11 @@ from html.parser import HTMLParser
 import av
 import numpy as np
 import pytest
-from conftest import TIMECODE_CLIP_CFG, TIMECODE_FPS, save_fitted_rounds
+from conftest import (TIMECODE_CLIP_CFG, TIMECODE_FPS, save_fitted_rounds,
+                      timecode_extract_set)
 from PIL import Image
 
 from xdc_plugin.clustering.round_file import load_round, round_path
-from xdc_plugin.data import AVClipDataset, PseudoLabelDataset
 from xdc_plugin.visualization import build_gallery
 from xdc_plugin.visualization.cli import main
 from xdc_plugin.visualization.media import (DEFAULT_CLIP, MediaJob,
@@ -163,8 +163,7 @@ def test_clip_media_show_the_extraction_window(timecode_clips, tmp_path):
 def test_without_labels_and_with_a_clip_that_fails(timecode_clips, tmp_path):
     data = tmp_path / 'data'
     shutil.copytree(timecode_clips, data)
-    dataset = PseudoLabelDataset(AVClipDataset(
-        str(data / 'unlabelled.csv'), mode='extract', **TIMECODE_CLIP_CFG))
+    dataset = timecode_extract_set(str(data / 'unlabelled.csv'))
     save_fitted_rounds(tmp_path / 'work', dataset, [0, 1])
     broken = data / 'clip1.mp4'
     broken.write_bytes(b'no longer a video ' * 100)
@@ -213,9 +212,7 @@ def test_old_round_files_get_a_clear_message(tmp_path, capsys):
 
 def test_old_rounds_beside_new_ones_are_noted(timecode_clips, tmp_path,
                                               capsys):
-    dataset = PseudoLabelDataset(AVClipDataset(
-        str(timecode_clips / 'labelled.csv'), mode='extract',
-        **TIMECODE_CLIP_CFG))
+    dataset = timecode_extract_set(str(timecode_clips / 'labelled.csv'))
     old_round(tmp_path, 0)
     save_fitted_rounds(tmp_path, dataset, [1])
     assert main([str(tmp_path), '--workers', '1']) == 0
@@ -241,9 +238,7 @@ def test_cli_rejects_unknown_rounds_and_empty_work_dirs(tmp_path, capsys):
 def test_joint_clusters_show_picture_and_sound(timecode_clips, tmp_path):
     """CDC clusters both modalities together: one section, whose clips
     carry the video preview, the audio and its spectrogram."""
-    dataset = PseudoLabelDataset(AVClipDataset(
-        str(timecode_clips / 'labelled.csv'), mode='extract',
-        **TIMECODE_CLIP_CFG))
+    dataset = timecode_extract_set(str(timecode_clips / 'labelled.csv'))
     save_fitted_rounds(tmp_path, dataset, ['final'], sources=('joint', ))
     report = build_gallery(str(tmp_path), out_dir=str(tmp_path / 'g'),
                            workers=1, progress=False)

@@ -26,7 +26,7 @@ import numpy as np
 from mmengine import fileio
 
 from xdc_plugin.clustering.preprocess import FeaturePreprocessor
-from xdc_plugin.data.transforms import DecodeAVClip, SampleClip
+from xdc_plugin.data.transforms import AudioLogMel, DecodeAVClip, SampleClip
 
 FORMAT_VERSION = 2
 SOURCES = ('video', 'audio', 'joint')
@@ -143,47 +143,45 @@ def list_round_files(work_dir):
 
 
 # -- what a round records of the dataset --------------------------------------
-def _innermost(dataset):
-    while hasattr(dataset, 'dataset'):  # wrappers (PseudoLabelDataset)
-        dataset = dataset.dataset
-    return dataset
+def _transform(dataset, kind):
+    transforms = getattr(getattr(dataset, 'pipeline', None), 'transforms', ())
+    return next((t for t in transforms if isinstance(t, kind)), None)
 
 
 def clip_windows(dataset):
     """The extraction window of every clip, by running the dataset's own
-    deterministic ``SampleClip`` on each sample; None when the dataset has
-    no such step (or samples at random)."""
-    inner = _innermost(dataset)
-    transforms = getattr(getattr(inner, 'pipeline', None), 'transforms', ())
-    sampler = next((t for t in transforms if isinstance(t, SampleClip)), None)
-    decoder = next((t for t in transforms if isinstance(t, DecodeAVClip)),
-                   None)
-    samples = getattr(inner, 'samples', None)
-    # A centred clip ('random=False', or the planned 'mode="center"').
-    centred = (getattr(sampler, 'random', None) is False
-               or getattr(sampler, 'mode', None) == 'center')
-    if (not centred or decoder is None or samples is None
-            or any(s.get('duration') is None for s in samples)):
+    ``SampleClip`` on each sample's info; None when the pipeline has no
+    single deterministic clip (random or several clips per file)."""
+    sampler = _transform(dataset, SampleClip)
+    decoder = _transform(dataset, DecodeAVClip)
+    logmel = _transform(dataset, AudioLogMel)
+    if (sampler is None or decoder is None or sampler.mode == 'random'
+            or sampler.num_clips != 1):
         return None
-    cut = [sampler(dict(s)) for s in samples]
+    cut = [sampler.transform(dict(dataset.get_data_info(i)))
+           for i in range(len(dataset))]
+    clip_cfg = dict(num_frames=sampler.num_frames,
+                    audio_duration=decoder.audio_duration,
+                    sample_rate=decoder.sample_rate)
+    if logmel is not None:
+        clip_cfg.update(n_mels=logmel.n_mels, hop_ms=logmel.hop_ms,
+                        win_ms=logmel.win_ms)
     return ClipWindows(
-        start_sec=np.array([c['start_sec'] for c in cut], np.float64),
+        start_sec=np.array([c['clip_starts'][0] for c in cut], np.float64),
         frame_rate=np.array([c['frame_rate'] for c in cut], np.float64),
-        clip_cfg=dict(getattr(inner, 'clip_cfg', {}),
-                      num_frames=decoder.num_frames,
-                      audio_duration=decoder.audio_duration,
-                      sample_rate=decoder.sample_rate))
+        clip_cfg=clip_cfg)
 
 
 def _dataset_arrays(dataset):
-    """Arrays and meta entries describing ``dataset`` (any of them may be
-    absent for a dataset that lacks paths, labels or windows)."""
+    """Arrays and meta entries describing ``dataset`` (an ``AVClipDataset``;
+    any entry may be absent for a dataset that lacks paths, labels or
+    windows)."""
     arrays, meta = {}, {}
-    inner = _innermost(dataset)
-    if hasattr(inner, 'get_path'):
+    if hasattr(dataset, 'get_data_info'):
         # UTF-8 JSON bytes: 1 byte per character (a numpy str array takes
         # 4), any character allowed.
-        paths = [osp.abspath(inner.get_path(i)) for i in range(len(inner))]
+        paths = [osp.abspath(dataset.get_data_info(i)['path'])
+                 for i in range(len(dataset))]
         arrays['paths_json'] = np.frombuffer(
             json.dumps(paths).encode('utf-8'), np.uint8)
     if hasattr(dataset, 'get_labels'):
@@ -213,7 +211,7 @@ def _cluster_label_stats(labels, gt_labels, num_clusters):
 
 # -- writing ------------------------------------------------------------------
 def save_round(path, round_id, epoch, results, dataset=None, variant=None,
-               config=None, metrics=None, agreement=None):
+               config=None, metrics=None, agreement=None, backend_args=None):
     """Write a round file at ``path`` (through mmengine's file backends).
 
     Args:
@@ -223,6 +221,8 @@ def save_round(path, round_id, epoch, results, dataset=None, variant=None,
             windows are read from it), or None.
         metrics: ``{source: {'nmi', 'ari', 'purity'}}`` against the labels.
         agreement: cross-modal agreement (``{'xmodal_nmi': float}``).
+        backend_args: mmengine file backend arguments (the hook passes an
+            atomic local backend).
     """
     _checked_round_id(round_id, path)
     arrays, meta = ({}, {}) if dataset is None else _dataset_arrays(dataset)
@@ -260,8 +260,7 @@ def save_round(path, round_id, epoch, results, dataset=None, variant=None,
     arrays['meta'] = np.array(json.dumps(meta))
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    # mmengine's file backends (atomic locally, see compat).
-    fileio.put(buffer.getvalue(), path)
+    fileio.put(buffer.getvalue(), path, backend_args=backend_args)
 
 
 # -- reading ------------------------------------------------------------------

@@ -131,8 +131,7 @@ def load_config(path, overrides=()):
         existing[key] = checked_value(key, _lookup(cfg, key), existing[key],
                                       texts[key])
     for key, value in new.items():
-        if isinstance(value, dict) and not isinstance(
-                _current_or_none(cfg, key), dict):
+        if isinstance(value, dict) and _holds_non_dict(cfg, key):
             # mmengine merges a dict into a non-dict only when told to
             # replace it.
             new[key] = {'_delete_': True, **value}
@@ -140,8 +139,9 @@ def load_config(path, overrides=()):
     return cfg
 
 
-def _current_or_none(cfg, key):
+def _holds_non_dict(cfg, key):
+    """Whether ``key`` exists in ``cfg`` with a value that is not a dict."""
     try:
-        return _lookup(cfg, key)
+        return not isinstance(_lookup(cfg, key), dict)
     except ConfigKeyError:
-        return None
+        return False

@@ -27,8 +27,8 @@ from matplotlib import colormaps
 from PIL import Image
 from tqdm import tqdm
 
-from xdc_plugin.data.decode import (DecodeError, audio_window, clip_seconds,
-                                    decode_clip, probe)
+from xdc_plugin.data.decode import (DecodeError, audio_window, decode_clip,
+                                    probe)
 from xdc_plugin.data.transforms import AudioLogMel
 
 # Preview frames: short side at most this many pixels (even sizes for
@@ -80,7 +80,7 @@ class MediaResult:
 
 def _clip_start(job, info):
     fps = float(job.frame_rate or info.fps)
-    span = clip_seconds(job.clip_cfg['num_frames'], fps)
+    span = job.clip_cfg['num_frames'] / fps
     start = (job.start_sec if job.start_sec is not None else
              max(info.duration - span, 0.0) / 2)
     return start, fps, span
@@ -96,8 +96,8 @@ def _write_wav(path, audio, sample_rate):
 
 
 def _write_spectrogram(path, audio, cfg):
-    logmel = AudioLogMel(cfg['sample_rate'], cfg['n_mels'], cfg['hop_ms'],
-                         cfg['win_ms'])(dict(audio=audio))['audio'][0]
+    logmel = AudioLogMel(cfg['n_mels'], cfg['hop_ms'], cfg['win_ms'])(
+        dict(audio=audio, sample_rate=cfg['sample_rate']))['audio'][0]
     top = float(logmel.max())
     scaled = ((logmel - top + SPECTROGRAM_RANGE) / SPECTROGRAM_RANGE).clamp(
         0, 1).flip(0).numpy()  # low frequencies at the bottom

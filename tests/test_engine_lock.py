@@ -13,10 +13,15 @@ from test_engine_launch import REPO, tiny_demo_args
 from xdc_plugin.engine.lock import WorkDirBusyError, WorkDirLock
 
 HOLDER = '''
-import sys, time
+import os, sys, time
 from xdc_plugin.engine.lock import WorkDirLock
 with WorkDirLock(sys.argv[1]):
-    print('locked', flush=True)
+    # Like a DataLoader worker: a forked child with the lock file open.
+    child = os.fork() if len(sys.argv) > 2 else None
+    if child == 0:
+        time.sleep(600)
+        os._exit(0)
+    print('locked', child or '', flush=True)
     time.sleep(600)
 '''
 
@@ -66,8 +71,31 @@ def test_the_lock_of_a_killed_run_is_free(tmp_path, holder):
     lock = WorkDirLock(str(tmp_path / 'work'))
     with lock:
         assert lock.holder()['pid'] == os.getpid()
+        assert lock.holder()['pid'] == os.getpid()  # reading keeps it
+        other = subprocess.run([sys.executable, '-c', HOLDER,
+                                str(tmp_path / 'work')], capture_output=True,
+                               text=True, timeout=120)
+        assert other.returncode != 0
+        assert f'in use by run PID {os.getpid()}' in other.stderr
     with WorkDirLock(str(tmp_path / 'work')):  # released on exit
         pass
+
+
+def test_the_lock_dies_with_the_run_not_with_its_workers(tmp_path):
+    """kill -9 of a run whose forked workers still hold the file open: the
+    next run (e.g. --resume) gets the lock at once."""
+    work = str(tmp_path / 'work')
+    proc = subprocess.Popen([sys.executable, '-c', HOLDER, work, 'fork'],
+                            stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline().split()[1])
+    try:
+        proc.kill()
+        proc.wait()
+        os.kill(child, 0)  # the worker is still alive
+        with WorkDirLock(work):
+            pass
+    finally:
+        os.kill(child, 9)
 
 
 TWO_RANKS = textwrap.dedent('''

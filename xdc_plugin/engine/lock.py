@@ -1,10 +1,15 @@
 """One run per work_dir: an advisory lock held for the run's lifetime.
 
-``fcntl.flock`` on ``<work_dir>/run.lock``: the kernel releases it when the
-holder exits or dies (kill -9 included), so a stale lock file never blocks
-anyone; on NFS, Linux maps it onto a POSIX lock that other hosts see. The
-file names the holder (PID, host, command) for the error a second run gets.
+A POSIX record lock (``fcntl.lockf``) on ``<work_dir>/run.lock``: it belongs
+to the holding process alone, so the kernel releases it when that process
+exits or dies (kill -9 included) even while its DataLoader workers, forked
+with the file open, are still shutting down (an ``flock`` would be shared
+with them and outlive the run); NFS propagates it to other hosts. A stale
+lock file never blocks anyone. The file names the holder (PID, host,
+command) for the error a second run gets. Closing any descriptor of the
+file releases a POSIX lock, so the holder reads it only through its own.
 """
+import errno
 import fcntl
 import json
 import os
@@ -46,8 +51,12 @@ class WorkDirLock:
     def holder(self):
         """The details the holding run wrote, or None."""
         try:
-            with open(self.path) as f:
-                return json.loads(f.read() or 'null')
+            if self._fd is not None:
+                text = os.pread(self._fd, 1 << 16, 0).decode()
+            else:
+                with open(self.path) as f:
+                    text = f.read()
+            return json.loads(text or 'null')
         except (OSError, ValueError):
             return None
 
@@ -55,9 +64,11 @@ class WorkDirLock:
         os.makedirs(osp.dirname(self.path), exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
             os.close(fd)
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
             message = (f'{osp.dirname(self.path)} is in use by '
                        f'{_describe(self.holder())}.')
             if not self.force:

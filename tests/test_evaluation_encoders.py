@@ -12,6 +12,7 @@ import yaml
 from mmengine.logging import MessageHub
 
 import xdc_plugin  # noqa: F401
+from xdc_plugin.engine.checkpoint import UntrustedCheckpointError
 from xdc_plugin.engine.config import load_config
 from xdc_plugin.evaluation.encoders import load_encoders
 from xdc_plugin.evaluation.run_config import (InputSettings,
@@ -81,7 +82,7 @@ def test_checkpoint_config_from_meta_and_trust(avobjects_cfg, trained_model,
                                                tmp_path):
     path = _checkpoint(tmp_path / 'epoch_2.pth', trained_model,
                        dict(cfg=avobjects_cfg.pretty_text, epoch=2))
-    with pytest.raises(W.IncompatibleWeightsError, match='--trusted'):
+    with pytest.raises(UntrustedCheckpointError, match='--trust-checkpoint'):
         load_encoders(path)
     encoders = load_encoders(path, trusted=True)
     assert encoders.kind == 'checkpoint'

@@ -112,7 +112,7 @@ def main(argv=None):
         results = evaluate_manifest(
             encoder, args.label_column, data=args.data,
             protocols=('linear', 'knn'), modality='both', folds=args.folds,
-            cfg=eval_cfg, trusted=True, num_clips=args.num_clips,
+            cfg=eval_cfg, num_clips=args.num_clips,
             seed=args.seed, num_workers=args.workers,
             progress=not args.no_progress)
         eval_seconds = time.monotonic() - started

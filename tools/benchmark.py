@@ -19,8 +19,9 @@ Audio (a linear classifier on frozen features, the official folds):
     python tools/benchmark.py dcase2014 --encoder ENCODER --data-root D
 
 ENCODER: ``random``, a release name (``r2plus1d_18_xdc_ig65m_kinetics``), an
-exported encoder file or a training checkpoint of ours (``--trusted`` to
-unpickle one you made yourself). ``--json`` writes the records of
+exported encoder file or a training checkpoint of ours (read with
+``weights_only=True``; ``--trust-checkpoint`` to unpickle an older one you
+made yourself). ``--json`` writes the records of
 ``tools/evaluate.py`` (accuracies 0-1).
 """
 import argparse
@@ -45,8 +46,9 @@ def build_parser():
     common.add_argument('--data-root', required=True,
                         help='the unpacked official release')
     common.add_argument('--json', metavar='OUT', help='write the records')
-    common.add_argument('--trusted', action='store_true',
-                        help='allow a full unpickle of your own checkpoint')
+    common.add_argument('--trust-checkpoint', action='store_true',
+                        help='allow a full unpickle of a checkpoint you '
+                        'made yourself')
     sub = parser.add_subparsers(dest='benchmark', required=True)
     for name in VIDEO_BENCHMARKS:
         video = sub.add_parser(name, parents=[common],
@@ -90,7 +92,7 @@ def run_video(args):
         args.benchmark, args.encoder, args.data_root, config=args.config,
         frames=args.frames, mode=args.mode, splits=args.splits,
         work_dir=args.work_dir, cfg_options=args.cfg_options,
-        trusted=args.trusted, skip_missing=args.skip_missing,
+        trusted=args.trust_checkpoint, skip_missing=args.skip_missing,
         launcher=args.launcher, amp=args.amp)
     run = dict(dataset=args.benchmark, encoder=args.encoder,
                frames=args.frames, mode=args.mode)
@@ -105,7 +107,7 @@ def run_audio(args):
     from xdc_plugin.evaluation.records import format_table
     records = run_audio_benchmark(
         args.benchmark, args.encoder, args.data_root, cfg=args.cfg,
-        trusted=args.trusted, device=args.device,
+        trusted=args.trust_checkpoint, device=args.device,
         num_workers=args.num_workers)
     return records, f'{args.benchmark}, encoder {args.encoder}\n' + (
         format_table(records)), []

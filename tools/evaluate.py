@@ -7,8 +7,8 @@
         --label-column COL --protocol linear --modality video
 
 ENCODER: a training checkpoint (``work_dirs/x/epoch_48.pth``; its run's
-config gives the architecture and input settings; ``--trusted`` to unpickle
-a checkpoint you made), an exported encoder file (``<name>_video-<h8>.pth``
+config gives the architecture and input settings; it is read with
+``weights_only=True``, ``--trust-checkpoint`` to unpickle an older one you made), an exported encoder file (``<name>_video-<h8>.pth``
 or ``_audio-``), a release name (``r2plus1d_18_xdc_ig65m_kinetics``: video
 only) or ``random`` (random-init encoders of ``--cfg``, seeded).
 
@@ -58,8 +58,10 @@ def parse_args(argv=None):
     clips.add_argument('--short-side', type=int)
     clips.add_argument('--crop-size', type=int)
     clips.add_argument('--audio-duration', type=float)
-    parser.add_argument('--trusted', action='store_true',
-                        help='allow a full unpickle of your own checkpoint')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='allow a full unpickle of a checkpoint you made '
+                        'yourself (needed only for files that hold more '
+                        'than weights and numpy values)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--batch-size', type=int, default=4,
                         help='files per batch')
@@ -86,7 +88,7 @@ def main(argv=None):
             train_manifest=args.train_manifest,
             test_manifest=args.test_manifest, protocols=args.protocol,
             modality=args.modality, folds=args.folds, cfg=args.cfg,
-            trusted=args.trusted, input_overrides=overrides,
+            trusted=args.trust_checkpoint, input_overrides=overrides,
             num_clips=args.num_clips, seed=args.seed,
             batch_size=args.batch_size, num_workers=args.workers,
             device=args.device, progress=not args.no_progress)

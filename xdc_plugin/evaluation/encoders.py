@@ -14,8 +14,9 @@
 * a training checkpoint (``work_dirs/x/epoch_48.pth``): its run's config (from
   ``cfg``, else the checkpoint's ``meta``, else the work dir) gives the
   architecture and the input settings. It is read with
-  ``weights_only=True``; ``trusted=True`` (``--trusted``) allows a full
-  unpickle of a checkpoint you made yourself.
+  ``weights_only=True`` and the allow-list of ``engine/checkpoint.py``;
+  ``trusted=True`` (``--trust-checkpoint``) allows a full unpickle of a
+  checkpoint you made yourself.
 
 :func:`load_encoders` returns an :class:`Encoders`: eval-mode modules, their
 official-layout state dicts and the :class:`InputSettings` to feed them.

@@ -1,33 +1,57 @@
+import glob
+import os.path as osp
+
 from setuptools import find_packages, setup
+
+# Only bench/ (the baseline of the data-pipeline benchmark) and its tests
+# import these.
+BENCH_REQUIRES = ['pytorchvideo==0.1.5', 'fvcore', 'iopath']
+
+# configs/ ships as the package data ``xdc_plugin/configs`` (found by
+# ``xdc_plugin.engine.config.shipped_config`` in any kind of install).
+CONFIG_FILES = sorted(
+    osp.relpath(path, 'configs')
+    for pattern in ('configs/**/*.yaml', 'configs/**/*.py')
+    for path in glob.glob(pattern, recursive=True))
 
 setup(
     name='xdc_plugin',
     version='0.1.0',
     description='Cross-modal audio-video clustering (XDC) pretraining for '
                 'mmengine / mmaction2',
-    packages=find_packages(include=['xdc_plugin', 'xdc_plugin.*']),
+    packages=find_packages(include=['xdc_plugin', 'xdc_plugin.*']) + [
+        'xdc_plugin.configs'],
+    package_dir={'xdc_plugin.configs': 'configs'},
+    package_data={'xdc_plugin.configs': CONFIG_FILES,
+                  'xdc_plugin.visualization': ['templates/*.html']},
     python_requires='>=3.9',
     install_requires=[
-        'torch>=2.4,<2.15',
-        'torchvision>=0.19,<0.30',
-        'torchaudio>=2.4,<2.12',
+        'torch>=2.6,<2.15',
+        'torchvision>=0.21,<0.30',
+        'torchaudio>=2.6,<2.12',
         'numpy',
         'mmengine>=0.10.4,<0.11',
         'mmcv-lite==2.1.0',
         'mmaction2==1.2.0',
         # mmaction2 1.2.0 imports it without declaring it.
         'importlib-metadata',
-        'pytorchvideo==0.1.5',
         'av>=11',
         'faiss-cpu>=1.7.4',
-        'fvcore',
-        'iopath',
         'submitit>=1.4',
         'scikit-learn>=1.2',
         'tqdm',
         'pyyaml',
+        # the cluster gallery (xdc_plugin.visualization)
+        'jinja2>=3',
+        'matplotlib>=3.5',
+        'pillow',
     ],
     extras_require={
-        'test': ['pytest>=7', 'pytest-timeout'],
+        'bench': BENCH_REQUIRES,
+        # live curves: mmengine's TensorboardVisBackend
+        'tensorboard': ['tensorboard'],
+        # the browser test drives Debian's chromium (.ci/install_browser.sh)
+        'test': ['pytest>=7', 'pytest-timeout', 'tensorboard', 'playwright']
+        + BENCH_REQUIRES,
     },
 )

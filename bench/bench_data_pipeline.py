@@ -1,7 +1,8 @@
 """Throughput (clips/s) of the AV data pipeline against pytorchvideo.
 
-(a) ``AVClipDataset`` (mode='train': random clip, 2 s audio window at
-    16 kHz, log-mel, resize/crop/flip) through a DataLoader;
+(a) ``AVClipDataset`` with the train pipeline of the configs (random
+    clip, 2 s audio window at 16 kHz, log-mel, resize/crop/flip) through a
+    DataLoader;
 (b) ``pytorchvideo.data.LabeledVideoDataset`` (random clip sampler,
     ``decode_audio=True``, ``decoder='pyav'``) with the equivalent transforms
     (``UniformTemporalSubsample``, ``ShortSideScale``, random crop and flip,
@@ -24,9 +25,11 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-import xdc_plugin  # noqa: F401  (compat fixes, registries)
+from xdc_plugin import compat
 from xdc_plugin.data import AVClipDataset
 from xdc_plugin.data.transforms import AudioLogMel
+
+compat.alias_torchvision_functional_tensor()  # for pytorchvideo's imports
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 AVOBJECTS = osp.join(osp.dirname(REPO), 'shared', 'data', 'avobjects',
@@ -55,7 +58,7 @@ class _PTVTransform:
         self.video = torch.nn.Sequential(
             UniformTemporalSubsample(num_frames), ShortSideScale(short_side),
             RandomCrop(crop_size), RandomHorizontalFlip())
-        self.logmel = AudioLogMel(sample_rate)
+        self.logmel = AudioLogMel()
         self.sample_rate = sample_rate
 
     def __call__(self, sample):
@@ -68,7 +71,8 @@ class _PTVTransform:
         if sr != self.sample_rate:
             audio = torchaudio.functional.resample(audio, sr,
                                                    self.sample_rate)
-        mel = self.logmel(dict(audio=audio[None]))['audio']
+        mel = self.logmel(dict(audio=audio[None],
+                               sample_rate=self.sample_rate))['audio']
         return dict(video=video, audio=mel, label=sample['label'])
 
 
@@ -92,13 +96,20 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
-    kw = dict(num_frames=args.num_frames, short_side=args.short_side,
-              crop_size=args.crop_size, mode='train')
+    pipeline = [
+        dict(type='SampleClip', num_frames=args.num_frames, mode='random'),
+        dict(type='DecodeAVClip', audio_duration=2.0, sample_rate=16000),
+        dict(type='VideoResize', short_side=args.short_side),
+        dict(type='VideoCrop', size=args.crop_size, random=True),
+        dict(type='VideoFlip', prob=0.5),
+        dict(type='AudioLogMel'), dict(type='PackAVInputs')]
+    kw = dict(pipeline=pipeline, check='headers', check_cache=False)
     if osp.isdir(args.data):
         ds = AVClipDataset(data_root=args.data, **kw)
     else:
         ds = AVClipDataset(args.data, label_column=args.label_column, **kw)
-    fps = ds.samples[0]['fps']
+    infos = [ds.get_data_info(i) for i in range(len(ds))]
+    fps = infos[0]['fps']
     clip_duration = args.num_frames / fps
     print(f'{len(ds)} files from {args.data}; clip {args.num_frames} frames '
           f'at {fps:g} fps ({clip_duration:.3f} s), crop {args.crop_size}, '
@@ -115,7 +126,7 @@ def main(argv=None):
             continue
         from pytorchvideo.data import LabeledVideoDataset, make_clip_sampler
         ptv = LabeledVideoDataset(
-            [(s['path'], {'label': s['label']}) for s in ds.samples],
+            [(s['path'], {'label': s['label']}) for s in infos],
             make_clip_sampler('random', clip_duration),
             video_sampler=torch.utils.data.RandomSampler,
             transform=_PTVTransform(args.num_frames, args.short_side,

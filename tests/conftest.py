@@ -10,6 +10,7 @@ import torch
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SHARED_DATA = osp.join(osp.dirname(REPO), 'shared', 'data')
+DEMO_CFG = osp.join(REPO, 'configs', 'xdc_demo.yaml')
 
 
 def _shared(name):
@@ -61,7 +62,10 @@ def media_dir(tmp_path_factory):
                           the probe, fails to decode after ~1.8 s]
     short.mp4             0.3 s (shorter than 8 frames at 10 fps) [too_short]
 
-    Outside ``mixed/``: timecode.mp4 (6 s) and short_audio.mp4 (1.5 s).
+    Outside ``mixed/``: timecode.mp4 (6 s), short_audio.mp4 (1.5 s),
+    audio_short.mp4 (6 s of video, 2 s of audio), trunc_early.mp4 (first
+    10 % of a faststart mp4: passes the probe, no clip decodes) and
+    tone.wav (the 6 s timecode audio, no video stream).
     """
     from xdc_plugin.data.demo import write_mp4
     root = tmp_path_factory.mktemp('media')
@@ -84,7 +88,25 @@ def media_dir(tmp_path_factory):
     write_mp4(str(mixed / 'short.mp4'), f, a, TIMECODE_FPS)
     f, a = timecode_media(1.5)
     write_mp4(str(root / 'short_audio.mp4'), f, a, TIMECODE_FPS)
+    write_mp4(str(root / 'audio_short.mp4'), frames, audio[:2 * 16000],
+              TIMECODE_FPS)
+    (root / 'trunc_early.mp4').write_bytes(data[:len(data) // 10])
+    write_wav(str(root / 'tone.wav'), audio)
     return root
+
+
+def write_wav(path, audio, sample_rate=16000):
+    """Mono float ``audio`` as 16-bit PCM WAV (no video stream)."""
+    import av
+    with av.open(path, 'w', format='wav') as out:
+        stream = out.add_stream('pcm_s16le', rate=sample_rate)
+        stream.layout = 'mono'
+        frame = av.AudioFrame.from_ndarray(
+            (np.asarray(audio)[None] * 32767).astype(np.int16),
+            format='s16', layout='mono')
+        frame.sample_rate = sample_rate
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode())
 
 
 # --- a stand-in for the weights release (tests of xdc_plugin.weights) -----
@@ -135,3 +157,110 @@ def fake_release(official, monkeypatch, tmp_path):
     hub_dir = tmp_path / 'hub'
     monkeypatch.setattr(torch.hub, '_hub_dir', str(hub_dir))
     return cfg, hub_dir / 'checkpoints'
+
+
+# --- runs ------------------------------------------------------------------
+def tiny_demo_args(tmp_path, max_epochs=2):
+    """``tools/run_net.py`` arguments of a tiny demo run (9 generated clips
+    of 3 classes, k=3, narrow encoders) under ``tmp_path``."""
+    data = tmp_path / 'data'
+    return [
+        '--cfg', DEMO_CFG, '--work-dir', str(tmp_path / 'work'),
+        f'train_dataloader.dataset.data_root={data}',
+        'train_dataloader.dataset.generate.clips_per_class=3',
+        'train_dataloader.dataset.generate.num_classes=3',
+        '+train_dataloader.dataset.generate.progress=false',
+        'train_dataloader.batch_size=3', 'train_dataloader.num_workers=0',
+        'model.num_clusters=3', 'model.video_encoder.width=0.125',
+        'model.audio_encoder.width=0.125',
+        f'train_cfg.max_epochs={max_epochs}',
+        'param_scheduler.0.T_max=2', 'custom_hooks.0.interval=1',
+        'custom_hooks.0.extract_dataloader.num_workers=0',
+        'custom_hooks.0.clusterers.num_redo=1',
+    ]
+
+
+# The documented one-line switch for live curves in TensorBoard.
+TENSORBOARD_SWITCH = ('+visualizer={type: Visualizer, vis_backends: '
+                      '[{type: LocalVisBackend}, '
+                      '{type: TensorboardVisBackend}]}')
+
+
+@pytest.fixture(scope='session')
+def tiny_xdc_run(tmp_path_factory):
+    """A real one-epoch demo run with TensorBoard on and the losses logged
+    every iteration: round files 0 and final. Returns ``(work_dir,
+    runner)``."""
+    from xdc_plugin.engine import launch
+    root = tmp_path_factory.mktemp('tiny_run')
+    runner = launch.main(tiny_demo_args(root, max_epochs=1) + [
+        TENSORBOARD_SWITCH, 'default_hooks.logger.interval=1'])
+    return root / 'work', runner
+
+
+@pytest.fixture(scope='session')
+def timecode_clips(tmp_path_factory):
+    """Six timecode files of 4, 6 and 5 s (``clip<i>.mp4``), with
+    ``labelled.csv`` (cat, dog, cat, ...) and ``unlabelled.csv``."""
+    import csv
+
+    from xdc_plugin.data.demo import write_mp4
+    root = tmp_path_factory.mktemp('timecode_clips')
+    rows = []
+    for i, duration in enumerate(TIMECODE_CLIP_DURATIONS):
+        frames, audio = timecode_media(duration)
+        write_mp4(str(root / f'clip{i}.mp4'), frames, audio, TIMECODE_FPS)
+        rows.append((f'clip{i}.mp4', 'cat' if i % 2 == 0 else 'dog'))
+    for name, header, cut in (('labelled.csv', ['path', 'label'], 2),
+                              ('unlabelled.csv', ['path'], 1)):
+        with open(root / name, 'w', newline='') as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(r[:cut] for r in rows)
+    return root
+
+
+TIMECODE_CLIP_DURATIONS = (4.0, 6.0, 5.0, 4.0, 6.0, 5.0)
+# Clip settings of the timecode extraction pipeline (small, fast).
+TIMECODE_CLIP_CFG = dict(num_frames=8, short_side=32, crop_size=32,
+                         audio_duration=2.0, sample_rate=16000, n_mels=20,
+                         hop_ms=20)
+
+
+def extract_pipeline(num_frames, short_side, crop_size, audio_duration,
+                     sample_rate, n_mels, hop_ms):
+    """A feature-extraction pipeline (centred clip, centre crop)."""
+    return [
+        dict(type='SampleClip', num_frames=num_frames, mode='center'),
+        dict(type='DecodeAVClip', audio_duration=audio_duration,
+             sample_rate=sample_rate),
+        dict(type='VideoResize', short_side=short_side),
+        dict(type='VideoCrop', size=crop_size, random=False),
+        dict(type='AudioLogMel', n_mels=n_mels, hop_ms=hop_ms),
+        dict(type='PackAVInputs'),
+    ]
+
+
+def timecode_extract_set(manifest):
+    """The extraction dataset of a timecode manifest."""
+    from xdc_plugin.data import AVClipDataset
+    return AVClipDataset(str(manifest),
+                         pipeline=extract_pipeline(**TIMECODE_CLIP_CFG),
+                         check='headers', check_cache=False)
+
+
+def save_fitted_rounds(work_dir, dataset, round_ids, sources=('video',
+                                                              'audio'), k=2):
+    """Round files as the clustering hook writes them, from k-means fits
+    on random features of ``dataset``'s clips (a different fit per round
+    and source)."""
+    from xdc_plugin.clustering import FaissKMeans
+    from xdc_plugin.clustering.round_file import round_path, save_round
+    for r, round_id in enumerate(round_ids):
+        results = {}
+        for s, source in enumerate(sources):
+            features = np.random.default_rng([r, s]).normal(
+                size=(len(dataset), 8)).astype(np.float32)
+            results[source] = FaissKMeans(k, num_iters=5).fit(features)
+        save_round(round_path(str(work_dir), round_id), round_id, r,
+                   results, dataset, variant='xdc')

@@ -41,6 +41,10 @@ def test_result_fields_and_inertia(cls):
     # Without a re-split every point is labelled with its nearest centroid.
     d = ((x[:, None] - result.centroids[None])**2).sum(-1)
     assert np.array_equal(result.labels, d.argmin(1))
+    assert result.distances.dtype == np.float32
+    np.testing.assert_allclose(result.distances**2, d.min(1), rtol=1e-4,
+                               atol=1e-4)
+    assert result.preprocess is None
 
 
 @pytest.mark.parametrize('cls', CLASSES + [DistributedKMeans])

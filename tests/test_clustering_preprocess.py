@@ -78,6 +78,23 @@ def test_transform_applies_the_fit_to_new_data():
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize('pca_dim,whiten', [(None, False), (5, False),
+                                             (5, True)])
+def test_state_dict_rebuilds_the_same_transform(pca_dim, whiten):
+    x = anisotropic(n=500)
+    pre = FeaturePreprocessor(pca_dim=pca_dim, whiten=whiten).fit(x[:400])
+    state = pre.state_dict()
+    assert state['in_dim'] == 16 and state['out_dim'] == (pca_dim or 16)
+    assert (state['whiten_scale'] is not None) == whiten
+    assert all(isinstance(state[k], np.ndarray) or state[k] is None
+               for k in ('mean', 'components', 'eigenvalues'))
+    rebuilt = FeaturePreprocessor.from_state_dict(state)
+    np.testing.assert_array_equal(rebuilt.transform(x[400:]),
+                                  pre.transform(x[400:]))
+    with pytest.raises(RuntimeError, match='before fit'):
+        FeaturePreprocessor().state_dict()
+
+
 def test_torch_in_torch_out_and_input_untouched():
     x = anisotropic(n=300)
     t = torch.from_numpy(x.copy())

@@ -1,31 +1,37 @@
-"""The host fixes in xdc_plugin.compat, each against the breakage it fixes."""
+"""The host fixes in xdc_plugin.compat, each against the breakage it fixes,
+and a host that imports us through ``custom_imports`` left unchanged."""
 import os
 import socket
 import subprocess
 import sys
+import textwrap
 
 import pytest
 import torch
 
-import xdc_plugin  # noqa: F401  (applies the fixes)
 from xdc_plugin import compat
 
 
-def test_pytorchvideo_transforms_import():
+def test_pytorchvideo_transforms_import_after_the_alias():
+    compat.alias_torchvision_functional_tensor()
     from pytorchvideo.transforms import ShortSideScale
     clip = torch.rand(3, 2, 20, 40)
     assert ShortSideScale(10)(clip).shape == (3, 2, 10, 20)
 
 
-def test_package_utils_work_without_pkg_resources():
-    from mmengine.utils import get_installed_path, is_installed
-    assert is_installed('mmaction2')
-    assert not is_installed('surely-not-an-installed-package')
-    assert os.path.isfile(os.path.join(get_installed_path('mmaction2'),
-                                       '__init__.py'))
+def test_package_utils_work_without_pkg_resources_within_the_block():
+    from mmengine.config import config as mm_config
+    original = mm_config.is_installed
+    with compat.package_utils_without_pkg_resources():
+        assert mm_config.is_installed('mmaction2')
+        assert not mm_config.is_installed('surely-not-an-installed-package')
+        assert os.path.isfile(os.path.join(
+            mm_config.get_installed_path('mmaction2'), '__init__.py'))
+    assert mm_config.is_installed is original
 
 
 def test_mmaction_models_import_and_drn_explains_itself():
+    compat.install_missing_mmaction_drn()
     import mmaction.models  # noqa: F401
     from mmaction.models.localizers.drn.drn import DRN
     from mmaction.registry import MODELS
@@ -34,23 +40,19 @@ def test_mmaction_models_import_and_drn_explains_itself():
         DRN()
 
 
-def test_local_writes_are_atomic(tmp_path, monkeypatch):
-    from mmengine.fileio.backends.local_backend import LocalBackend
-    path = tmp_path / 'sub' / 'epoch_1.pth'
-    LocalBackend().put(b'complete', path)
-    assert path.read_bytes() == b'complete'
-
-    def crash(*args):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(os, 'fsync', crash)  # killed mid-write
-    with pytest.raises(KeyboardInterrupt):
-        LocalBackend().put(b'partial', path)
-    assert path.read_bytes() == b'complete'
-    assert sorted(os.listdir(path.parent)) == ['epoch_1.pth']
+def test_atomic_backend_is_opt_in_through_backend_args(tmp_path):
+    from mmengine import fileio
+    args = compat.atomic_backend_args(str(tmp_path))
+    backend = fileio.get_file_backend(str(tmp_path), backend_args=args)
+    assert type(backend).__name__ == 'AtomicLocalBackend'
+    fileio.put_text('hello', str(tmp_path / 'a.txt'), backend_args=args)
+    assert (tmp_path / 'a.txt').read_text() == 'hello'
+    assert compat.atomic_backend_args('s3://bucket/run') is None
+    assert type(fileio.get_file_backend(str(tmp_path))).__name__ == \
+        'LocalBackend'
 
 
-def test_trusted_torch_load_is_scoped(tmp_path):
+def test_torch_load_default_is_scoped(tmp_path):
     from mmengine.logging import HistoryBuffer
     path = tmp_path / 'ckpt.pth'
     buffer = HistoryBuffer()
@@ -59,7 +61,7 @@ def test_trusted_torch_load_is_scoped(tmp_path):
     torch.save({'buffer': buffer}, path)
     with pytest.raises(Exception, match='HistoryBuffer'):
         torch.load(path)  # torch >= 2.6 refuses by default
-    with compat.trusted_torch_load():
+    with compat.torch_load_default(weights_only=False):
         assert torch.load(path)['buffer'].mean() == 1.5
     with pytest.raises(Exception, match='HistoryBuffer'):
         torch.load(path)
@@ -75,11 +77,102 @@ def test_pytorch_launcher_initialises_gloo_on_cpu():
     env = dict(os.environ, RANK='0', LOCAL_RANK='0', WORLD_SIZE='1',
                MASTER_ADDR='127.0.0.1', MASTER_PORT=str(_free_port()),
                CUDA_VISIBLE_DEVICES='')
-    code = ('import xdc_plugin, torch.distributed as d\n'
-            'from mmengine.dist import init_dist\n'
-            "init_dist('pytorch', backend='gloo')\n"
+    code = ('import torch.distributed as d\n'
+            'from xdc_plugin import compat\n'
+            "compat.init_dist_pytorch(backend='nccl')\n"
             'print(d.get_backend(), d.get_world_size())\n')
     out = subprocess.run([sys.executable, '-c', code], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith('gloo 1')
+
+
+# A plain mmengine run that loads us through custom_imports: every host
+# function we ever fixed is the same object afterwards, no module the host
+# already had is replaced, none is provided by us under another name, and
+# the only import hook added is the finder for mmaction2's missing DRN.
+HOST_RUN = textwrap.dedent('''
+    import sys
+    import torch
+    from mmengine.config import Config
+    from mmengine.config import config as mm_config
+    from mmengine.dist import utils as dist_utils
+    from mmengine.fileio.backends.local_backend import LocalBackend
+    from mmengine.model import BaseModel
+    from mmengine.registry import DATASETS, MODELS
+    from mmengine.runner import Runner
+
+    def snapshot():
+        return dict(put=LocalBackend.put, put_text=LocalBackend.put_text,
+                    resume=Runner.resume,
+                    load_checkpoint=Runner.load_checkpoint,
+                    torch_load=torch.load,
+                    launcher=dist_utils._init_dist_pytorch,
+                    is_installed=mm_config.is_installed,
+                    get_installed_path=mm_config.get_installed_path)
+
+    @MODELS.register_module()
+    class Tiny(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(2, 1)
+        def forward(self, inputs, mode='loss'):
+            return dict(loss=self.fc(torch.stack(inputs)).pow(2).mean())
+
+    @DATASETS.register_module()
+    class TinySet(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+        def __getitem__(self, i):
+            return dict(inputs=torch.tensor([float(i), 1.0]))
+
+    before, modules = snapshot(), dict(sys.modules)
+    meta_path = list(sys.meta_path)
+    cfg = Config.fromfile(sys.argv[1])
+    assert 'xdc_plugin' in sys.modules
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    runner.resume(sys.argv[2] + '/epoch_1.pth')  # mmengine's own resume
+    assert snapshot() == before, [k for k, v in snapshot().items()
+                                  if before[k] is not v]
+    replaced = [k for k in modules if sys.modules.get(k) is not modules[k]]
+    assert not replaced, replaced
+    # Nothing provided under another package's name (what compat used to
+    # inject at import: an alias and a stub).
+    stubs = [name for name, module in sys.modules.items()
+             if type(getattr(getattr(module, '__spec__', None), 'loader',
+                             None)).__module__ == 'xdc_plugin.compat']
+    assert not stubs, stubs
+    for name in ('torchvision.transforms.functional_tensor',
+                 'mmaction.models.localizers.drn'):
+        assert name not in sys.modules, name
+    added = [f for f in sys.meta_path if f not in meta_path]
+    assert [type(f).__name__ for f in added] == ['_MissingDRNFinder'], added
+    print('host unchanged')
+''')
+
+HOST_CONFIG = textwrap.dedent('''
+    custom_imports = dict(imports=['xdc_plugin'], allow_failed_imports=False)
+    model = dict(type='Tiny')
+    work_dir = '{work_dir}'
+    train_dataloader = dict(
+        dataset=dict(type='TinySet'),
+        sampler=dict(type='DefaultSampler', shuffle=True),
+        batch_size=2, num_workers=0)
+    train_cfg = dict(by_epoch=True, max_epochs=1)
+    optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.01))
+    default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1))
+''')
+
+
+def test_custom_imports_change_nothing_of_the_host(tmp_path):
+    config = tmp_path / 'host_config.py'
+    config.write_text(HOST_CONFIG.format(work_dir=tmp_path / 'work'))
+    # mmengine's own resume needs a full unpickle on torch >= 2.6: the host
+    # opts in, as it would without us.
+    env = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD='1')
+    out = subprocess.run(
+        [sys.executable, '-c', HOST_RUN, str(config), str(tmp_path / 'work')],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().endswith('host unchanged')

@@ -6,7 +6,8 @@ import pytest
 import torch
 from conftest import TIMECODE_FPS, TONE_STEP_S
 
-from xdc_plugin.data.decode import DecodeError, decode_clip, probe
+from xdc_plugin.data.decode import (DecodeError, decode_clip, decode_clips,
+                                    probe)
 
 SR = 16000
 
@@ -77,6 +78,60 @@ def test_short_audio_is_zero_padded_at_the_end(media_dir):
     rms_head = audio[0, :SR].pow(2).mean().sqrt()
     assert rms_head > 0.2
     assert torch.all(audio[0, int(1.6 * SR):] == 0)
+
+
+def test_audio_track_shorter_than_video_is_a_named_failure(media_dir):
+    path = media_dir / 'audio_short.mp4'
+    info = probe(path)
+    assert info.duration == pytest.approx(6.0, abs=0.05)
+    assert info.audio_end == pytest.approx(2.0, abs=0.1)
+    # Window [0.4, 2.4]: 0.35 s past the audio's end, within tolerance.
+    _, audio = decode_clip(path, 1.0, 8, None, 2.0)
+    assert audio[0, :SR].abs().max() > 0.2
+    # Window [3.4, 5.4] is past the audio's end: silence, refused...
+    with pytest.raises(DecodeError) as info:
+        decode_clip(path, 4.0, 8, None, 2.0)
+    assert info.value.kind == 'audio_short'
+    assert 'audio ends at 2.0' in str(info.value)
+    assert 'the video ends at 6.000s' in str(info.value)
+    # ...unless zeros are asked for.
+    video, audio = decode_clip(path, 4.0, 8, None, 2.0, pad_short_audio=True)
+    assert _frame_index(video) == list(range(40, 48))
+    assert audio.shape == (1, 2 * SR) and torch.all(audio == 0)
+
+
+def test_several_clips_from_one_open_equal_single_clips(media_dir):
+    path = media_dir / 'timecode.mp4'
+    starts = [0.0, 2.5, 4.4]
+    video, audio, info = decode_clips(path, starts, 8, 5, None, 2.0)
+    assert video.shape == (3, 8, 32, 32, 3) and audio.shape == (3, 1, 2 * SR)
+    assert info.fps == pytest.approx(10.0)
+    for k, start in enumerate(starts):
+        v, a = decode_clip(path, start, 8, 5, 2.0)
+        assert torch.equal(video[k], v) and torch.equal(audio[k], a)
+
+
+def test_audio_only_files(media_dir):
+    path = media_dir / 'tone.wav'
+    with pytest.raises(DecodeError) as info:
+        probe(path)
+    assert info.value.kind == 'no_video'
+    info = probe(path, require_video=False)
+    assert not info.has_video and info.has_audio and info.fps == 0
+    assert info.duration == pytest.approx(6.0, abs=0.01)
+    # Windows of 2 s (the clip is the window): the tone steps at 3 s.
+    video, audio, _ = decode_clips(path, [0.0, 2.0, 4.0], clip_duration=2.0,
+                                   audio_duration=2.0, modalities=('audio',))
+    assert video is None and audio.shape == (3, 1, 2 * SR)
+    high = [_high_tone_mask(a).mean() for a in audio]
+    assert high[0] == 0 and 0.4 < high[1] < 0.6 and high[2] > 0.95
+    # The same window out of the mp4's audio track.
+    _, mp4_audio, _ = decode_clips(media_dir / 'timecode.mp4', [2.0],
+                                   clip_duration=2.0, audio_duration=2.0,
+                                   modalities=('audio',))
+    assert torch.allclose(audio[1], mp4_audio[0], atol=0.02)
+    with pytest.raises(DecodeError, match='outside the file'):
+        decode_clips(path, [4.5], clip_duration=2.0, modalities=('audio',))
 
 
 def test_sample_rate_and_duration_give_exact_length(media_dir):

@@ -105,3 +105,21 @@ def test_cli(tmp_path, capsys):
                                '--clips-per-class', '2', '--duration', '1',
                                '--size', '32', '--quiet'])
     assert len(_rows(out)) == 4 and 'ready' in capsys.readouterr().out
+
+
+def test_the_demo_dataset_makes_itself_on_first_use(tmp_path, monkeypatch):
+    from xdc_plugin.registry import DATASETS
+    cfg = dict(type='DemoAVDataset', data_root=str(tmp_path / 'demo'),
+               generate=SMALL, check_cache=False, pipeline=[
+                   dict(type='SampleClip', num_frames=4, mode='center'),
+                   dict(type='DecodeAVClip', audio_duration=1.0),
+                   dict(type='PackAVInputs')])
+    ds = DATASETS.build(cfg)
+    assert len(ds) == 24 and len(ds.metainfo['classes']) == 4
+    assert np.bincount(ds.get_labels()).tolist() == [6, 6, 6, 6]
+    assert ds[5]['video'].shape == (3, 4, 32, 32)
+
+    def fail(*a, **k):
+        raise AssertionError('regenerated a complete set')
+    monkeypatch.setattr(demo, 'write_mp4', fail)
+    assert len(DATASETS.build(cfg)) == 24

@@ -1,64 +1,93 @@
-import csv
 import os.path as osp
-import sys
 
-from xdc_plugin.data.manifest import check_file, check_manifest
+import pytest
 
-EXPECTED = {'ok': 2, 'unreadable': 2, 'no_audio': 1, 'no_video': 0,
-            'truncated': 1, 'too_short': 1}
-
-
-def test_report_counts_on_mixed_folder(media_dir, tmp_path):
-    report = check_manifest(str(media_dir / 'mixed'))
-    assert report.counts == EXPECTED
-    assert [osp.basename(p) for p in report.paths('truncated')] == \
-        ['trunc_fast.mp4']
-    table = report.table()
-    assert 'truncated        1  ' in table and 'total            7' in table
-    out = tmp_path / 'clean.csv'
-    assert report.write_clean(str(out)) == 2
-    with open(out) as f:
-        rows = list(csv.DictReader(f))
-    names = [osp.basename(r['path']) for r in rows]
-    assert names == ['good1.mp4', 'good2.mp4']
-    assert osp.isfile(osp.join(tmp_path, rows[0]['path']))
+from xdc_plugin.data.manifest import (AUDIO_EXTENSIONS, VIDEO_EXTENSIONS,
+                                      extensions_for, read_file_list)
 
 
-def test_headers_only_misses_truncation(media_dir):
-    report = check_manifest(str(media_dir / 'mixed'), full_decode=False)
-    assert report.counts['ok'] == 3 and report.counts['truncated'] == 0
+def _write(tmp_path, text, name='ann.csv', encoding='utf-8'):
+    path = tmp_path / name
+    path.write_text(text, encoding=encoding)
+    return str(path)
 
 
-def test_no_video_and_csv_labels(tmp_path, media_dir):
-    import av
-    import numpy as np
-    path = tmp_path / 'audio_only.m4a'
-    with av.open(str(path), 'w', format='mp4') as out:
-        s = out.add_stream('aac', rate=16000)
-        s.layout = 'mono'
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32),
-                                           format='flt', layout='mono')
-        frame.sample_rate, frame.pts = 16000, 0
-        out.mux(s.encode(frame))
-        out.mux(s.encode())
-    assert check_file(str(path))[0] == 'no_video'
-    ann = tmp_path / 'ann.csv'
-    ann.write_text(f'path,label\n{path},x\n'
-                   f'{media_dir / "mixed" / "good1.mp4"},y\n')
-    report = check_manifest(str(ann), num_workers=0)
-    assert [r[1] for r in report.rows] == ['no_video', 'ok']
-    assert report.write_clean(str(tmp_path / 'c.csv')) == 1
-    assert 'good1.mp4,y' in (tmp_path / 'c.csv').read_text()
+def test_paths_relative_to_the_csv_or_data_root(tmp_path):
+    ann = _write(tmp_path, 'path,label\na/x.mp4,cat\n/abs/y.mp4,dog\n')
+    files = read_file_list(ann)
+    assert files.paths == [str(tmp_path / 'a' / 'x.mp4'), '/abs/y.mp4']
+    assert files.labels == ['cat', 'dog'] and files.label_column == 'label'
+    files = read_file_list(ann, data_root='/videos')
+    assert files.paths[0] == '/videos/a/x.mp4'
 
 
-def test_cli(media_dir, tmp_path, capsys):
-    sys.path.insert(0, osp.join(osp.dirname(osp.dirname(__file__)), 'tools'))
-    try:
-        import check_manifest as cli
-    finally:
-        sys.path.pop(0)
-    report = cli.main([str(media_dir / 'mixed'), '--write-clean',
-                       str(tmp_path / 'clean.csv')])
-    assert report.counts == EXPECTED
-    out = capsys.readouterr().out
-    assert 'wrote 2 rows' in out and 'unreadable       2' in out
+def test_bom_and_spaces_around_header_names_and_values(tmp_path):
+    ann = _write(tmp_path, 'path, label\n x.mp4 , cat\ny.mp4,  dog\n',
+                 encoding='utf-8-sig')
+    files = read_file_list(ann)
+    assert files.columns == ['path', 'label']
+    assert files.paths[0] == str(tmp_path / 'x.mp4')
+    assert files.labels == ['cat', 'dog']
+
+
+def test_a_requested_label_column_must_exist(tmp_path):
+    ann = _write(tmp_path, 'path,lable\nx.mp4,cat\n')
+    with pytest.raises(ValueError, match=r"no 'label' column; its columns "
+                       r"are \['path', 'lable'\]"):
+        read_file_list(ann, label_column='label')
+    # Not asked for: no labels, no error.
+    files = read_file_list(ann)
+    assert files.labels == [None] and files.label_column is None
+    assert files.num_unlabelled == 0
+
+
+def test_missing_labels_are_unlabelled_and_counted(tmp_path):
+    ann = _write(tmp_path, 'path,kind\na.mp4,cat\nb.mp4,\nc.mp4,NaN\n'
+                 'd.mp4,n/a\ne.mp4,null\nf.mp4,dog\n')
+    files = read_file_list(ann, label_column='kind')
+    assert files.labels == ['cat', None, None, None, None, 'dog']
+    assert files.num_unlabelled == 4
+    assert "4 rows without a 'kind' value" in files.summary()
+
+
+def test_duplicates_are_reported(tmp_path):
+    ann = _write(tmp_path, 'path,label\na.mp4,1\nb.mp4,2\n./a.mp4,1\n'
+                 'b.mp4,3\n')
+    files = read_file_list(ann)
+    assert files.duplicates == [(2, 0), (3, 1)]
+    assert len(files.paths) == 4  # kept: the dataset keeps what it is told
+    assert '2 duplicate rows (line 4 repeats line 2, line 5 repeats ' \
+        'line 3)' in files.summary()
+
+
+@pytest.mark.parametrize('text, message', [
+    ('', 'no "path" column'),
+    ('path,label\n', 'lists no file'),
+    ('path,label\n\n , \n', 'lists no file'),
+    ('file,label\nx.mp4,1\n', r'no "path" column \(columns: \[.file'),
+    ('path,label\nx.mp4,1\n,2\n', 'line 3 has no path'),
+])
+def test_unusable_manifests_are_errors(tmp_path, text, message):
+    with pytest.raises(ValueError, match=message):
+        read_file_list(_write(tmp_path, text))
+
+
+def test_folder_scan(tmp_path):
+    for name in ('b/2.mp4', 'a/1.MKV', 'c.wav', 'notes.txt'):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b'')
+    files = read_file_list(data_root=str(tmp_path))
+    assert [osp.relpath(p, tmp_path) for p in files.paths] == \
+        ['a/1.MKV', 'b/2.mp4']
+    assert files.rows == [dict(path='a/1.MKV'), dict(path='b/2.mp4')]
+    audio = read_file_list(data_root=str(tmp_path),
+                           extensions=extensions_for(('audio', )))
+    assert len(audio.paths) == 3
+    assert extensions_for(('video', 'audio')) == VIDEO_EXTENSIONS
+    assert set(AUDIO_EXTENSIONS) < set(extensions_for(('audio', )))
+    with pytest.raises(ValueError, match='holds no file'):
+        read_file_list(data_root=str(tmp_path / 'b'), extensions=('.ogg', ))
+    with pytest.raises(ValueError, match='needs a manifest'):
+        read_file_list(data_root=str(tmp_path), label_column='label')
+    with pytest.raises(ValueError, match='existing data_root'):
+        read_file_list(data_root=str(tmp_path / 'nowhere'))

@@ -5,28 +5,12 @@ import sys
 
 import pytest
 import torch
+from conftest import tiny_demo_args
 
 from xdc_plugin.engine import launch, slurm
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CFG = osp.join(REPO, 'configs', 'xdc_demo.yaml')
-
-
-def tiny_demo_args(tmp_path, max_epochs=2):
-    data = tmp_path / 'data'
-    return [
-        '--cfg', DEMO_CFG, '--work-dir', str(tmp_path / 'work'),
-        f'demo_data.root={data}', 'demo_data.clips_per_class=3',
-        'demo_data.num_classes=3', '+demo_data.progress=false',
-        f'train_dataloader.dataset.dataset.ann_file={data}/manifest.csv',
-        'train_dataloader.batch_size=3', 'train_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=false',
-        'model.num_clusters=3', 'model.video_encoder.width=0.125',
-        'model.audio_encoder.width=0.125',
-        f'train_cfg.max_epochs={max_epochs}',
-        'param_scheduler.0.T_max=2', 'custom_hooks.0.interval=1',
-        'custom_hooks.0.num_workers=0', 'custom_hooks.0.clusterers.num_redo=1',
-    ]
 
 
 @pytest.fixture(scope='module')
@@ -111,7 +95,7 @@ def test_export_of_a_demo_model_reloads_through_the_hub(trained, tmp_path):
     out = subprocess.run(
         [sys.executable, osp.join(REPO, 'tools', 'export_encoder.py'),
          str(run_dir / 'work' / 'epoch_2.pth'), str(tmp_path), '--name',
-         'demo', '--trusted'], capture_output=True, text=True, timeout=300)
+         'demo'], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     video_file = next(tmp_path.glob('demo_video-*.pth'))
     reloaded = torch.hub.load(REPO, 'xdc_video_encoder', source='local',

@@ -10,6 +10,7 @@ from torch import nn
 
 from xdc_plugin import weights as W
 from xdc_plugin.encoders import R2Plus1D18
+from xdc_plugin.engine.checkpoint import UntrustedCheckpointError
 
 REPO_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOL = runpy.run_path(osp.join(REPO_DIR, 'tools', 'export_encoder.py'))
@@ -84,18 +85,42 @@ def test_export_roundtrip_through_hub(trained_video, tmp_path, capsys):
         assert torch.equal(official.forward_features(x), expected)
 
 
-def test_mmengine_checkpoint_needs_trusted(trained_video, tmp_path):
+def test_plain_mmengine_checkpoint_needs_trust(trained_video, tmp_path):
+    # Plain mmengine saves HistoryBuffers, whose pickle holds functions;
+    # ours are saved as tensors (WeightsOnlyCheckpointHook).
     from mmengine.logging import MessageHub
     hub = MessageHub.get_instance('xdc_export_test')
     hub.update_scalar('train/loss', 1.5)
     ckpt = tmp_path / 'iter_10.pth'
     torch.save({'state_dict': _training_state_dict(trained_video),
                 'meta': {'iter': 10}, 'message_hub': hub.state_dict()}, ckpt)
-    with pytest.raises(W.IncompatibleWeightsError, match='--trusted'):
+    with pytest.raises(UntrustedCheckpointError,
+                       match='HistoryBuffer.*--trust-checkpoint'):
         TOOL['export'](str(ckpt), str(tmp_path / 'out'))
-    paths = TOOL['main']([str(ckpt), str(tmp_path / 'out'), '--trusted',
-                          '--name', 'mine'])
+    paths = TOOL['main']([str(ckpt), str(tmp_path / 'out'),
+                          '--trust-checkpoint', '--name', 'mine'])
     _check_hash_name(paths['video'], 'mine_video')
+
+
+class _Hostile:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling it creates the marker file
+        return open, (self.marker, 'w')
+
+
+def test_hostile_checkpoint_is_refused_and_runs_nothing(tmp_path, capsys):
+    marker = tmp_path / 'pwned'
+    ckpt = tmp_path / 'epoch_1.pth'
+    torch.save({'state_dict': {}, 'x': _Hostile(str(marker))}, ckpt)
+    with pytest.raises(SystemExit) as exit_info:
+        TOOL['main']([str(ckpt), str(tmp_path / 'out')])
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err
+    assert 'io.open' in error and '--trust-checkpoint' in error
+    assert not marker.exists()
+    assert not (tmp_path / 'out').exists()
 
 
 def test_small_width_exports_but_is_not_the_release(tmp_path):

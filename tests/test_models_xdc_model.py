@@ -105,6 +105,21 @@ def test_cdc_uses_only_joint():
         make_model('cdc', num_clusters={'video': 3, 'audio': 3})
 
 
+@pytest.mark.parametrize('value, message', [
+    ('abc', "model.num_clusters expects an int >= 2 or a dict of them keyed "
+            "by source, got str 'abc'"),
+    (8.0, 'model.num_clusters expects an int >= 2 or a dict of them keyed '
+          'by source, got float 8.0'),
+    ({'video': 8, 'audio': 'x'},
+     "model.num_clusters.audio expects an int >= 2, got str 'x'"),
+])
+def test_num_clusters_of_a_wrong_type_names_key_value_and_type(value,
+                                                               message):
+    with pytest.raises(TypeError) as err:
+        make_model(num_clusters=value)
+    assert message in str(err.value)
+
+
 def test_ignored_labels_and_fully_unlabelled_batch(batch):
     model = make_model('xdc').eval()
     labels = {k: v.clone() for k, v in labels_for(model).items()}

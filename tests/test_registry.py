@@ -30,7 +30,8 @@ CONFIG = textwrap.dedent('''
         video_encoder=dict(type='R2Plus1D18', width=0.125),
         audio_encoder=dict(type='AudioResNet18', width=0.125))
     custom_hooks = [dict(type='xdc.CrossModalClusteringHook',
-                         clusterers=dict(type='TorchKMeans'))]
+                         clusterers=dict(type='TorchKMeans'),
+                         extract_dataloader=dict(dataset=dict(pipeline=[])))]
 ''')
 
 

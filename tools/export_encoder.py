@@ -1,7 +1,8 @@
 """Export the encoders of an XDC training checkpoint (mmengine format).
 
     python tools/export_encoder.py work_dirs/xdc/epoch_10.pth exported/
-    python tools/export_encoder.py CKPT OUT_DIR --name xdc_k400 [--trusted]
+    python tools/export_encoder.py CKPT OUT_DIR --name xdc_k400 \
+        [--trust-checkpoint]
 
 Writes, and prints the paths of:
 
@@ -14,9 +15,10 @@ Writes, and prints the paths of:
 * ``OUT_DIR/<name>_audio-<sha256[:8]>.pth``: the audio encoder's state dict
   (``audio_encoder.`` prefix removed; the release has no audio layout).
 
-The checkpoint is read with ``weights_only=True``. mmengine checkpoints also
-hold logging objects (``message_hub``) that only a full unpickle can read;
-``--trusted`` allows that for checkpoints you produced yourself.
+The checkpoint is read with ``weights_only=True`` and the allow-list of
+``xdc_plugin/engine/checkpoint.py`` (what our training checkpoints hold);
+``--trust-checkpoint`` unpickles fully a checkpoint you made yourself that
+holds more (e.g. one written by plain mmengine).
 """
 import argparse
 
@@ -39,12 +41,12 @@ def main(argv=None):
                         'xdc_<checkpoint stem>')
     parser.add_argument('--width', type=float, help='video encoder width '
                         'multiplier (default: inferred)')
-    parser.add_argument('--trusted', action='store_true',
+    parser.add_argument('--trust-checkpoint', action='store_true',
                         help='allow a full unpickle of your own checkpoint')
     args = parser.parse_args(argv)
     try:
         paths = export(args.checkpoint, args.out_dir, args.name,
-                       args.trusted, args.width)
+                       args.trust_checkpoint, args.width)
     except (ValueError, OSError) as exc:  # incl. IncompatibleWeightsError
         parser.exit(1, f'error: {exc}\n')
     print(f'video encoder: {paths["video"]}')

@@ -4,12 +4,7 @@ Without ``--cfg`` the demo config runs (it makes its data on first use).
 Distributed: ``torchrun --nproc-per-node 8 tools/run_net.py --cfg ...
 --launcher pytorch``; on SLURM see ``tools/submit_slurm.py``.
 """
-import os.path as osp
-import sys
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from xdc_plugin.engine.launch import main  # noqa: E402
+from xdc_plugin.engine.launch import cli
 
 if __name__ == '__main__':
-    main()
+    cli()

@@ -4,22 +4,25 @@
         --partition learn -- --cfg configs/xdc_kinetics.yaml \
         work_dir=/checkpoint/$USER/xdc_k400
 
+    # CPU only: 2 gloo tasks on one node
+    python tools/submit_slurm.py --gpus-per-node 0 --tasks-per-node 2 \
+        --cpus-per-task 1 -- --cfg configs/xdc_demo.yaml
+
 Everything after ``--`` is passed to ``tools/run_net.py``. Jobs requeue
 themselves on preemption and resume from the last checkpoint.
 """
 import argparse
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from xdc_plugin.engine.slurm import submit  # noqa: E402
+from xdc_plugin.engine.slurm import submit
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[1])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--nodes', type=int, default=1)
-    parser.add_argument('--gpus-per-node', type=int, default=8)
+    parser.add_argument('--gpus-per-node', type=int, default=8,
+                        help='0: train on CPU (gloo)')
+    parser.add_argument('--tasks-per-node', type=int,
+                        help='default: one per GPU')
     parser.add_argument('--cpus-per-task', type=int, default=10)
     parser.add_argument('--mem-gb', type=int)
     parser.add_argument('--partition')
@@ -27,16 +30,23 @@ def main():
     parser.add_argument('--name', default='xdc')
     parser.add_argument('--folder', default='work_dirs/slurm/%j',
                         help='submitit logs')
-    parser.add_argument('--port', type=int, default=29500)
+    parser.add_argument('--cluster', choices=['slurm', 'local', 'debug'],
+                        help="submitit's executor (default: SLURM when "
+                        'srun is on the PATH)')
+    parser.add_argument('--port', type=int,
+                        help='rendezvous port (default: from the job id)')
     parser.add_argument('run_args', nargs=argparse.REMAINDER)
     args = parser.parse_args()
+    if args.gpus_per_node == 0 and args.tasks_per_node is None:
+        parser.error('--gpus-per-node 0 needs --tasks-per-node')
     run_args = args.run_args[1:] if args.run_args[:1] == ['--'] else \
         args.run_args
     job = submit(run_args, args.folder, nodes=args.nodes,
                  gpus_per_node=args.gpus_per_node,
+                 tasks_per_node=args.tasks_per_node,
                  cpus_per_task=args.cpus_per_task, partition=args.partition,
                  timeout_min=args.timeout_min, mem_gb=args.mem_gb,
-                 name=args.name, port=args.port)
+                 name=args.name, cluster=args.cluster, port=args.port)
     print(f'submitted job {job.job_id}; logs in {args.folder}')
 
 

@@ -11,7 +11,7 @@ __version__ = '0.1.0'
 if importlib.util.find_spec('mmengine') is not None:
     from xdc_plugin import compat
 
-    compat.apply()
+    compat.install_missing_mmaction_drn()
 
     from xdc_plugin.registry import (  # noqa: F401
         CLUSTERERS, DATASETS, HOOKS, MODELS)

@@ -1,27 +1,36 @@
 """All glue for the host libraries' known breakages, in one place.
 
-Each fix names the upstream issue it works around and is applied once, at
-``import xdc_plugin``. Swapping the host framework means revisiting only this
-module. Nothing else in the package patches a third-party library.
+Nothing here runs at import, and nothing patches a host class or function
+for good: each fix is called (or entered as a context) by the code that
+needs it, and names the upstream issue it works around. ``import
+xdc_plugin`` only adds an import finder that answers for one module the
+mmaction2 1.2.0 wheel lacks (see :func:`install_missing_mmaction_drn`).
+Swapping the host framework means revisiting only this module.
+
+Imports only the standard library and torch at module level.
 """
 import contextlib
 import functools
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.metadata
 import importlib.util
+import os
 import os.path as osp
 import sys
-import types
 
 import torch
 
-_APPLIED = False
+ATOMIC_LOCAL_BACKEND = 'xdc_atomic_local'
 
 
-def _alias_torchvision_functional_tensor():
+# -- pytorchvideo (bench/ only) ----------------------------------------------
+def alias_torchvision_functional_tensor():
     """pytorchvideo 0.1.5 imports ``torchvision.transforms.functional_tensor``,
     made private (``_functional_tensor``) in torchvision 0.15 and removed in
-    0.17 (facebookresearch/pytorchvideo#258, #269)."""
+    0.17 (facebookresearch/pytorchvideo#258, #269). Call before importing
+    pytorchvideo's transforms; the runtime never imports pytorchvideo."""
     name = 'torchvision.transforms.functional_tensor'
     if name in sys.modules:
         return
@@ -32,98 +41,127 @@ def _alias_torchvision_functional_tensor():
         sys.modules[name] = _functional_tensor
 
 
-def _package_utils_without_pkg_resources():
-    """mmengine 0.10.7 ``is_installed``/``get_installed_path`` import
-    ``pkg_resources``, removed from setuptools 82 (pypa/setuptools#5174;
-    same breakage in open-mmlab/mmcv#3325). Re-implemented on
-    ``importlib.metadata`` with the same contract."""
-    from mmengine.config import config as mm_config
-    from mmengine.utils import package_utils
-
-    def _module_name(package):
-        try:
-            dist = importlib.metadata.distribution(package)
-        except importlib.metadata.PackageNotFoundError:
-            return package
-        top_level = dist.read_text('top_level.txt')
-        return top_level.split()[0] if top_level else package.replace('-', '_')
-
-    def is_installed(package: str) -> bool:
-        try:
-            importlib.metadata.distribution(package)
-            return True
-        except importlib.metadata.PackageNotFoundError:
-            spec = importlib.util.find_spec(package)
-            return spec is not None and spec.origin is not None
-
-    def get_installed_path(package: str) -> str:
-        spec = importlib.util.find_spec(_module_name(package))
-        if spec is None:
-            raise importlib.metadata.PackageNotFoundError(package)
-        if spec.origin is None:
-            raise RuntimeError(f'{package} is a namespace package, which is '
-                               'invalid for `get_installed_path`')
-        return osp.dirname(spec.origin)
-
-    for module in (package_utils, mm_config):
-        module.is_installed = is_installed
-        module.get_installed_path = get_installed_path
-    import mmengine.utils
-    mmengine.utils.is_installed = is_installed
-    mmengine.utils.get_installed_path = get_installed_path
+# -- mmengine config loading --------------------------------------------------
+def _module_name(package):
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        return package
+    top_level = dist.read_text('top_level.txt')
+    return top_level.split()[0] if top_level else package.replace('-', '_')
 
 
-def _init_dist_pytorch_on_cpu():
-    """mmengine 0.10.7's ``pytorch`` launcher always calls
-    ``torch.cuda.set_device`` (``mmengine/dist/utils.py``; no upstream issue
-    found, open-mmlab/mmengine#1017 is the nearest). With the gloo backend
-    and no GPU we initialise the process group directly."""
-    from mmengine.dist import utils as dist_utils
-    original = dist_utils._init_dist_pytorch
-
-    @functools.wraps(original)
-    def _init_dist_pytorch(backend, init_backend='torch', **kwargs):
-        if backend == 'gloo' and not torch.cuda.is_available():
-            torch.distributed.init_process_group(backend='gloo', **kwargs)
-            return
-        original(backend, init_backend=init_backend, **kwargs)
-
-    dist_utils._init_dist_pytorch = _init_dist_pytorch
+def _is_installed(package: str) -> bool:
+    try:
+        importlib.metadata.distribution(package)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        spec = importlib.util.find_spec(package)
+        return spec is not None and spec.origin is not None
 
 
-def _atomic_local_writes():
-    """mmengine's ``LocalBackend.put``/``put_text`` write in place, so a run
-    killed while saving leaves a truncated checkpoint under its final name.
-    We write to a temporary file in the same folder and ``os.replace`` it."""
-    from mmengine.fileio.backends.local_backend import LocalBackend
-
-    from xdc_plugin.atomic_write import write_atomically
-
-    def put(self, obj, filepath):
-        write_atomically(obj, filepath)
-
-    def put_text(self, obj, filepath, encoding='utf-8'):
-        write_atomically(obj.encode(encoding), filepath)
-
-    LocalBackend.put = put
-    LocalBackend.put_text = put_text
+def _get_installed_path(package: str) -> str:
+    spec = importlib.util.find_spec(_module_name(package))
+    if spec is None:
+        raise importlib.metadata.PackageNotFoundError(package)
+    if spec.origin is None:
+        raise RuntimeError(f'{package} is a namespace package, which is '
+                           'invalid for `get_installed_path`')
+    return osp.dirname(spec.origin)
 
 
 @contextlib.contextmanager
-def trusted_torch_load():
-    """Within this block ``torch.load`` defaults to ``weights_only=False``.
+def package_utils_without_pkg_resources():
+    """Within this block mmengine's config loader resolves ``pkg::path``
+    bases (``mmaction::...``) without ``pkg_resources``.
 
-    mmengine 0.10.7 calls ``torch.load`` without ``weights_only``; since
-    torch 2.6 the default is ``True`` and resuming fails with ``Unsupported
-    global ... HistoryBuffer`` (open-mmlab/mmengine#1655, PR #1650). Only our
-    own run checkpoints are loaded this way (see ``_resume_trusts_own_
-    checkpoints``); downloaded weights always go through ``weights_only=True``.
+    mmengine 0.10.7's ``is_installed``/``get_installed_path`` import
+    ``pkg_resources``, removed from setuptools 82 (pypa/setuptools#5174; same
+    breakage in open-mmlab/mmcv#3325). Same contract, on
+    ``importlib.metadata``; the originals are back after the block.
+    """
+    from mmengine.config import config as mm_config
+    saved = (mm_config.is_installed, mm_config.get_installed_path)
+    mm_config.is_installed = _is_installed
+    mm_config.get_installed_path = _get_installed_path
+    try:
+        yield
+    finally:
+        mm_config.is_installed, mm_config.get_installed_path = saved
+
+
+# -- mmengine distributed launcher -------------------------------------------
+def init_dist_pytorch(backend='nccl', **kwargs):
+    """Initialise ``torch.distributed`` for the ``pytorch`` launcher.
+
+    mmengine 0.10.7's ``pytorch`` launcher always calls
+    ``torch.cuda.set_device`` (``mmengine/dist/utils.py``; no upstream issue
+    found, open-mmlab/mmengine#1017 is the nearest), so it cannot run on a
+    CPU-only machine. Without a GPU we initialise a gloo process group
+    ourselves (the Runner then finds it initialised and skips its own);
+    with one, mmengine's launcher runs unchanged.
+    """
+    if torch.cuda.is_available():
+        from mmengine.dist import init_dist
+        init_dist('pytorch', backend=backend, **kwargs)
+    else:
+        torch.distributed.init_process_group(backend='gloo', **kwargs)
+
+
+# -- atomic local writes ------------------------------------------------------
+def register_atomic_local_backend():
+    """Register, under ``ATOMIC_LOCAL_BACKEND``, an mmengine file backend
+    whose ``put``/``put_text`` write atomically (``xdc_plugin.atomic_write``).
+
+    mmengine's ``LocalBackend`` writes in place, so a run killed while
+    saving leaves a truncated checkpoint under its final name. Nothing is
+    replaced: writers opt in with ``backend_args=dict(backend=
+    ATOMIC_LOCAL_BACKEND)`` (our launcher does so for the checkpoint hook).
+    """
+    from mmengine.fileio import LocalBackend, register_backend
+    from mmengine.fileio.backends import backends
+
+    from xdc_plugin.atomic_write import write_atomically
+    if ATOMIC_LOCAL_BACKEND in backends:
+        return
+
+    class AtomicLocalBackend(LocalBackend):
+
+        def put(self, obj, filepath):
+            write_atomically(obj, filepath)
+
+        def put_text(self, obj, filepath, encoding='utf-8'):
+            write_atomically(obj.encode(encoding), filepath)
+
+    register_backend(ATOMIC_LOCAL_BACKEND, AtomicLocalBackend)
+
+
+def atomic_backend_args(path):
+    """``backend_args`` that make mmengine's file I/O atomic for ``path``,
+    or None for a remote URI (``s3://...``), left to its own backend."""
+    if '://' in os.fspath(path):
+        return None
+    register_atomic_local_backend()
+    return dict(backend=ATOMIC_LOCAL_BACKEND)
+
+
+# -- torch.load in mmengine ---------------------------------------------------
+@contextlib.contextmanager
+def torch_load_default(weights_only):
+    """Within this block ``torch.load`` defaults to ``weights_only``.
+
+    mmengine 0.10.7 calls ``torch.load`` without ``weights_only``, so what it
+    unpickles depends on torch's default (``True`` since torch 2.6; resuming
+    then fails with ``Unsupported global ... HistoryBuffer``,
+    open-mmlab/mmengine#1655, PR #1650). Our resume path states it: ``True``
+    with an allow-list (``engine/checkpoint.py``), or ``False`` only when the
+    user vouches for the file (``--trust-checkpoint``).
     """
     original = torch.load
 
     @functools.wraps(original)
     def load(*args, **kwargs):
-        kwargs.setdefault('weights_only', False)
+        kwargs.setdefault('weights_only', weights_only)
         return original(*args, **kwargs)
 
     torch.load = load
@@ -133,55 +171,53 @@ def trusted_torch_load():
         torch.load = original
 
 
-def _resume_trusts_own_checkpoints():
-    from mmengine.runner import Runner
-    original = Runner.resume
-
-    @functools.wraps(original)
-    def resume(self, filename, *args, **kwargs):
-        with trusted_torch_load():
-            return original(self, filename, *args, **kwargs)
-
-    Runner.resume = resume
+# -- mmaction2 1.2.0 wheel ----------------------------------------------------
+_DRN = 'mmaction.models.localizers.drn'
 
 
-def _mmaction_missing_drn():
+class _MissingDRNFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Provides ``mmaction.models.localizers.drn`` only when the installed
+    mmaction2 lacks it: it sits last on ``sys.meta_path``, so a real module
+    is always found first."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in (_DRN, _DRN + '.drn'):
+            return None
+        return importlib.machinery.ModuleSpec(
+            fullname, self, is_package=fullname == _DRN)
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        if module.__name__ == _DRN:
+            module.__path__ = []
+        else:
+            module.DRN = _UnavailableDRN
+
+
+class _UnavailableDRN:
+
+    def __init__(self, *args, **kwargs):
+        raise ImportError('DRN is missing from the mmaction2 1.2.0 wheel '
+                          '(open-mmlab/mmaction2#2714); install mmaction2 '
+                          'from source to use it.')
+
+
+def install_missing_mmaction_drn():
     """The mmaction2 1.2.0 wheel lacks ``mmaction/models/localizers/drn`` so
-    ``import mmaction.models`` fails (open-mmlab/mmaction2#2714). We provide
-    the missing module with a DRN that explains itself when used; every other
-    mmaction2 model imports and registers as usual."""
-    name = 'mmaction.models.localizers.drn'
-    spec = importlib.util.find_spec('mmaction')  # does not import mmaction
-    if spec is None or name in sys.modules:
-        return
-    root = spec.submodule_search_locations[0]
-    if osp.isdir(osp.join(root, 'models', 'localizers', 'drn')):
-        return
-
-    class DRN:
-        def __init__(self, *args, **kwargs):
-            raise ImportError('DRN is missing from the mmaction2 1.2.0 wheel '
-                              '(open-mmlab/mmaction2#2714); install mmaction2 '
-                              'from source to use it.')
-
-    package = types.ModuleType(name)
-    package.__path__ = []
-    module = types.ModuleType(name + '.drn')
-    module.DRN = DRN
-    package.drn = module
-    sys.modules[name] = package
-    sys.modules[name + '.drn'] = module
+    ``import mmaction.models`` fails (open-mmlab/mmaction2#2714), also when
+    mmengine imports it for an mmaction2 config that loads us through
+    ``custom_imports``. We answer for that one module, with a DRN that
+    explains itself when used; nothing is imported or changed until the
+    host imports ``mmaction.models``, and never if the module exists."""
+    if not any(isinstance(f, _MissingDRNFinder) for f in sys.meta_path):
+        sys.meta_path.append(_MissingDRNFinder())
 
 
-def apply():
-    """Apply every fix once; safe to call repeatedly."""
-    global _APPLIED
-    if _APPLIED:
-        return
-    _alias_torchvision_functional_tensor()
-    _package_utils_without_pkg_resources()
-    _init_dist_pytorch_on_cpu()
-    _atomic_local_writes()
-    _resume_trusts_own_checkpoints()
-    _mmaction_missing_drn()
-    _APPLIED = True
+__all__ = [
+    'ATOMIC_LOCAL_BACKEND', 'alias_torchvision_functional_tensor',
+    'package_utils_without_pkg_resources', 'init_dist_pytorch',
+    'register_atomic_local_backend', 'atomic_backend_args',
+    'torch_load_default', 'install_missing_mmaction_drn'
+]

@@ -45,6 +45,7 @@ import logging
 import math
 import types
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -77,12 +78,19 @@ class ClusterResult:
         num_resplit: number of clusters that the final assignment left empty
             and that were re-split.
         counts: int64 (K,), points per cluster (all > 0).
+        distances: float32, for the points of ``labels``: Euclidean
+            distance to the centroid of their label, in the preprocessed
+            space.
+        preprocess: ``FeaturePreprocessor.state_dict()`` of the space the
+            centroids live in, or None (raw features).
     """
     labels: np.ndarray
     centroids: np.ndarray
     inertia: float
     num_resplit: int
     counts: np.ndarray
+    distances: np.ndarray
+    preprocess: Optional[dict] = None
 
     @property
     def num_clusters(self):
@@ -400,7 +408,10 @@ class _BaseKMeans:
             labels=labels.cpu().numpy().astype(np.int64),
             centroids=centroids.cpu().numpy().astype(np.float32),
             inertia=inertia, num_resplit=num_resplit,
-            counts=counts.cpu().numpy().astype(np.int64))
+            counts=counts.cpu().numpy().astype(np.int64),
+            distances=sq_dists.sqrt().cpu().numpy(),
+            preprocess=(None if self.preprocessor is None else
+                        self.preprocessor.state_dict()))
 
     def _check_init(self, init_centroids, x):
         """``init_centroids`` as float32 on ``x``'s device, or a clear

@@ -89,6 +89,7 @@ class FeaturePreprocessor:
         self.eigenvalues_ = None
         self.out_dim = None
         self._in_dim = None
+        self._scale = None
 
     @property
     def is_fitted(self):
@@ -136,7 +137,6 @@ class FeaturePreprocessor:
         self.mean_ = mean.float()
         self.components_ = components.float().contiguous()
         self.eigenvalues_ = eigenvalues.float()
-        self._scale = None
         if self.whiten:
             floor = self.eps * eigenvalues[0]
             self._scale = (eigenvalues + floor).clamp_min(
@@ -168,6 +168,41 @@ class FeaturePreprocessor:
 
     def fit_transform(self, x):
         return self.fit(x).transform(x)
+
+    # The fitted state as plain numpy values, so that the space the
+    # centroids live in can be saved beside them and rebuilt later.
+    STATE_ARRAYS = ('mean', 'components', 'eigenvalues', 'whiten_scale')
+
+    def state_dict(self):
+        """Arguments and fitted arrays: ``pca_dim``, ``whiten``,
+        ``l2_normalize``, ``eps``, ``in_dim``, ``out_dim`` and float32 numpy
+        ``mean`` (D,), ``components`` (D', D), ``eigenvalues`` (D',),
+        ``whiten_scale`` (D',) (None when not applicable)."""
+        if not self.is_fitted:
+            raise RuntimeError('FeaturePreprocessor.state_dict called before '
+                               'fit')
+        tensors = (self.mean_, self.components_, self.eigenvalues_,
+                   self._scale)
+        state = dict(pca_dim=self.pca_dim, whiten=self.whiten,
+                     l2_normalize=self.l2_normalize, eps=self.eps,
+                     in_dim=self._in_dim, out_dim=self.out_dim)
+        for name, value in zip(self.STATE_ARRAYS, tensors):
+            state[name] = None if value is None else value.cpu().numpy()
+        return state
+
+    @classmethod
+    def from_state_dict(cls, state):
+        """A fitted preprocessor rebuilt from ``state_dict()``'s output."""
+        fitted = cls(state['pca_dim'], state['whiten'],
+                     state['l2_normalize'], state['eps'])
+        fitted._in_dim = int(state['in_dim'])
+        fitted.out_dim = int(state['out_dim'])
+        arrays = [None if state[name] is None else
+                  torch.as_tensor(np.asarray(state[name], np.float32))
+                  for name in cls.STATE_ARRAYS]
+        (fitted.mean_, fitted.components_, fitted.eigenvalues_,
+         fitted._scale) = arrays
+        return fitted
 
     def __repr__(self):
         return (f'{type(self).__name__}(pca_dim={self.pca_dim}, '

@@ -1,185 +1,288 @@
-"""``AVClipDataset``: map-style dataset of (video clip, audio window) pairs.
+"""``AVClipDataset``: an mmengine ``BaseDataset`` of audio-visual files.
 
-The file list is validated once, at construction, by reading every file's
-headers (``probe``); ``with_mode`` gives a view of the same list in another
-mode, so that index ``i`` is the same file for training and for feature
-extraction (pseudo-labels are keyed by that index).
+Each item is one file (``path``, ``label``, and the ``duration`` and ``fps``
+its headers give); the pipeline written in the config samples, decodes and
+transforms its clips. Three things set it apart from a plain file list:
+
+* **Checked at build**: every file is checked once (``file_check.py``, the
+  check ``tools/check_manifest.py`` runs too) and those that cannot give
+  clips are skipped with one logged summary. Small sets are decoded end to
+  end (start, middle and end clip); results are cached (``check_cache.py``).
+* **Never stops on a bad file**: a file that fails to decode anyway is
+  replaced by the next decodable index; the sample's ``index`` is the index
+  of the content returned (pseudo-labels are looked up by it). Failures are
+  counted per process and logged; more than ``max_undecodable_fraction`` of
+  the dataset is an error.
+* **Reproducible samples**: every random choice of the pipeline comes from
+  a generator seeded by ``(seed, epoch, index)``, whatever worker decodes the
+  sample and whatever ran before. ``set_epoch`` changes the epoch; DataLoader
+  workers see it only when they are created, so the configs set
+  ``persistent_workers=False`` (workers are re-created every epoch).
 """
-import copy
-import csv
+import contextlib
 import logging
 import os
-import os.path as osp
+import random
 from collections import Counter
 
 import numpy as np
+import torch
+from mmengine import dist
+from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
-from torch.utils.data import Dataset
+from mmengine.registry import DefaultScope
 
-from xdc_plugin.data.decode import DecodeError, probe, probe_clip_source
-from xdc_plugin.data.transforms import build_pipeline, default_pipeline
-from xdc_plugin.registry import DATASETS
+from xdc_plugin.data.check_cache import CheckCache
+from xdc_plugin.data.file_check import CheckSettings, check_files
+from xdc_plugin.data.manifest import extensions_for, read_file_list
+from xdc_plugin.data.media_info import DecodeError
+from xdc_plugin.data.transforms import DecodeAVClip, SampleClip
+from xdc_plugin.registry import DATASETS, SCOPE
 
-__all__ = ['AVClipDataset', 'VIDEO_EXTENSIONS', 'read_file_list']
+__all__ = ['AVClipDataset', 'seeded_rng', 'AUTO_DECODE_CHECK_MAX_FILES']
 
-VIDEO_EXTENSIONS = ('.mp4', '.m4v', '.mov', '.avi', '.mkv', '.webm', '.ogv',
-                    '.mpeg', '.mpg', '.flv', '.3gp', '.wmv')
-
-
-def read_file_list(ann_file=None, data_root=None, label_column='label'):
-    """``(paths, raw_labels)`` from a CSV manifest (``path`` column relative
-    to ``data_root`` or to the CSV's folder; optional ``label_column``) or
-    from a recursive, sorted scan of ``data_root`` (labels all None)."""
-    if ann_file is None:
-        if data_root is None or not osp.isdir(data_root):
-            raise ValueError(f'give ann_file or an existing data_root folder '
-                             f'(got {data_root!r})')
-        paths = sorted(
-            osp.join(d, f) for d, _, files in os.walk(data_root)
-            for f in files if f.lower().endswith(VIDEO_EXTENSIONS))
-        return paths, [None] * len(paths)
-    root = data_root if data_root is not None else osp.dirname(
-        osp.abspath(ann_file))
-    with open(ann_file, newline='') as f:
-        reader = csv.DictReader(f)
-        if 'path' not in (reader.fieldnames or ()):
-            raise ValueError(f'{ann_file} has no "path" column')
-        rows = list(reader)
-    paths = [osp.join(root, r['path']) for r in rows]
-    labels = [(r.get(label_column) or None) for r in rows]
-    return paths, labels
+# check='auto' decodes every file end to end below this many files.
+AUTO_DECODE_CHECK_MAX_FILES = 2000
+CHECKS = ('auto', 'decode', 'headers')
 
 
-def _encode_labels(raw):
-    """Integers kept as they are; strings mapped to the index of the class
-    in the sorted class names; None -> -1."""
+@contextlib.contextmanager
+def seeded_rng(*key):
+    """Run a block with torch's, numpy's and python's global generators
+    seeded from ``key``; their previous states come back afterwards."""
+    seed = int(np.random.SeedSequence(list(key)).generate_state(1)[0])
+    np_state, py_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+
+
+def _encode_labels(raw, classes=None):
+    """Labels as int64, -1 where unlabelled, and the class names (None when
+    the labels are integers already and no ``classes`` are given).
+
+    ``classes`` fixes the class order; otherwise string labels become
+    indices of the sorted class names.
+    """
+    if classes is not None:
+        lut = {str(c): i for i, c in enumerate(classes)}
+        unknown = sorted({v for v in raw if v is not None} - set(lut))
+        if unknown:
+            raise ValueError(f'labels {unknown[:5]} are not among the '
+                             f'metainfo classes {list(classes)[:10]}')
+        return np.asarray([lut.get(v, -1) for v in raw], np.int64), \
+            tuple(classes)
     known = [v for v in raw if v is not None]
-    if not known:
-        return np.full(len(raw), -1, np.int64), None
     try:
-        ints = [int(v) if v is not None else -1 for v in raw]
-        classes = tuple(str(c) for c in sorted(set(ints) - {-1}))
-        return np.asarray(ints, np.int64), classes
+        return np.asarray([int(v) if v is not None else -1 for v in raw],
+                          np.int64), None
     except ValueError:
-        classes = tuple(sorted(set(known)))
-        lut = {c: i for i, c in enumerate(classes)}
-        return np.asarray([lut.get(v, -1) for v in raw], np.int64), classes
+        names = tuple(sorted(set(known)))
+        lut = {c: i for i, c in enumerate(names)}
+        return np.asarray([lut.get(v, -1) for v in raw], np.int64), names
 
 
 @DATASETS.register_module()
-class AVClipDataset(Dataset):
-    """Video clips with their time-aligned audio, from one file each.
+class AVClipDataset(BaseDataset):
+    """Audio-visual (or audio-only) files, one item each.
 
     Args:
-        ann_file: CSV with a ``path`` column (relative to ``data_root``, or
-            to the CSV's folder when ``data_root`` is None) and an optional
-            label column. Labels are for evaluation only.
-        data_root: root of the paths, or (without ``ann_file``) a folder
-            scanned recursively for video files (no labels).
-        label_column: name of the label column (``'coarse_label'`` for
-            avobjects); string labels become indices of the sorted classes.
-        num_frames, frame_rate: clip length in frames, sampled at
-            ``frame_rate`` fps (None: the file's own rate).
-        short_side, crop_size: resize, then square crop (random in train).
-        audio_duration, sample_rate: audio window (s) centred on the clip,
-            resampled to mono ``sample_rate`` Hz.
-        n_mels, hop_ms, win_ms: log-mel front end.
-        mode: ``'train'`` (random clip start, random crop, flip) or
-            ``'extract'`` (clip centred in the file, centre crop, no flip).
-        pipeline: None for ``default_pipeline(mode, ...)``, or a list of
-            transform configs/callables on the results dict.
-        probe: read every file's headers now and exclude the files that
-            cannot be opened, lack audio or video, or are shorter than a
-            clip (``self.skipped`` lists ``(path, reason)``).
-
-    ``__getitem__`` returns ``dict(video=uint8 (3, T, crop, crop),
-    audio=float32 (1, n_mels, frames), index=i, label=int or -1)`` and
-    raises ``DecodeError`` for a file that fails to decode (wrap the dataset
-    in ``PseudoLabelDataset`` to skip such files during training).
+        ann_file: CSV manifest with a ``path`` column and optional label
+            column (see ``manifest.py``); '' to scan ``data_root``. As in
+            mmengine, a relative ``ann_file`` is joined to ``data_root``.
+        data_root: root of the manifest's relative paths (default: the
+            CSV's folder), or the folder scanned for media files.
+        pipeline: transform configs (``SampleClip``, ``DecodeAVClip``, ...).
+        label_column: the label column (evaluation only); None: ``label``
+            when the manifest has one. Unlabelled rows get -1.
+        modalities: the streams every file must have and the pipeline
+            decodes: ``('video', 'audio')``, ``('audio',)`` for audio-only
+            files (ESC-50, DCASE), ``('video',)``.
+        pad_short_audio: a file whose audio track ends well before its video
+            is skipped (``audio_short``); True keeps it and pads the missing
+            audio with zeros (the count is logged at build).
+        check: ``'decode'``: decode a clip at the start, middle and end of
+            every file at build; ``'headers'``: read headers only; ``'auto'``:
+            decode when there are at most ``AUTO_DECODE_CHECK_MAX_FILES``.
+            The clip settings come from the pipeline's ``SampleClip`` and
+            ``DecodeAVClip``.
+        check_cache: keep check results beside the manifest (or in the user
+            cache folder), True; not at all, False; or in this folder.
+        check_workers: threads that check files (None: one per core, <= 8).
+        max_undecodable_fraction: the run stops when more than this
+            fraction of the files fail to decode during training.
+        seed: seed of the pipeline's random choices (None: 0, or the
+            runner's seed when ``DatasetEpochHook`` runs).
+        metainfo: ``dict(classes=[...])`` fixes the class order.
+        indices, serialize_data, lazy_init: as in mmengine's ``BaseDataset``.
     """
 
-    def __init__(self, ann_file=None, data_root=None, label_column='label',
-                 num_frames=8, frame_rate=None, short_side=128, crop_size=112,
-                 audio_duration=2.0, sample_rate=16000, n_mels=40, hop_ms=10,
-                 win_ms=25, mode='train', pipeline=None, probe=True):
-        self.ann_file, self.data_root = ann_file, data_root
-        self.clip_cfg = dict(
-            num_frames=num_frames, frame_rate=frame_rate,
-            short_side=short_side, crop_size=crop_size,
-            audio_duration=audio_duration, sample_rate=sample_rate,
-            n_mels=n_mels, hop_ms=hop_ms, win_ms=win_ms)
-        paths, raw = read_file_list(ann_file, data_root, label_column)
-        labels, classes = _encode_labels(raw)
-        self.metainfo = dict(classes=classes) if classes else {}
-        self.samples = [dict(path=p, label=int(l), duration=None, fps=None)
-                        for p, l in zip(paths, labels)]
-        self.skipped = []
-        if probe:
-            self._probe_all()
-        if not self.samples:
-            raise ValueError(
-                f'AVClipDataset: no usable file in '
-                f'{ann_file or data_root!r} ({len(paths)} listed, '
-                f'{len(self.skipped)} skipped: '
-                f'{dict(Counter(r for _, r in self.skipped))})')
-        self._set_mode(mode, pipeline)
+    def __init__(self, ann_file='', data_root='', pipeline=(),
+                 label_column=None, modalities=('video', 'audio'),
+                 pad_short_audio=False, check='auto', check_cache=True,
+                 check_workers=None, max_undecodable_fraction=0.05,
+                 seed=None, metainfo=None, indices=None, serialize_data=True,
+                 lazy_init=False):
+        if check not in CHECKS:
+            raise ValueError(f'check must be one of {CHECKS}, not {check!r}')
+        if not 0 <= max_undecodable_fraction <= 1:
+            raise ValueError('max_undecodable_fraction must be in [0, 1], '
+                             f'got {max_undecodable_fraction}')
+        self.label_column = label_column
+        self.modalities = tuple(modalities)
+        self.pad_short_audio = pad_short_audio
+        self.check, self.check_cache = check, check_cache
+        self.check_workers = check_workers
+        self.max_undecodable_fraction = max_undecodable_fraction
+        self.seed, self.epoch = seed, 0
+        self.skipped = []  # (path, status) of the files left out at build
+        self._undecodable = set()  # indices that failed in this process
+        self._source = None  # the manifest or folder read
+        # Transforms are looked up in the xdc scope even when the dataset is
+        # built outside a runner.
+        with DefaultScope.overwrite_default_scope(SCOPE):
+            super().__init__(
+                ann_file=ann_file or '', metainfo=metainfo,
+                data_root=data_root or '', pipeline=list(pipeline),
+                indices=indices, serialize_data=serialize_data,
+                lazy_init=lazy_init)
 
-    def _set_mode(self, mode, pipeline):
-        if mode not in ('train', 'extract'):
-            raise ValueError(
-                f"mode must be 'train' or 'extract', not {mode!r}")
-        self.mode = mode
-        self.pipeline = build_pipeline(
-            pipeline if pipeline is not None else
-            default_pipeline(mode, **self.clip_cfg))
+    # -- build ----------------------------------------------------------
+    def load_data_list(self):
+        files = read_file_list(self.ann_file, self.data_root,
+                               self.label_column,
+                               extensions_for(self.modalities))
+        if files.summary():
+            print_log(files.summary(), logger='current',
+                      level=logging.WARNING)
+        labels, classes = _encode_labels(files.labels,
+                                         self._metainfo.get('classes'))
+        if classes is not None:
+            self._metainfo['classes'] = classes
+        self._source = files.source
+        return [dict(path=p, label=int(l))
+                for p, l in zip(files.paths, labels)]
 
-    def _probe_all(self):
-        kept = []
-        for s in self.samples:
-            try:
-                info = probe_clip_source(s['path'],
-                                         self.clip_cfg['num_frames'],
-                                         self.clip_cfg['frame_rate'])
-            except DecodeError as e:
-                self.skipped.append((s['path'], e.kind))
-                continue
-            kept.append(dict(s, duration=info.duration, fps=info.fps))
-        self.samples = kept
+    def check_settings(self, num_files):
+        """The ``CheckSettings`` of this dataset's pipeline, for a list of
+        ``num_files`` files."""
+        transforms = self.pipeline.transforms
+        sample = next((t for t in transforms if isinstance(t, SampleClip)),
+                      None)
+        decode = next((t for t in transforms
+                       if isinstance(t, DecodeAVClip)), None)
+        full = self.check == 'decode' or (
+            self.check == 'auto' and
+            num_files <= AUTO_DECODE_CHECK_MAX_FILES)
+        return CheckSettings(
+            modalities=self.modalities,
+            num_frames=sample.num_frames if sample else None,
+            frame_rate=sample.frame_rate if sample else None,
+            clip_duration=sample.clip_duration if sample else 0.0,
+            audio_duration=decode.audio_duration if decode else None,
+            sample_rate=decode.sample_rate if decode else 16000,
+            full_decode=bool(full and sample and decode))
+
+    def filter_data(self):
+        """Keep the files that pass ``check_file`` (see ``check``)."""
+        settings = self.check_settings(len(self.data_list))
+        cache = None
+        if self.check_cache:
+            folder = None if self.check_cache is True else self.check_cache
+            cache = CheckCache(self._source, settings, folder)
+        results = check_files([d['path'] for d in self.data_list], settings,
+                              self.check_workers,
+                              progress=dist.is_main_process(), cache=cache)
+        accepted = {'ok', 'audio_short'} if self.pad_short_audio else {'ok'}
+        kept, padded = [], []
+        for info, result in zip(self.data_list, results):
+            if result.status in accepted:
+                kept.append(dict(info, duration=result.duration,
+                                 fps=result.fps))
+                if result.status == 'audio_short':
+                    padded.append(info['path'])
+            else:
+                self.skipped.append((info['path'], result.status))
+        self._log_build(len(self.data_list), padded)
+        if not kept:
+            raise ValueError(
+                f'{type(self).__name__}: no usable file in {self._source!r} '
+                f'({len(self.data_list)} listed, all skipped: '
+                f'{dict(Counter(s for _, s in self.skipped))})')
+        return kept
+
+    def _log_build(self, listed, padded):
         if self.skipped:
-            counts = Counter(r for _, r in self.skipped)
-            first = ', '.join(f'{p} ({r})' for p, r in self.skipped[:5])
+            counts = Counter(s for _, s in self.skipped)
+            first = ', '.join(f'{p} ({s})' for p, s in self.skipped[:5])
             print_log(
-                f'AVClipDataset: skipped {len(self.skipped)} of '
-                f'{len(self.skipped) + len(kept)} files '
-                f'({", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))}'
+                f'{type(self).__name__}: skipped {len(self.skipped)} of '
+                f'{listed} files ('
+                f'{", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))}'
                 f'); first: {first}', logger='current',
                 level=logging.WARNING)
+        if padded:
+            print_log(
+                f'{type(self).__name__}: {len(padded)} files have an audio '
+                'track that ends before their video; their audio is padded '
+                f'with zeros (pad_short_audio=True); first: {padded[:5]}',
+                logger='current', level=logging.WARNING)
 
-    def with_mode(self, mode, pipeline=None):
-        """A copy in ``mode`` sharing this dataset's validated file list (same
-        files, same order, no re-probe). A custom ``pipeline`` is not
-        carried over (it is mode specific): pass the new one."""
-        other = copy.copy(self)
-        other._set_mode(mode, pipeline)
-        return other
+    # -- items ----------------------------------------------------------
+    def set_epoch(self, epoch):
+        """Seed the next samples with ``epoch`` (seen by DataLoader workers
+        created after this call)."""
+        self.epoch = epoch
 
-    def __len__(self):
-        return len(self.samples)
+    def get_data_info(self, idx):
+        info = super().get_data_info(idx)
+        info.update(index=info['sample_idx'], modalities=self.modalities,
+                    pad_short_audio=self.pad_short_audio)
+        return info
 
-    def get_path(self, index):
-        return self.samples[index]['path']
+    def prepare_data(self, idx):
+        info = self.get_data_info(idx)
+        with seeded_rng(self.seed or 0, self.epoch, info['index']):
+            return self.pipeline(info)
+
+    def __getitem__(self, idx):
+        if not self._fully_initialized:
+            self.full_init()
+        n = len(self)
+        for step in range(n):
+            j = (idx + step) % n
+            if j in self._undecodable:
+                continue
+            try:
+                return self.prepare_data(j)
+            except DecodeError as e:
+                self._count_failure(j, e)
+        raise RuntimeError(f'{type(self).__name__}: no file decodes')
+
+    def _count_failure(self, index, error):
+        self._undecodable.add(index)
+        limit = self.max_undecodable_fraction * len(self)
+        print_log(
+            f'{type(self).__name__}: skipping index {index} ({error.path}): '
+            f'{error.kind}: {error.reason} [{len(self._undecodable)} '
+            f'undecodable files met by this process (pid {os.getpid()}); '
+            f'the run stops above {limit:g}]', logger='current',
+            level=logging.WARNING)
+        if len(self._undecodable) > limit:
+            raise RuntimeError(
+                f'{type(self).__name__}: {len(self._undecodable)} of '
+                f'{len(self)} files failed to decode, more than '
+                f'max_undecodable_fraction={self.max_undecodable_fraction}. '
+                'Run tools/check_manifest.py --write-clean on the manifest '
+                'and train on the clean one.')
 
     def get_labels(self):
-        """Labels as int64 (N,), -1 where unknown (evaluation only)."""
-        return np.asarray([s['label'] for s in self.samples], np.int64)
-
-    def __getitem__(self, index):
-        s = self.samples[index]
-        if s['duration'] is None:  # built with probe=False
-            info = probe(s['path'])
-            s = dict(s, duration=info.duration, fps=info.fps)
-        return self.pipeline(dict(s, index=index))
-
-    def __repr__(self):
-        return (f'{type(self).__name__}(n={len(self)}, mode={self.mode!r}, '
-                f'skipped={len(self.skipped)}, {self.clip_cfg})')
+        """Labels as int64 (N,), -1 where unlabelled (evaluation only)."""
+        return np.asarray([self.get_data_info(i)['label']
+                           for i in range(len(self))], np.int64)

@@ -17,18 +17,27 @@ Audio window:
     starts at 0 and the missing tail is zero-padded; the few samples missing
     when an audio stream starts after the container start are zero-filled at
     the front so that the window stays aligned with the video.
+Audio shorter than video:
+    an audio track that ends more than ``AUDIO_SHORT_TOLERANCE`` before the
+    video is a decode failure of kind ``audio_short`` (the windows past its
+    end would be silence), unless ``pad_short_audio=True`` asks for zeros.
+Audio-only files (``modalities=('audio',)``): the "clip" is a window of
+    ``clip_duration`` seconds; the file's duration is its audio stream's.
 """
-import math
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import av
 import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
-__all__ = ['DecodeError', 'VideoInfo', 'probe', 'decode_video',
-           'decode_audio', 'decode_clip', 'clip_seconds', 'probe_clip_source']
+from xdc_plugin.data.media_info import (AUDIO_SHORT_TOLERANCE, DecodeError,
+                                        VideoInfo, container_origin,
+                                        open_media, probe, read_info,
+                                        stream_span)
+
+__all__ = ['DecodeError', 'VideoInfo', 'probe', 'decode_clip',
+           'decode_clips', 'audio_window']
 
 # Seek this much before the wanted time: some demuxers (ogg, mpeg-ps) seek
 # imprecisely and may land slightly after the requested timestamp.
@@ -42,118 +51,12 @@ _END_SLACK = 1.0
 _MAX_BAD_PACKETS = 32
 
 
-class DecodeError(RuntimeError):
-    """A file that cannot give the requested clip.
-
-    ``kind`` is one of ``'unreadable'``, ``'no_video'``, ``'no_audio'``,
-    ``'truncated'``, ``'too_short'``; ``reason`` is a human message.
-    """
-
-    KINDS = ('unreadable', 'no_video', 'no_audio', 'truncated', 'too_short')
-
-    def __init__(self, path, reason, kind='unreadable'):
-        assert kind in self.KINDS, kind
-        self.path, self.reason, self.kind = str(path), reason, kind
-        super().__init__(f'cannot decode {self.path!r}: {kind}: {reason}')
-
-    def __reduce__(self):  # picklable across DataLoader workers
-        return DecodeError, (self.path, self.reason, self.kind)
-
-
-@dataclass
-class VideoInfo:
-    """Header information; times in seconds from the container start."""
-    path: str
-    duration: float          # of the video stream (container if unknown)
-    fps: float               # average frame rate of the video stream
-    width: int
-    height: int
-    has_audio: bool
-    audio_sample_rate: int = 0
-    audio_channels: int = 0
-    container_duration: float = 0.0
-
-
-def clip_seconds(num_frames, fps):
-    """Span of a clip of ``num_frames`` frames at ``fps``."""
-    return num_frames / fps
-
-
-def _open(path):
-    try:
-        return av.open(str(path), metadata_errors='ignore')
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise DecodeError(path, f'cannot open: {e}') from e
-
-
-def _origin(container):
-    return container.start_time / 1e6 if container.start_time else 0.0
-
-
-def _stream_span(container, stream):
-    """(start, end) of ``stream`` in seconds from the container origin."""
-    origin = _origin(container)
-    start = (float(stream.start_time * stream.time_base) - origin
-             if stream.start_time is not None else 0.0)
-    if stream.duration:
-        return start, start + float(stream.duration * stream.time_base)
-    if container.duration:
-        return start, container.duration / 1e6
-    return start, math.nan
-
-
-def _info(container, path):
-    if not container.streams.video:
-        raise DecodeError(path, 'the file has no video stream', 'no_video')
-    vs = container.streams.video[0]
-    rate = vs.average_rate or vs.guessed_rate or vs.base_rate
-    if not rate:
-        raise DecodeError(path, 'the video stream has no frame rate')
-    _, vend = _stream_span(container, vs)
-    cdur = container.duration / 1e6 if container.duration else vend
-    if not cdur or math.isnan(cdur) or cdur <= 0:
-        raise DecodeError(path, 'the header gives no duration')
-    aud = container.streams.audio[0] if container.streams.audio else None
-    return VideoInfo(
-        path=str(path), duration=float(min(vend, cdur)
-                                       if not math.isnan(vend) else cdur),
-        fps=float(rate), width=vs.codec_context.width,
-        height=vs.codec_context.height, has_audio=aud is not None,
-        audio_sample_rate=aud.codec_context.sample_rate if aud else 0,
-        audio_channels=aud.codec_context.channels if aud else 0,
-        container_duration=float(cdur))
-
-
-def probe(path) -> VideoInfo:
-    """Read the headers only (no frame is decoded by us).
-
-    Raises ``DecodeError`` (``unreadable`` or ``no_video``); a file without
-    audio is reported with ``has_audio=False``.
-    """
-    with _open(path) as container:
-        return _info(container, path)
-
-
-def probe_clip_source(path, num_frames, frame_rate=None) -> VideoInfo:
-    """``probe``, then refuse a file that cannot give a ``num_frames`` clip
-    at ``frame_rate`` (None: its own) with audio: ``DecodeError`` of kind
-    ``no_audio`` or ``too_short`` (or ``probe``'s own)."""
-    info = probe(path)
-    if not info.has_audio:
-        raise DecodeError(path, 'the file has no audio stream', 'no_audio')
-    span = clip_seconds(num_frames, frame_rate or info.fps)
-    if info.duration < span:
-        raise DecodeError(path, f'{info.duration:.3f}s < clip {span:.3f}s',
-                          'too_short')
-    return info
-
-
 class _Source:
     """One file opened for decoding; reopened when a seek is impossible."""
 
     def __init__(self, path):
         self.path = path
-        self.container = _open(path)
+        self.container = open_media(path)
         self.fresh = True  # positioned at the start of the file
 
     def close(self):
@@ -161,7 +64,7 @@ class _Source:
 
     def _reopen(self):
         self.container.close()
-        self.container = _open(self.path)
+        self.container = open_media(self.path)
         self.fresh = True
 
     def _seek(self, stream, t):
@@ -172,7 +75,8 @@ class _Source:
         if t == 0.0 and self.fresh:
             return False
         try:
-            ts = int((t + _origin(self.container)) / stream.time_base)
+            origin = container_origin(self.container)
+            ts = int((t + origin) / stream.time_base)
             self.container.seek(ts, stream=stream, backward=True,
                                 any_frame=False)
             return t > 0
@@ -192,7 +96,7 @@ class _Source:
         """
         seeked = self._seek(getattr(self.container.streams, kind)[0], t0)
         stream = getattr(self.container.streams, kind)[0]  # may be reopened
-        origin = _origin(self.container)
+        origin = container_origin(self.container)
         while True:
             self.fresh = False
             last, step, late, bad = None, 0.0, False, 0
@@ -230,7 +134,6 @@ class _Source:
 def decode_video(src: _Source, start_sec, num_frames, fps, info: VideoInfo):
     """``num_frames`` RGB frames at ``fps`` from ``start_sec``:
     uint8 tensor (T, H, W, 3)."""
-    src.container.streams.video[0].thread_type = 'AUTO'
     targets = start_sec + np.arange(num_frames) / fps
     picked, prev, k = [], None, 0
     for t, frame in src.frames('video', start_sec):
@@ -263,9 +166,15 @@ def decode_video(src: _Source, start_sec, num_frames, fps, info: VideoInfo):
     return torch.from_numpy(np.stack([arrays[id(f)] for _, f in picked]))
 
 
-def decode_audio(src: _Source, start, duration, sample_rate):
+def decode_audio(src: _Source, start, duration, sample_rate,
+                 video_end=None, pad_short_audio=False):
     """Mono float32 tensor (1, round(duration * sample_rate)) from
-    ``start`` (seconds from origin), zero-padded past the stream's end."""
+    ``start`` (seconds from origin), zero-padded past the stream's end.
+
+    ``DecodeError`` ``truncated`` when the stream ends before its header
+    says; ``audio_short`` when it ends more than ``AUDIO_SHORT_TOLERANCE``
+    before ``video_end`` (the video's end) inside the window, unless
+    ``pad_short_audio``."""
     container = src.container
     if not container.streams.audio:
         raise DecodeError(src.path, 'the file has no audio stream',
@@ -273,7 +182,7 @@ def decode_audio(src: _Source, start, duration, sample_rate):
     stream = container.streams.audio[0]
     # Header promise: the stream's own duration, else the container's (only
     # the longest stream's, hence the slack).
-    _, promised = _stream_span(container, stream)
+    _, promised = stream_span(container, stream)
     slack = 0.25 if stream.duration else _END_SLACK
     n = int(round(duration * sample_rate))
     resampler = av.AudioResampler(format='flt', layout='mono',
@@ -293,18 +202,27 @@ def decode_audio(src: _Source, start, duration, sample_rate):
     else:
         chunks += [f.to_ndarray().reshape(-1)
                    for f in resampler.resample(None)]  # flush
-    if first_t is None:
-        raise DecodeError(src.path, f'no audio decodable from {start:.3f}s',
-                          'truncated')
     samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    offset = int(round((start - first_t) * sample_rate))
+    offset = int(round((start - first_t) * sample_rate)) if first_t is not \
+        None else 0
     if offset < 0:  # the audio stream starts after the window start
         samples = np.concatenate([np.zeros(-offset, np.float32), samples])
         offset = 0
-    end = start + (len(samples) - offset) / sample_rate
+    end = start + max(len(samples) - offset, 0) / sample_rate
+    got = (f'audio ends at {first_t + have / sample_rate:.3f}s'
+           if first_t is not None else f'no audio from {start:.3f}s')
     if end < min(start + duration, promised) - slack:
-        raise DecodeError(src.path, f'audio ends at {end:.3f}s, header '
-                          f'promises {promised:.3f}s', 'truncated')
+        raise DecodeError(src.path, f'{got}, header promises '
+                          f'{promised:.3f}s', 'truncated')
+    # Without its own duration, the video's end is the container's (the
+    # longest stream's): as loose as the truncation check.
+    video = container.streams.video[0] if container.streams.video else None
+    short_slack = AUDIO_SHORT_TOLERANCE if video and video.duration else \
+        max(AUDIO_SHORT_TOLERANCE, _END_SLACK)
+    if (video_end is not None and not pad_short_audio and
+            end < min(start + duration, video_end) - short_slack):
+        raise DecodeError(src.path, f'{got}, the video ends at '
+                          f'{video_end:.3f}s', 'audio_short')
     window = samples[offset:offset + n]
     if len(window) < n:  # file audio shorter than the window: pad the end
         window = np.pad(window, (0, n - len(window)))
@@ -318,10 +236,65 @@ def audio_window(centre, audio_duration, file_duration):
     return max(0.0, min(start, file_duration - audio_duration))
 
 
+def decode_clips(path, starts: Sequence[float], num_frames: int = 8,
+                 frame_rate: Optional[float] = None,
+                 clip_duration: Optional[float] = None,
+                 audio_duration: Optional[float] = 2.0,
+                 sample_rate: int = 16000,
+                 modalities: Sequence[str] = ('video', 'audio'),
+                 pad_short_audio: bool = False):
+    """Decode one clip per start (s) of ``path``, opening the file once.
+
+    A clip spans ``clip_duration`` seconds, or (None) ``num_frames`` frames
+    at ``frame_rate`` (None: the file's rate). Video: ``num_frames`` frames
+    from each start; audio: an ``audio_duration`` window centred on each
+    clip (see the module doc). ``modalities`` says which to decode;
+    ``('audio',)`` accepts audio-only files (then give ``clip_duration``).
+
+    Returns ``(video, audio, info)``: uint8 (K, T, H, W, 3) or None,
+    float32 (K, 1, S) or None, and the file's ``VideoInfo``.
+    """
+    want_video = 'video' in modalities
+    want_audio = 'audio' in modalities and audio_duration is not None
+    src = _Source(path)
+    try:
+        info = read_info(src.container, path, require_video=want_video)
+        fps = float(frame_rate or info.fps)
+        span = clip_duration if clip_duration is not None else \
+            num_frames / fps
+        # The last clip may end one frame after the last frame's start.
+        tolerance = 1.0 / info.fps if info.has_video else 1e-3
+        for start in starts:
+            if start < 0 or start + span > info.duration + tolerance:
+                raise DecodeError(
+                    path, f'clip [{start:.3f}, {start + span:.3f}]s is '
+                    f'outside the file ({info.duration:.3f}s)', 'too_short')
+        if want_audio and not info.has_audio:
+            raise DecodeError(path, 'the file has no audio stream',
+                              'no_audio')
+        video = audio = None
+        if want_video:
+            src.container.streams.video[0].thread_type = 'AUTO'
+            video = torch.stack([decode_video(src, s, num_frames, fps, info)
+                                 for s in starts])
+        if want_audio:
+            video_end = info.duration if info.has_video else None
+            audio = torch.stack([decode_audio(
+                src, audio_window(s + span / 2, audio_duration,
+                                  info.container_duration),
+                audio_duration, sample_rate, video_end, pad_short_audio)
+                for s in starts])
+    except av.FFmpegError as e:  # demuxer errors on corrupt data
+        raise DecodeError(path, f'decoding failed: {e}', 'truncated') from e
+    finally:
+        src.close()
+    return video, audio, info
+
+
 def decode_clip(path, start_sec: float = 0.0, num_frames: int = 8,
                 frame_rate: Optional[float] = None,
                 audio_duration: Optional[float] = 2.0,
-                sample_rate: int = 16000
+                sample_rate: int = 16000, pad_short_audio: bool = False
                 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Decode a clip and its centred audio window from ``path``.
 
@@ -329,26 +302,8 @@ def decode_clip(path, start_sec: float = 0.0, num_frames: int = 8,
     with ``S = round(audio_duration * sample_rate)`` (``audio`` is None when
     ``audio_duration`` is None). Raises ``DecodeError``.
     """
-    src = _Source(path)
-    try:
-        info = _info(src.container, path)
-        fps = float(frame_rate or info.fps)
-        span = clip_seconds(num_frames, fps)
-        if start_sec < 0 or start_sec + span > info.duration + 1.0 / info.fps:
-            raise DecodeError(
-                path, f'clip [{start_sec:.3f}, {start_sec + span:.3f}]s is '
-                f'outside the file ({info.duration:.3f}s)', 'too_short')
-        if audio_duration is not None and not info.has_audio:
-            raise DecodeError(path, 'the file has no audio stream',
-                              'no_audio')
-        video = decode_video(src, start_sec, num_frames, fps, info)
-        audio = None
-        if audio_duration is not None:
-            a0 = audio_window(start_sec + span / 2, audio_duration,
-                              info.container_duration)
-            audio = decode_audio(src, a0, audio_duration, sample_rate)
-    except av.FFmpegError as e:  # demuxer errors on corrupt data
-        raise DecodeError(path, f'decoding failed: {e}', 'truncated') from e
-    finally:
-        src.close()
-    return video, audio
+    video, audio, _ = decode_clips(
+        path, [start_sec], num_frames, frame_rate,
+        audio_duration=audio_duration, sample_rate=sample_rate,
+        pad_short_audio=pad_short_audio)
+    return video[0], None if audio is None else audio[0]

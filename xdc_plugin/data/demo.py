@@ -20,6 +20,7 @@ synchrony cue that says nothing about the class).
 Files: H.264 (libx264, yuv420p) + AAC (16 kHz mono) mp4 written by PyAV,
 ``manifest.csv`` with ``path,label`` (the hidden class name), and a
 ``.complete`` marker written last that makes generation idempotent.
+``DemoAVDataset`` is the dataset that writes them on first use.
 """
 import csv
 import json
@@ -28,9 +29,14 @@ import os.path as osp
 
 import av
 import numpy as np
+from mmengine import dist
 from tqdm import tqdm
 
-__all__ = ['make_demo_dataset', 'write_mp4', 'DEMO_CLASSES']
+from xdc_plugin.data.dataset import AVClipDataset
+from xdc_plugin.registry import DATASETS
+
+__all__ = ['make_demo_dataset', 'write_mp4', 'DEMO_CLASSES',
+           'DemoAVDataset']
 
 SHAPES = ('circle', 'square', 'triangle', 'cross')
 MOTIONS = ('horizontal', 'vertical', 'orbit', 'diagonal')
@@ -206,3 +212,23 @@ def make_demo_dataset(root, num_classes=4, clips_per_class=40, duration=3.0,
     with open(marker, 'w') as f:
         json.dump(params, f)
     return manifest
+
+
+@DATASETS.register_module()
+class DemoAVDataset(AVClipDataset):
+    """The demo set under ``data_root`` (``manifest.csv``, label column
+    ``label``), made there on first use: ``generate`` holds the arguments
+    of ``make_demo_dataset`` (num_classes, clips_per_class, seed, ...). In
+    distributed runs rank 0 writes it while the other ranks wait. Other
+    arguments are ``AVClipDataset``'s."""
+
+    def __init__(self, data_root='data/xdc_demo', generate=None, **kwargs):
+        self.generate = dict(generate or {})
+        super().__init__(ann_file='manifest.csv', data_root=data_root,
+                         **kwargs)
+
+    def load_data_list(self):
+        if dist.is_main_process():
+            make_demo_dataset(self.data_root, **self.generate)
+        dist.barrier()
+        return super().load_data_list()

@@ -1,107 +1,143 @@
-"""Check that every file of a manifest (or folder) gives clips with audio.
+"""The list of media files of a dataset: a CSV manifest or a folder scan.
 
-Each file is probed, then (``full_decode=True``) a clip at the start, the
-middle and the end of the file is decoded with its audio window, which
-finds the truncated files that the header probe alone lets through.
+A manifest is a CSV file with a ``path`` column (relative to the CSV's folder
+or to ``data_root``, or absolute) and optional other columns, one of which
+may hold labels (evaluation only). Parsing is forgiving where the intent is
+clear and strict where it is not:
+
+* a UTF-8 byte-order mark and spaces around header names and values are
+  ignored (``path, label`` works);
+* a label column that is asked for but absent is an error naming the
+  columns that exist; without ``label_column``, a ``label`` column is used
+  when there is one;
+* an empty or NaN-like label (``''``, ``nan``, ``NA``, ``N/A``, ``null``,
+  ``None``) means unlabelled;
+* rows repeating an earlier row's path are reported as duplicates;
+* a manifest or folder without any file is an error.
 """
 import csv
+import os
 import os.path as osp
-from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
-from xdc_plugin.data.dataset import read_file_list
-from xdc_plugin.data.decode import (DecodeError, clip_seconds, decode_clip,
-                                    probe_clip_source)
+__all__ = ['FileList', 'read_file_list', 'extensions_for',
+           'VIDEO_EXTENSIONS', 'AUDIO_EXTENSIONS']
 
-__all__ = ['check_file', 'check_manifest', 'ManifestReport', 'STATUSES']
-
-STATUSES = ('ok', 'unreadable', 'no_audio', 'no_video', 'truncated',
-            'too_short')
-
-
-def check_file(path, num_frames=8, frame_rate=None, audio_duration=2.0,
-               sample_rate=16000, full_decode=True):
-    """``(status, detail)`` of one file; status is one of ``STATUSES``."""
-    try:
-        info = probe_clip_source(path, num_frames, frame_rate)
-        if full_decode:
-            last = info.duration - clip_seconds(num_frames,
-                                                frame_rate or info.fps)
-            for start in (0.0, last / 2, last):
-                decode_clip(path, start, num_frames, frame_rate,
-                            audio_duration, sample_rate)
-    except DecodeError as e:
-        return e.kind, e.reason
-    return 'ok', ''
+VIDEO_EXTENSIONS = ('.mp4', '.m4v', '.mov', '.avi', '.mkv', '.webm', '.ogv',
+                    '.mpeg', '.mpg', '.flv', '.3gp', '.wmv')
+AUDIO_EXTENSIONS = ('.wav', '.flac', '.ogg', '.oga', '.mp3', '.m4a', '.aac',
+                    '.opus')
 
 
-def _check(args):
-    return check_file(*args[0], **args[1])
+def extensions_for(modalities):
+    """File endings a folder scan picks up for data of ``modalities``."""
+    if 'video' in modalities:
+        return VIDEO_EXTENSIONS
+    return AUDIO_EXTENSIONS + VIDEO_EXTENSIONS
+
+
+# Label values that mean "no label" (compared lower-cased).
+MISSING_LABELS = frozenset({'', 'nan', 'na', 'n/a', 'null', 'none', '<na>'})
 
 
 @dataclass
-class ManifestReport:
-    """Per-file results: ``rows`` of ``(path, status, detail)``."""
-    rows: List[Tuple[str, str, str]] = field(default_factory=list)
-    labels: list = field(default_factory=list)
+class FileList:
+    """Files of a dataset in manifest order.
+
+    ``paths``: full paths; ``labels``: the raw label strings (None when
+    unlabelled, or all None without a label column); ``rows``: the
+    manifest's rows as read (header names stripped); ``duplicates``: pairs
+    ``(row, first_row)`` of rows whose path an earlier row already has.
+    """
+    source: str
+    paths: List[str]
+    labels: List[Optional[str]]
+    columns: List[str] = field(default_factory=lambda: ['path'])
+    label_column: Optional[str] = None
+    rows: List[dict] = field(default_factory=list)
+    duplicates: List[Tuple[int, int]] = field(default_factory=list)
 
     @property
-    def counts(self):
-        c = Counter(s for _, s, _ in self.rows)
-        return {s: c.get(s, 0) for s in STATUSES}
+    def num_unlabelled(self):
+        """Rows without a label, when there is a label column."""
+        if self.label_column is None:
+            return 0
+        return sum(label is None for label in self.labels)
 
-    def paths(self, status):
-        return [p for p, s, _ in self.rows if s == status]
-
-    def table(self, max_paths=5):
-        lines = [f'{"status":<11} {"count":>6}  paths',
-                 f'{"-" * 11} {"-" * 6}  {"-" * 40}']
-        for status, n in self.counts.items():
-            shown = self.paths(status)[:max_paths] if status != 'ok' else []
-            more = f' (+{n - len(shown)} more)' if shown and n > len(shown) \
-                else ''
-            lines.append(f'{status:<11} {n:>6}  {", ".join(shown)}{more}')
-        lines.append(f'{"total":<11} {len(self.rows):>6}')
-        return '\n'.join(lines)
-
-    def write_clean(self, out_csv):
-        """Write ``path,label`` for the ok files (paths relative to the
-        output CSV's folder); return the number of rows."""
-        folder = osp.dirname(osp.abspath(out_csv))
-        n = 0
-        with open(out_csv, 'w', newline='') as f:
-            writer = csv.writer(f)
-            writer.writerow(['path', 'label'])
-            for (path, status, _), label in zip(self.rows, self.labels):
-                if status == 'ok':
-                    writer.writerow([osp.relpath(path, folder),
-                                     '' if label is None else label])
-                    n += 1
-        return n
+    def summary(self):
+        """One line on duplicates and unlabelled rows ('' when neither)."""
+        notes = []
+        if self.duplicates:
+            shown = ', '.join(f'line {r + 2} repeats line {f + 2}'
+                              for r, f in self.duplicates[:3])
+            notes.append(f'{len(self.duplicates)} duplicate rows ({shown})')
+        if self.num_unlabelled:
+            notes.append(f'{self.num_unlabelled} rows without a '
+                         f'{self.label_column!r} value (unlabelled: -1, '
+                         'left out of the cluster-quality metrics)')
+        return f'{self.source}: ' + '; '.join(notes) if notes else ''
 
 
-def check_manifest(source, data_root=None, label_column='label',
-                   num_workers=0, full_decode=True, num_frames=8,
-                   frame_rate=None, audio_duration=2.0, sample_rate=16000):
-    """Check every file of ``source`` (a CSV manifest or a folder).
+def _missing(value):
+    return value is None or value.strip().lower() in MISSING_LABELS
 
-    ``num_workers > 0`` checks files in that many processes.
-    """
-    if osp.isdir(source):
-        paths, labels = read_file_list(None, source)
-    else:
-        paths, labels = read_file_list(source, data_root, label_column)
-    kwargs = dict(num_frames=num_frames, frame_rate=frame_rate,
-                  audio_duration=audio_duration, sample_rate=sample_rate,
-                  full_decode=full_decode)
-    jobs = [((p,), kwargs) for p in paths]
-    if num_workers > 0:
-        with ProcessPoolExecutor(num_workers) as pool:
-            results = list(pool.map(_check, jobs, chunksize=4))
-    else:
-        results = [_check(j) for j in jobs]
-    return ManifestReport(
-        rows=[(p, s, d) for p, (s, d) in zip(paths, results)],
-        labels=labels)
+
+def _read_csv(ann_file, data_root, label_column):
+    # utf-8-sig drops a byte-order mark (Excel writes one).
+    with open(ann_file, newline='', encoding='utf-8-sig') as f:
+        reader = csv.reader(f, skipinitialspace=True)
+        header = [name.strip() for name in next(reader, [])]
+        rows = [dict(zip(header, (v.strip() for v in values)))
+                for values in reader if any(v.strip() for v in values)]
+    if 'path' not in header:
+        raise ValueError(f'{ann_file} has no "path" column (columns: '
+                         f'{header})')
+    if label_column is None:
+        label_column = 'label' if 'label' in header else None
+    elif label_column not in header:
+        raise ValueError(f'{ann_file} has no {label_column!r} column; its '
+                         f'columns are {header}')
+    if not rows:
+        raise ValueError(f'{ann_file} lists no file')
+    root = data_root or osp.dirname(osp.abspath(ann_file))
+    paths, labels, first_row, duplicates = [], [], {}, []
+    for i, row in enumerate(rows):
+        if not row.get('path'):
+            raise ValueError(f'{ann_file}: line {i + 2} has no path')
+        path = osp.normpath(osp.join(root, row['path']))
+        if path in first_row:
+            duplicates.append((i, first_row[path]))
+        first_row.setdefault(path, i)
+        paths.append(path)
+        value = row.get(label_column) if label_column else None
+        labels.append(None if _missing(value) else value)
+    return FileList(str(ann_file), paths, labels, header, label_column,
+                    rows, duplicates)
+
+
+def _scan(folder, extensions):
+    paths = sorted(
+        osp.join(d, f) for d, _, files in os.walk(folder)
+        for f in files if f.lower().endswith(extensions))
+    if not paths:
+        raise ValueError(f'{folder} holds no file ending in {extensions}')
+    return FileList(str(folder), paths, [None] * len(paths),
+                    rows=[dict(path=osp.relpath(p, folder)) for p in paths])
+
+
+def read_file_list(ann_file=None, data_root=None, label_column=None,
+                   extensions=VIDEO_EXTENSIONS):
+    """The ``FileList`` of a CSV manifest ``ann_file`` (paths relative to
+    ``data_root``, else to the CSV's folder) or, without ``ann_file``, of
+    a recursive sorted scan of the folder ``data_root`` for files ending in
+    one of ``extensions`` (no labels)."""
+    if ann_file:
+        return _read_csv(ann_file, data_root, label_column)
+    if not data_root or not osp.isdir(data_root):
+        raise ValueError(f'give ann_file or an existing data_root folder '
+                         f'(got {data_root!r})')
+    if label_column is not None:
+        raise ValueError(f'label_column={label_column!r} needs a manifest; '
+                         f'a folder scan has no labels')
+    return _scan(data_root, tuple(extensions))

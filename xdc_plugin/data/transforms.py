@@ -1,84 +1,128 @@
-"""Transforms on the results dict of ``AVClipDataset`` (mmengine style).
+"""Registered transforms on the results dict of ``AVClipDataset`` (mmcv
+``BaseTransform``: dict in, dict out), written as pipelines in configs.
 
-Keys: ``path``, ``index``, ``label``, ``duration`` and ``fps`` (from the
-probe) come in; ``SampleClip`` adds ``start_sec``; ``DecodeAVClip`` adds
-``video`` (uint8, (T, 3, H, W) while spatial transforms run) and ``audio``
-(float32 (1, S) waveform); ``PackAVInputs`` leaves ``video`` (3, T, H, W),
-``audio`` (1, n_mels, frames), ``index`` and ``label``.
+Keys: ``path``, ``index``, ``label``, ``duration``, ``fps``, ``modalities``
+and ``pad_short_audio`` come from the dataset; ``SampleClip`` adds
+``clip_starts``, ``clip_duration``, ``num_frames``, ``frame_rate`` and
+``num_clips``; ``DecodeAVClip`` adds ``video`` (uint8 (K, T, 3, H, W) while
+the spatial transforms run) and ``audio`` (float32 (K, 1, S) waveforms) and
+``sample_rate``; ``PackAVInputs`` leaves ``video`` (3, T, H, W), ``audio``
+(1, n_mels, frames), ``index`` and ``label``, with a leading clip dimension
+K when ``num_clips > 1``.
 
-Video stays uint8 on the CPU: normalisation is done by the model's data
-preprocessor, on the device. All randomness uses torch's generator, which
-the DataLoader seeds differently in every worker.
+Video stays uint8 on the CPU: the model's data preprocessor normalises it on
+the device. Every random choice draws from torch's global generator, which
+``AVClipDataset`` seeds per sample and epoch.
 """
 import math
 
 import torch
 import torchaudio
-from mmengine.dataset import Compose
+from mmcv.transforms import BaseTransform
 from torchvision.transforms.v2 import functional as TF
 
-from xdc_plugin.data.decode import clip_seconds, decode_clip
+from xdc_plugin.data.decode import decode_clips
 from xdc_plugin.registry import TRANSFORMS
 
 __all__ = ['SampleClip', 'DecodeAVClip', 'VideoResize', 'VideoCrop',
-           'VideoFlip', 'AudioLogMel', 'PackAVInputs', 'build_pipeline',
-           'default_pipeline']
+           'VideoFlip', 'AudioLogMel', 'PackAVInputs']
+
+SAMPLING_MODES = ('random', 'center', 'uniform')
 
 
 @TRANSFORMS.register_module()
-class SampleClip:
-    """Choose ``start_sec`` of a ``num_frames`` clip at ``frame_rate``.
+class SampleClip(BaseTransform):
+    """Choose the start (s) of ``num_clips`` clips of the file.
 
-    ``random=True`` (training): uniform over every start that keeps the clip
-    inside the file (temporal jitter). ``random=False``: the clip centred in
-    the file, so that extraction is deterministic.
+    A clip is ``num_frames`` frames at ``frame_rate`` fps (None: the file's
+    own rate, i.e. consecutive frames), or ``clip_duration`` seconds when
+    given (audio-only data, whose audio windows are the clips).
+
+    Modes: ``'random'``: each start uniform over the starts that keep the
+    clip inside the file (temporal jitter, training); ``'center'``: one
+    clip centred in the file; ``'uniform'``: ``num_clips`` starts evenly
+    spread from the file's start to its end (one clip: centred).
     """
 
-    def __init__(self, num_frames=8, frame_rate=None, random=True):
-        self.num_frames, self.frame_rate, self.random = (num_frames,
-                                                         frame_rate, random)
+    def __init__(self, num_frames=8, frame_rate=None, num_clips=1,
+                 mode='random', clip_duration=None):
+        if mode not in SAMPLING_MODES:
+            raise ValueError(f'mode must be one of {SAMPLING_MODES}, not '
+                             f'{mode!r}')
+        if num_clips < 1 or (mode == 'center' and num_clips != 1):
+            raise ValueError(f"num_clips={num_clips} with mode={mode!r}: "
+                             "'center' gives one clip, others one or more")
+        self.num_frames, self.frame_rate = num_frames, frame_rate
+        self.num_clips, self.mode = num_clips, mode
+        self.clip_duration = clip_duration
 
-    def __call__(self, results):
+    def transform(self, results):
         fps = float(self.frame_rate or results['fps'])
-        slack = max(results['duration'] - clip_seconds(self.num_frames, fps),
-                    0.0)
-        u = torch.rand(()).item() if self.random else 0.5
-        results['start_sec'] = u * slack
-        results['frame_rate'] = fps
+        if self.clip_duration is not None:
+            span = float(self.clip_duration)
+        elif fps > 0:
+            span = self.num_frames / fps
+        else:
+            raise ValueError(f'{results["path"]} has no video frame rate: '
+                             'give SampleClip a clip_duration (audio-only '
+                             'data)')
+        slack = max(results['duration'] - span, 0.0)
+        if self.mode == 'random':
+            where = torch.rand(self.num_clips).tolist()
+        elif self.num_clips == 1:
+            where = [0.5]
+        else:
+            where = torch.linspace(0, 1, self.num_clips).tolist()
+        results.update(clip_starts=[u * slack for u in where],
+                       clip_duration=span, num_frames=self.num_frames,
+                       frame_rate=fps, num_clips=self.num_clips)
         return results
 
+    def __repr__(self):
+        return (f'{type(self).__name__}(num_frames={self.num_frames}, '
+                f'frame_rate={self.frame_rate}, num_clips={self.num_clips}, '
+                f'mode={self.mode!r}, clip_duration={self.clip_duration})')
+
 
 @TRANSFORMS.register_module()
-class DecodeAVClip:
-    """Decode ``video`` (uint8 (T, 3, H, W)) and ``audio`` (float32 (1, S)).
+class DecodeAVClip(BaseTransform):
+    """Decode every sampled clip of the file, opening it once: ``video``
+    uint8 (K, T, 3, H, W) and ``audio`` float32 (K, 1, S), each when in the
+    dataset's ``modalities``.
 
-    Audio: ``audio_duration`` s (2 s) centred on the clip centre, 16 kHz
-    mono (speech/environmental sound needs no more; XDC's audio encoder
-    works on 40-band log-mel of such windows). See ``decode.py``.
+    Audio: ``audio_duration`` s (2 s) centred on each clip, mono at
+    ``sample_rate`` (16 kHz: speech and environmental sound need no more;
+    XDC's audio encoder works on 40-band log-mel of such windows). See
+    ``decode.py`` for the alignment rules and ``audio_short`` files.
     """
 
-    def __init__(self, num_frames=8, audio_duration=2.0, sample_rate=16000):
-        self.num_frames = num_frames
+    def __init__(self, audio_duration=2.0, sample_rate=16000):
         self.audio_duration, self.sample_rate = audio_duration, sample_rate
 
-    def __call__(self, results):
-        video, audio = decode_clip(
-            results['path'], results['start_sec'], self.num_frames,
-            results.get('frame_rate'), self.audio_duration, self.sample_rate)
-        results['video'] = video.permute(0, 3, 1, 2)  # (T, 3, H, W)
-        results['audio'] = audio
+    def transform(self, results):
+        video, audio, _ = decode_clips(
+            results['path'], results['clip_starts'], results['num_frames'],
+            results['frame_rate'], results['clip_duration'],
+            self.audio_duration, self.sample_rate,
+            results.get('modalities', ('video', 'audio')),
+            results.get('pad_short_audio', False))
+        if video is not None:
+            results['video'] = video.permute(0, 1, 4, 2, 3)  # K, T, 3, H, W
+        if audio is not None:
+            results['audio'] = audio
+            results['sample_rate'] = self.sample_rate
         return results
 
 
 @TRANSFORMS.register_module()
-class VideoResize:
+class VideoResize(BaseTransform):
     """Resize so that the short side is ``short_side`` (bilinear with
     antialiasing, uint8 kept); the aspect ratio is preserved."""
 
     def __init__(self, short_side=128):
         self.short_side = short_side
 
-    def __call__(self, results):
+    def transform(self, results):
         video = results['video']
         h, w = video.shape[-2:]
         scale = self.short_side / min(h, w)
@@ -90,14 +134,15 @@ class VideoResize:
 
 
 @TRANSFORMS.register_module()
-class VideoCrop:
-    """Square ``size`` crop, the same for every frame: at a random place
-    (``random=True``, training) or in the centre (extraction)."""
+class VideoCrop(BaseTransform):
+    """Square ``size`` crop, the same for every frame and clip: at a random
+    place (``random=True``, training) or in the centre. Records
+    ``crop_box = (top, left, size)``."""
 
     def __init__(self, size=112, random=True):
         self.size, self.random = size, random
 
-    def __call__(self, results):
+    def transform(self, results):
         video = results['video']
         h, w = video.shape[-2:]
         if h < self.size or w < self.size:
@@ -110,25 +155,30 @@ class VideoCrop:
             top, left = (h - self.size) // 2, (w - self.size) // 2
         results['video'] = video[..., top:top + self.size,
                                  left:left + self.size]
+        results['crop_box'] = (top, left, self.size)
         return results
 
 
 @TRANSFORMS.register_module()
-class VideoFlip:
-    """Horizontal flip of the whole clip with probability ``prob``."""
+class VideoFlip(BaseTransform):
+    """Horizontal flip of the whole clip with probability ``prob``; records
+    ``flip``."""
 
     def __init__(self, prob=0.5):
         self.prob = prob
 
-    def __call__(self, results):
-        if self.prob > 0 and torch.rand(()).item() < self.prob:
+    def transform(self, results):
+        flip = self.prob > 0 and torch.rand(()).item() < self.prob
+        if flip:
             results['video'] = results['video'].flip(-1)
+        results['flip'] = flip
         return results
 
 
 @TRANSFORMS.register_module()
-class AudioLogMel:
-    """``log(mel + 1e-6)`` of the waveform: (1, S) -> (1, n_mels, frames).
+class AudioLogMel(BaseTransform):
+    """``log(mel + 1e-6)`` of the waveforms: (K, 1, S) -> (K, 1, n_mels,
+    frames), at the ``sample_rate`` the decoder used.
 
     40 mel bands, 25 ms Hann window, 10 ms hop (the usual speech/audio-event
     front end; XDC feeds such a log-mel spectrogram to its 2D ResNet), FFT
@@ -136,60 +186,45 @@ class AudioLogMel:
     window at 16 kHz gives ``2 * 16000 // 160 + 1 = 201`` frames.
     """
 
-    def __init__(self, sample_rate=16000, n_mels=40, hop_ms=10, win_ms=25):
-        win = int(round(sample_rate * win_ms / 1000))
-        hop = int(round(sample_rate * hop_ms / 1000))
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=sample_rate, n_fft=2 ** math.ceil(math.log2(win)),
-            win_length=win, hop_length=hop, n_mels=n_mels, power=2.0)
+    def __init__(self, n_mels=40, hop_ms=10, win_ms=25):
+        self.n_mels, self.hop_ms, self.win_ms = n_mels, hop_ms, win_ms
+        self._mel = {}  # one filter bank per sample rate
 
-    def __call__(self, results):
+    def _mel_of(self, sample_rate):
+        if sample_rate not in self._mel:
+            win = int(round(sample_rate * self.win_ms / 1000))
+            hop = int(round(sample_rate * self.hop_ms / 1000))
+            self._mel[sample_rate] = torchaudio.transforms.MelSpectrogram(
+                sample_rate=sample_rate, n_fft=2 ** math.ceil(math.log2(win)),
+                win_length=win, hop_length=hop, n_mels=self.n_mels,
+                power=2.0)
+        return self._mel[sample_rate]
+
+    def transform(self, results):
+        mel = self._mel_of(results['sample_rate'])
         with torch.no_grad():
-            results['audio'] = torch.log(self.mel(results['audio']) + 1e-6)
+            results['audio'] = torch.log(mel(results['audio']) + 1e-6)
         return results
+
+    def __repr__(self):
+        return (f'{type(self).__name__}(n_mels={self.n_mels}, hop_ms='
+                f'{self.hop_ms}, win_ms={self.win_ms})')
 
 
 @TRANSFORMS.register_module()
-class PackAVInputs:
-    """Keep ``video`` as contiguous uint8 (3, T, H, W), ``audio``, ``index``
-    and ``label``; drop the bookkeeping keys."""
+class PackAVInputs(BaseTransform):
+    """Keep ``video`` as contiguous uint8 (3, T, H, W), ``audio``
+    (1, n_mels, frames), ``index`` and ``label`` (each modality when
+    decoded); with ``num_clips > 1`` the clips stay stacked first:
+    (K, 3, T, H, W) and (K, 1, n_mels, frames)."""
 
-    keys = ('video', 'audio', 'index', 'label')
-
-    def __call__(self, results):
-        results['video'] = results['video'].permute(1, 0, 2, 3).contiguous()
-        return {k: results[k] for k in self.keys}
-
-
-def default_pipeline(mode='train', num_frames=8, frame_rate=None,
-                     short_side=128, crop_size=112, audio_duration=2.0,
-                     sample_rate=16000, n_mels=40, hop_ms=10, win_ms=25):
-    """Config list of the default pipeline for ``'train'`` (random clip,
-    random crop, flip) or ``'extract'`` (centred clip, centre crop)."""
-    if mode not in ('train', 'extract'):
-        raise ValueError(f"mode must be 'train' or 'extract', not {mode!r}")
-    train = mode == 'train'
-    pipeline = [
-        dict(type='SampleClip', num_frames=num_frames, frame_rate=frame_rate,
-             random=train),
-        dict(type='DecodeAVClip', num_frames=num_frames,
-             audio_duration=audio_duration, sample_rate=sample_rate),
-        dict(type='VideoResize', short_side=short_side),
-        dict(type='VideoCrop', size=crop_size, random=train),
-    ]
-    if train:
-        pipeline.append(dict(type='VideoFlip', prob=0.5))
-    pipeline += [
-        dict(type='AudioLogMel', sample_rate=sample_rate, n_mels=n_mels,
-             hop_ms=hop_ms, win_ms=win_ms),
-        dict(type='PackAVInputs'),
-    ]
-    return pipeline
-
-
-def build_pipeline(pipeline):
-    """``Compose`` of config dicts (built from our TRANSFORMS registry, so
-    ``type='VideoCrop'`` works without a default scope) or callables."""
-    built = [TRANSFORMS.build(t) if isinstance(t, dict) else t
-             for t in pipeline]
-    return Compose(built)
+    def transform(self, results):
+        single = results['num_clips'] == 1
+        packed = dict(index=results['index'], label=results['label'])
+        if 'video' in results:
+            video = results['video'].permute(0, 2, 1, 3, 4)  # K, 3, T, H, W
+            packed['video'] = (video[0] if single else video).contiguous()
+        if 'audio' in results:
+            audio = results['audio']
+            packed['audio'] = audio[0] if single else audio
+        return packed

@@ -1,29 +1,179 @@
-"""Reading our mmengine training checkpoints (not the torch-only weights
-package: a full checkpoint holds mmengine objects)."""
-from typing import Dict
+"""Our mmengine training checkpoints (not the torch-only weights package: a
+full checkpoint holds mmengine objects): written so that they read back
+with ``weights_only=True``, read without running code from the file (for
+``--resume`` and for ``tools/export_encoder.py``), and the newest intact one
+found for ``--resume``.
 
+``torch.load(weights_only=True)`` admits tensors and plain containers, plus
+the globals of an allow-list. An mmengine checkpoint also holds numpy
+scalars (``message_hub`` runtime info) and mmengine ``HistoryBuffer``\\ s,
+whose pickle carries their statistics *functions* (through
+``builtins.getattr``), which no allow-list should admit. So
+:class:`WeightsOnlyCheckpointHook` stores the buffers as tensors and
+rebuilds them on load, and numpy's scalar and array types are the whole
+allow-list. A file that needs more is refused, with a message naming what
+it holds; ``--trust-checkpoint`` is the only way to unpickle it fully.
+"""
+import contextlib
+import glob
+import os.path as osp
+import pickle
+import re
+import zipfile
+
+import numpy as np
 import torch
+from mmengine.hooks import Hook
+from mmengine.logging import HistoryBuffer
+from mmengine.runner import Runner
 
+from xdc_plugin.compat import torch_load_default
+from xdc_plugin.registry import HOOKS
 from xdc_plugin.weights import IncompatibleWeightsError
 
+_multiarray = (np._core if hasattr(np, '_core') else np.core).multiarray
+# numpy arrays and scalars of the numeric dtypes (each dtype has its class).
+CHECKPOINT_GLOBALS = [np.ndarray, np.dtype, _multiarray._reconstruct,
+                      _multiarray.scalar] + sorted(
+    {type(np.dtype(code)) for code in np.typecodes['All'] if code not in 'OV'},
+    key=lambda cls: cls.__name__)
+RESUMABLE_NAME = re.compile(r'(epoch|iter)_\d+\.pth$')
+_PLAIN_SCALARS = 'xdc_log_scalars'
 
-def load_training_checkpoint(path: str, trusted: bool = False
-                             ) -> Dict[str, torch.Tensor]:
-    """The model state dict of one of our mmengine checkpoints, read with
-    ``weights_only=True`` unless ``trusted`` (mmengine checkpoints hold
-    logging objects, ``message_hub``, that only a full unpickle reads)."""
+
+class UntrustedCheckpointError(ValueError):
+    """A checkpoint holds objects that only a full unpickle can read."""
+
+
+@contextlib.contextmanager
+def reading_checkpoint(path, trusted=False):
+    """Within this block mmengine reads checkpoints with
+    ``weights_only=True`` and :data:`CHECKPOINT_GLOBALS`, or fully unpickled
+    when ``trusted``; a refused file raises
+    :class:`UntrustedCheckpointError`."""
+    if trusted:
+        with torch_load_default(weights_only=False):
+            yield
+        return
     try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError subclasses
-        if not trusted:
-            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(
-                path)
-            raise IncompatibleWeightsError(
-                f'{path} cannot be read with weights_only=True (it holds '
-                f'{unsafe}). If you produced it yourself, pass --trusted '
-                '(trusted=True) to unpickle it fully.') from exc
-        checkpoint = torch.load(path, map_location='cpu', weights_only=False)
+        with torch_load_default(weights_only=True), \
+                torch.serialization.safe_globals(CHECKPOINT_GLOBALS):
+            yield
+    except pickle.UnpicklingError:
+        refuse_untrusted(path)
+        raise
+
+
+def refuse_untrusted(path):
+    """Raise :class:`UntrustedCheckpointError` if ``path`` holds globals
+    outside :data:`CHECKPOINT_GLOBALS` (reads its pickle, runs nothing)."""
+    allowed = {f'{g.__module__}.{g.__name__}' for g in CHECKPOINT_GLOBALS}
+    unsafe = sorted(set(
+        torch.serialization.get_unsafe_globals_in_checkpoint(path)) - allowed)
+    if unsafe:
+        raise UntrustedCheckpointError(
+            f'{path} holds objects outside the checkpoint allow-list '
+            f'({", ".join(unsafe)}); reading them would run code from the '
+            'file. If you made this checkpoint yourself, pass '
+            '--trust-checkpoint to unpickle it fully.')
+
+
+def read_training_checkpoint(path, trusted=False):
+    """One of our checkpoints (``state_dict``, ``meta``, ...), read as
+    :func:`reading_checkpoint` does."""
+    with reading_checkpoint(path, trusted):
+        checkpoint = torch.load(path, map_location='cpu')
     if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
         raise IncompatibleWeightsError(
             f'{path} is not an mmengine checkpoint (no "state_dict")')
-    return checkpoint['state_dict']
+    return checkpoint
+
+
+def load_training_checkpoint(path, trusted=False):
+    """The model state dict of :func:`read_training_checkpoint`."""
+    return read_training_checkpoint(path, trusted)['state_dict']
+
+
+def checkpoint_problem(path):
+    """Why ``path`` is not an intact checkpoint (truncated, corrupt), or
+    None. Checks the zip container and its CRCs; unpickles nothing."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            bad = archive.testzip()
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        return f'unreadable: {exc}'
+    if bad is not None:
+        return f'corrupt: member {bad} fails its CRC check'
+    if not any(name.endswith('/data.pkl') for name in names):
+        return 'not a torch checkpoint (no data.pkl)'
+    return None
+
+
+def find_resume_checkpoint(work_dir):
+    """The newest intact ``epoch_*.pth``/``iter_*.pth`` of ``work_dir``.
+
+    Returns ``(path or None, skipped)``, ``skipped`` a list of ``(path,
+    reason)`` for the newer ones that are not intact.
+    """
+    paths = [p for p in glob.glob(osp.join(work_dir, '*.pth'))
+             if RESUMABLE_NAME.match(osp.basename(p))]
+    paths.sort(key=lambda p: (osp.getmtime(p), p), reverse=True)
+    skipped = []
+    for path in paths:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path, skipped
+        skipped.append((path, problem))
+    return None, skipped
+
+
+@HOOKS.register_module()
+class WeightsOnlyCheckpointHook(Hook):
+    """Saves the message hub's ``HistoryBuffer``\\ s as tensors, so that
+    the checkpoint reads back with ``weights_only=True``, and rebuilds them
+    when a checkpoint is loaded (before mmengine restores the hub)."""
+
+    priority = 'VERY_LOW'
+
+    def before_save_checkpoint(self, runner, checkpoint):
+        hub = checkpoint.get('message_hub')
+        if not hub or not hub.get('log_scalars'):
+            return
+        plain = {}
+        for key, buffer in hub['log_scalars'].items():
+            logs, counts = buffer.data
+            plain[key] = dict(logs=torch.from_numpy(np.array(logs)),
+                              counts=torch.from_numpy(np.array(counts)),
+                              max_length=buffer.max_length)
+        checkpoint['message_hub'] = dict(hub, log_scalars={})
+        checkpoint[_PLAIN_SCALARS] = plain
+
+    def after_load_checkpoint(self, runner, checkpoint):
+        plain = checkpoint.pop(_PLAIN_SCALARS, None)
+        if plain is None or 'message_hub' not in checkpoint:
+            return
+        checkpoint['message_hub']['log_scalars'] = {
+            key: HistoryBuffer(v['logs'].numpy(), v['counts'].numpy(),
+                               v['max_length'])
+            for key, v in plain.items()}
+
+
+class SafeResumeRunner(Runner):
+    """mmengine's ``Runner`` whose checkpoint loading (``resume``,
+    ``load_from``) never unpickles code unless ``trust_checkpoint`` is set
+    (by ``tools/run_net.py --trust-checkpoint``, never by a config), and
+    whose checkpoints read back that way (it registers
+    :class:`WeightsOnlyCheckpointHook` unless the config has)."""
+
+    trust_checkpoint = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not any(isinstance(h, WeightsOnlyCheckpointHook)
+                   for h in self.hooks):
+            self.register_hook(WeightsOnlyCheckpointHook())
+
+    def load_checkpoint(self, filename, *args, **kwargs):
+        with reading_checkpoint(filename, self.trust_checkpoint):
+            return super().load_checkpoint(filename, *args, **kwargs)

@@ -1,28 +1,27 @@
 """The cross-modal clustering hook: features -> k-means -> pseudo-labels.
 
 One job: at the start of every ``interval``-th training epoch it extracts a
-feature per clip from each encoder (eval mode, fixed centre clips), clusters
+feature per clip from each encoder (eval mode, the extraction pipeline of
+its ``extract_dataloader`` config: fixed centre clips), clusters
 the modalities the model's variant needs, stores the cluster ids in the
 model's pseudo-label buffer (keyed by dataset index) and re-initialises the
 heads. After training it clusters once more to report the final quality.
 """
 import functools
-import io
 import logging
-import os.path as osp
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from mmengine import dist, fileio
-from mmengine.dataset import DefaultSampler, default_collate
+from mmengine import dist
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
-from torch.utils.data import DataLoader
 
 from xdc_plugin.clustering import cluster_quality
-from xdc_plugin.data import PseudoLabelDataset
+from xdc_plugin.clustering.round_file import round_path, save_round
+from xdc_plugin.compat import atomic_backend_args
+from xdc_plugin.engine.extract_loader import build_extract_loader
 from xdc_plugin.registry import CLUSTERERS, HOOKS
 
 
@@ -31,10 +30,11 @@ def unwrap(model):
 
 
 @torch.no_grad()
-def extract_features(model, dataset, batch_size=32, num_workers=0):
-    """Features of every clip of ``dataset``, gathered on rank 0.
+def extract_features(model, loader):
+    """Features of every clip of ``loader.dataset``, gathered on rank 0.
 
-    Each rank extracts its own shard (no padding, so no duplicates); rank 0
+    ``loader`` gives each rank its own shard (``DefaultSampler`` with
+    ``shuffle=False, round_up=False``: no padding, so no duplicates); rank 0
     receives the shards and places them by dataset index. Returns
     ``(features, seen)`` on rank 0 and ``(None, None)`` elsewhere:
     ``features`` is a dict ``modality -> (N, D)`` float32 CPU tensor and
@@ -43,10 +43,13 @@ def extract_features(model, dataset, batch_size=32, num_workers=0):
     missing).
     """
     model = unwrap(model)
-    loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers,
-        sampler=DefaultSampler(dataset, shuffle=False, round_up=False),
-        collate_fn=default_collate)
+    dataset = loader.dataset
+    # Every rank extracts with rank 0's running statistics (BN): each
+    # rank's own differ, and only rank 0's are checkpointed, so a resumed
+    # run would otherwise extract other features on the other ranks.
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            dist.broadcast(buffer, src=0)
     was_training = model.training
     model.eval()
     indices = [torch.empty(0, dtype=torch.long)]
@@ -130,42 +133,45 @@ class CrossModalClusteringHook(Hook):
         clusterers: clusterer config per clustering source ('video',
             'audio', 'joint'); a single config is used for every source the
             model's variant needs. ``num_clusters`` defaults to the model's.
+        extract_dataloader: the feature-extraction loader config (as
+            mmselfsup's DeepCluster hook takes): ``batch_size``,
+            ``num_workers``, ... and ``dataset``, whose keys (at least
+            ``pipeline``: centred clips, centre crop, no flip) replace those
+            of the train dataset's config (see ``build_extract_loader``).
         interval: training epochs per clustering round.
-        batch_size, num_workers: of the feature-extraction loader.
         balance_by: the source whose clusters the train sampler balances
             (needs a sampler with ``set_pseudo_labels``), or None.
-        save_assignments: write ``clusters/round_<r>.npz`` to the work dir.
+        save_assignments: write ``clusters/round_<r>.npz`` to the work dir
+            (``xdc_plugin.clustering.round_file``; the cluster gallery's
+            input).
         evaluate_after_train: cluster once more after the last epoch, to
             report the quality of the trained encoders.
     """
 
     priority = 'ABOVE_NORMAL'
 
-    def __init__(self, clusterers, interval=1, batch_size=32, num_workers=0,
+    def __init__(self, clusterers, extract_dataloader, interval=1,
                  balance_by=None, save_assignments=True,
                  evaluate_after_train=True):
         if interval < 1:
             raise ValueError(f'interval must be >= 1, got {interval}')
+        if 'pipeline' not in extract_dataloader.get('dataset', {}):
+            raise ValueError('extract_dataloader.dataset.pipeline is '
+                             'required: the feature-extraction pipeline')
         self.clusterer_cfgs = clusterers
+        self.extract_dataloader = extract_dataloader
         self.interval = interval
-        self.batch_size = batch_size
-        self.num_workers = num_workers
         self.balance_by = balance_by
         self.save_assignments = save_assignments
         self.evaluate_after_train = evaluate_after_train
         self.history = []
         self.centroids = {}
-        self._extract_dataset = None
+        self._extract_loader = None
 
     # -- setup -------------------------------------------------------------
     def before_train(self, runner):
-        train_set = runner.train_dataloader.dataset
-        if not isinstance(train_set, PseudoLabelDataset):
-            raise TypeError('CrossModalClusteringHook needs the train dataset '
-                            'wrapped in PseudoLabelDataset, got '
-                            f'{type(train_set).__name__}')
-        self._extract_dataset = PseudoLabelDataset(
-            train_set.dataset.with_mode('extract'))
+        self._extract_loader = build_extract_loader(runner,
+                                                    self.extract_dataloader)
         model = unwrap(runner.model)
         if self.balance_by and self.balance_by not in model.cluster_sources:
             raise ValueError(f'balance_by={self.balance_by!r} is not among '
@@ -185,8 +191,12 @@ class CrossModalClusteringHook(Hook):
     def before_train_epoch(self, runner):
         model = unwrap(runner.model)
         round_start = runner.epoch % self.interval == 0
-        has_labels = model.num_labelled_samples == len(self._extract_dataset)
-        if not round_start and has_labels:
+        has_labels = model.num_labelled_samples == len(
+            self._extract_loader.dataset)
+        # Resumed in the middle of an epoch whose round already ran.
+        round_done = any(r['round'] == runner.epoch // self.interval
+                         and r['epoch'] == runner.epoch for r in self.history)
+        if (not round_start or round_done) and has_labels:
             self._update_sampler(runner)
             return
         if not round_start:
@@ -206,8 +216,8 @@ class CrossModalClusteringHook(Hook):
     def run_round(self, runner, apply):
         model = unwrap(runner.model)
         round_id = runner.epoch // self.interval if apply else 'final'
-        results = self.cluster(model, self._extract_dataset)
-        ground_truth = self._extract_dataset.get_labels()
+        results = self.cluster(model, self._extract_loader)
+        ground_truth = self._extract_loader.dataset.get_labels()
         agreement = {}
         if {'video', 'audio'} <= set(results):
             # How much the two modalities' clusters agree: what XDC drives
@@ -228,22 +238,23 @@ class CrossModalClusteringHook(Hook):
             self.history.append(record)
             self.centroids[source] = torch.from_numpy(result.centroids)
         runner.logger.info(self.format_round(round_id, runner.epoch))
-        if self.save_assignments and dist.is_main_process():
-            self._save_assignments(runner.work_dir, round_id, results)
+        if dist.is_main_process():
+            self._publish_round(runner, round_id, results, agreement)
         if apply:
             model.set_pseudo_labels(
                 {s: torch.from_numpy(r.labels) for s, r in results.items()})
             self._reset_heads(runner, model)
             self._update_sampler(runner)
 
-    def cluster(self, model, dataset):
-        """Extract, gather and cluster; identical results on every rank.
+    def cluster(self, model, loader):
+        """Extract (from ``loader``), gather and cluster; identical results
+        on every rank.
 
         Rank 0 runs k-means and broadcasts the labels, so a multi-threaded
         or GPU clusterer cannot make ranks disagree.
         """
-        features, seen = extract_features(model, dataset, self.batch_size,
-                                          self.num_workers)
+        dataset = loader.dataset
+        features, seen = extract_features(model, loader)
         results = {source: None for source in model.cluster_sources}
         if dist.is_main_process():
             skipped = int((~seen).sum())
@@ -257,7 +268,9 @@ class CrossModalClusteringHook(Hook):
                     matrix[seen].numpy())
                 labels = np.full(len(dataset), -1, dtype=np.int64)
                 labels[seen.numpy()] = result.labels
-                result.labels = labels
+                distances = np.full(len(dataset), np.nan, dtype=np.float32)
+                distances[seen.numpy()] = result.distances
+                result.labels, result.distances = labels, distances
                 results[source] = result
         return {source: _broadcast_object(result)
                 for source, result in results.items()}
@@ -282,16 +295,27 @@ class CrossModalClusteringHook(Hook):
         row = model.cluster_sources.index(self.balance_by)
         sampler.set_pseudo_labels(model.pseudo_labels[row].cpu().numpy())
 
-    def _save_assignments(self, work_dir, round_id, results):
-        arrays = {}
-        for source, result in results.items():
-            arrays[f'{source}_labels'] = result.labels
-            arrays[f'{source}_centroids'] = result.centroids
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        # mmengine's file backends (atomic locally, see compat).
-        fileio.put(buffer.getvalue(),
-                   osp.join(work_dir, 'clusters', f'round_{round_id}.npz'))
+    def _publish_round(self, runner, round_id, results, agreement):
+        """The round's quality to the visualizer's backends (TensorBoard
+        when configured), at the current iteration so that it lines up with
+        the losses; the round file to the work dir."""
+        metrics = {r['source']: {m: r[m] for m in ('nmi', 'ari', 'purity')
+                                 if m in r}
+                   for r in self.history
+                   if r['round'] == round_id and r['epoch'] == runner.epoch}
+        scalars = {f'xdc/{source}_{m}': value
+                   for source, values in metrics.items()
+                   for m, value in values.items()}
+        scalars.update({f'xdc/{k}': v for k, v in agreement.items()})
+        if scalars:
+            runner.visualizer.add_scalars(scalars, step=runner.iter)
+        if self.save_assignments:
+            save_round(round_path(runner.work_dir, round_id), round_id,
+                       runner.epoch, results, self._extract_loader.dataset,
+                       variant=unwrap(runner.model).variant,
+                       config=runner.cfg.filename,
+                       metrics=metrics, agreement=agreement,
+                       backend_args=atomic_backend_args(runner.work_dir))
 
     # -- checkpoint --------------------------------------------------------
     # The labels are the model's buffer (saved with its state dict); the

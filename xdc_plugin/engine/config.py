@@ -1,8 +1,36 @@
-"""Loading YAML configs with ``KEY=VALUE`` overrides that are checked."""
+"""Loading configs with ``KEY=VALUE`` overrides checked at the key.
+
+An override of an existing key must name a key the config has and give a
+value of the type of the value it replaces; the exceptions are an int
+where a float is expected, ``null``, a number written for a string key
+(kept as written) and a float written ``1e-3`` (YAML reads it as a string).
+A leading ``+`` sets a key without these checks: a new key, or a value of
+another type.
+"""
 import difflib
+import os.path as osp
 
 import yaml
 from mmengine.config import Config
+
+from xdc_plugin.compat import package_utils_without_pkg_resources
+
+
+_PACKAGE = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def shipped_config(name):
+    """Path of one of the configs we ship: ``xdc_plugin/configs/<name>``
+    (package data of an installed wheel) or ``configs/<name>`` beside the
+    package (a source checkout, editable install)."""
+    for root in (osp.join(_PACKAGE, 'configs'),
+                 osp.join(osp.dirname(_PACKAGE), 'configs')):
+        path = osp.join(root, name)
+        if osp.isfile(path):
+            return path
+    raise FileNotFoundError(f'{name} is not among the shipped configs '
+                            f'(looked in {_PACKAGE}/configs and beside the '
+                            'package)')
 
 
 class ConfigKeyError(KeyError):
@@ -10,6 +38,16 @@ class ConfigKeyError(KeyError):
 
     def __str__(self):
         return self.args[0]
+
+
+class ConfigTypeError(TypeError):
+    """An override gives a value of the wrong type for its key."""
+
+
+def _split(item):
+    if '=' not in item:
+        raise ValueError(f'override {item!r} is not KEY=VALUE')
+    return item.split('=', 1)
 
 
 def parse_overrides(overrides):
@@ -20,11 +58,9 @@ def parse_overrides(overrides):
     """
     existing, new = {}, {}
     for item in overrides:
-        if '=' not in item:
-            raise ValueError(f'override {item!r} is not KEY=VALUE')
-        key, value = item.split('=', 1)
+        key, text = _split(item)
         target = new if key.startswith('+') else existing
-        target[key.lstrip('+')] = yaml.safe_load(value)
+        target[key.lstrip('+')] = yaml.safe_load(text)
     return existing, new
 
 
@@ -48,11 +84,64 @@ def _lookup(cfg, dotted):
     return node
 
 
+def _type_name(value):
+    return type(value).__name__
+
+
+def checked_value(key, current, value, text):
+    """``value`` (parsed from ``text``) if it may replace ``current`` at
+    ``key``, converted where the exceptions above apply; else
+    :class:`ConfigTypeError` naming the key, the value and the type."""
+    if value is None or current is None:
+        return value
+    scalar = (bool, int, float, str)
+    if isinstance(current, str) and isinstance(value, scalar):
+        return text  # a path or name that YAML read as a number
+    if isinstance(current, bool) or isinstance(value, bool):
+        ok = isinstance(current, bool) and isinstance(value, bool)
+    elif isinstance(current, float):
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                ok = False
+        else:
+            ok = isinstance(value, (int, float))
+            value = float(value) if ok else value
+    elif isinstance(current, (list, tuple)):
+        ok = isinstance(value, (list, tuple))
+    else:
+        ok = isinstance(value, type(current))
+    if not ok:
+        raise ConfigTypeError(
+            f'config key {key!r} expects {_type_name(current)} (its current '
+            f'value is {current!r}), got {_type_name(value)} {value!r} from '
+            f'{key}={text}. Prefix the override with + to set a value of '
+            'another type.')
+    return value
+
+
 def load_config(path, overrides=()):
     """Read a config file (YAML, Python or JSON) and apply overrides."""
-    cfg = Config.fromfile(path)
+    with package_utils_without_pkg_resources():
+        cfg = Config.fromfile(path)
     existing, new = parse_overrides(overrides)
+    texts = dict(_split(item) for item in overrides)
     for key in existing:
-        _lookup(cfg, key)
+        existing[key] = checked_value(key, _lookup(cfg, key), existing[key],
+                                      texts[key])
+    for key, value in new.items():
+        if isinstance(value, dict) and _holds_non_dict(cfg, key):
+            # mmengine merges a dict into a non-dict only when told to
+            # replace it.
+            new[key] = {'_delete_': True, **value}
     cfg.merge_from_dict({**existing, **new})
     return cfg
+
+
+def _holds_non_dict(cfg, key):
+    """Whether ``key`` exists in ``cfg`` with a value that is not a dict."""
+    try:
+        return not isinstance(_lookup(cfg, key), dict)
+    except ConfigKeyError:
+        return False

@@ -1,17 +1,34 @@
-"""Build an mmengine Runner from a config and train (``tools/run_net.py``)."""
+"""Build an mmengine Runner from a config and train (``tools/run_net.py``).
+
+Before anything is written, the launcher initialises distributed training,
+chooses the checkpoint to resume (a refused or missing one stops the run
+here) and takes the work_dir's lock (rank 0; a second run on the same
+work_dir fails at once).
+"""
 import argparse
+import contextlib
+import logging
 import os.path as osp
 
 import torch
 from mmengine import dist
 from mmengine.logging import print_log
-from mmengine.runner import Runner
 
-from xdc_plugin.data.demo import make_demo_dataset
-from xdc_plugin.engine.config import load_config
+from xdc_plugin import compat
+from xdc_plugin.engine.checkpoint import (SafeResumeRunner,
+                                          UntrustedCheckpointError,
+                                          checkpoint_problem,
+                                          find_resume_checkpoint,
+                                          refuse_untrusted)
+from xdc_plugin.engine.config import (ConfigKeyError, ConfigTypeError,
+                                      load_config, shipped_config)
+from xdc_plugin.engine.lock import WorkDirBusyError, WorkDirLock
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-DEFAULT_CONFIG = osp.join(REPO_ROOT, 'configs', 'xdc_demo.yaml')
+DEFAULT_CONFIG = shipped_config('xdc_demo.yaml')
+
+
+class ResumeError(RuntimeError):
+    """The checkpoint to resume from is missing or not intact."""
 
 
 def build_parser():
@@ -21,8 +38,17 @@ def build_parser():
                         help='config file (default: the demo config)')
     parser.add_argument('--work-dir', help='overrides work_dir')
     parser.add_argument('--resume', nargs='?', const='auto', default=None,
-                        help='resume from the latest checkpoint in the work '
-                        'dir, or from the given checkpoint')
+                        help='resume from the newest intact checkpoint in '
+                        'the work dir, or from the given checkpoint')
+    parser.add_argument('--resume-required', action='store_true',
+                        help='like --resume, but fail if the work dir has '
+                        'no checkpoint (instead of starting from scratch)')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='unpickle the resumed checkpoint fully (only '
+                        'for a checkpoint you made yourself that the safe '
+                        'loader refuses)')
+    parser.add_argument('--force', action='store_true',
+                        help='run even if another run holds the work dir')
     parser.add_argument('--launcher', default='none',
                         choices=['none', 'pytorch', 'slurm'])
     parser.add_argument('--amp', action='store_true',
@@ -39,10 +65,7 @@ def prepare_config(args):
     cfg.setdefault('work_dir', osp.join(
         'work_dirs', osp.splitext(osp.basename(args.cfg))[0]))
     cfg.launcher = args.launcher
-    if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
-    elif args.resume:
-        cfg.resume, cfg.load_from = True, args.resume
+    cfg.resume, cfg.load_from = False, cfg.get('load_from')
     if args.amp:
         if torch.cuda.is_available():
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
@@ -51,25 +74,105 @@ def prepare_config(args):
     if not torch.cuda.is_available():
         cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
         cfg.env_cfg.dist_cfg.backend = 'gloo'
+        # mmengine's default wrapper passes device_ids=[LOCAL_RANK], which
+        # DistributedDataParallel rejects for a CPU module.
+        cfg.setdefault('model_wrapper_cfg', dict(
+            type='MMDistributedDataParallel', device_ids=None,
+            broadcast_buffers=False))
+    checkpoint_hook = cfg.get('default_hooks', {}).get('checkpoint')
+    if checkpoint_hook and 'backend_args' not in checkpoint_hook:
+        checkpoint_hook.backend_args = compat.atomic_backend_args(
+            checkpoint_hook.get('out_dir') or cfg.work_dir)
     return cfg
 
 
-def ensure_demo_data(cfg):
-    """Generate the built-in demo set on first use (``demo_data`` key).
+def init_distributed(cfg):
+    """Initialise the process group now (the Runner then keeps it)."""
+    dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}))
+    if cfg.launcher == 'pytorch':
+        compat.init_dist_pytorch(**dist_cfg)
+    elif cfg.launcher == 'slurm':
+        dist.init_dist('slurm', **dist_cfg)
 
-    Rank 0 writes it while the other ranks wait (the runner builds its
-    datasets lazily, in ``train()``).
-    """
-    if cfg.get('demo_data'):
-        if dist.is_main_process():
-            make_demo_dataset(**cfg.demo_data)
-        dist.barrier()
+
+def _from_rank0(func):
+    """``func()`` run on rank 0; every rank gets its result or raises its
+    exception."""
+    outcome = [None, None]
+    if dist.is_main_process():
+        try:
+            outcome[0] = func()
+        except Exception as exc:  # re-raised on every rank below
+            outcome[1] = exc
+    dist.broadcast_object_list(outcome, src=0)
+    if outcome[1] is not None:
+        raise outcome[1]
+    return outcome[0]
+
+
+@contextlib.contextmanager
+def work_dir_lock(work_dir, force):
+    """Rank 0 holds the work_dir's lock for the block; every rank stops if
+    another run holds it."""
+    lock = WorkDirLock(work_dir, force, on_force=lambda m: print_log(
+        m, logger='current', level=logging.WARNING))
+
+    def take():
+        lock.__enter__()  # the lock object itself stays on rank 0
+
+    _from_rank0(take)
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def choose_checkpoint(args, work_dir):
+    """``(checkpoint to resume or None, warnings to log)``."""
+    if args.resume not in (None, 'auto'):
+        problem = checkpoint_problem(args.resume)
+        if problem:
+            raise ResumeError(f'--resume {args.resume}: {problem}')
+        path, notes = args.resume, []
+    elif args.resume or args.resume_required:
+        path, skipped = find_resume_checkpoint(work_dir)
+        notes = [f'--resume: skipped {p} ({why}).' for p, why in skipped]
+        if path is None:
+            missing = (f'--resume: no intact checkpoint in {work_dir} '
+                       f'({len(skipped)} damaged); is the work dir right?')
+            if args.resume_required:
+                raise ResumeError(missing + ' (--resume-required)')
+            notes.append(missing + ' STARTING FROM SCRATCH.')
+    else:
+        return None, []
+    if path and not args.trust_checkpoint:
+        refuse_untrusted(path)
+    return path, notes
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     cfg = prepare_config(args)
-    runner = Runner.from_cfg(cfg)  # initialises distributed training
-    ensure_demo_data(cfg)
-    runner.train()
+    init_distributed(cfg)
+    path, notes = _from_rank0(lambda: choose_checkpoint(args, cfg.work_dir))
+    with work_dir_lock(cfg.work_dir, args.force):
+        if path:
+            cfg.resume, cfg.load_from = True, path
+        runner = SafeResumeRunner.from_cfg(cfg)
+        runner.trust_checkpoint = args.trust_checkpoint
+        for note in notes:
+            runner.logger.warning(note)
+        if path:
+            runner.logger.info(f'Resuming from {path}.')
+        runner.train()
     return runner
+
+
+def cli(argv=None):
+    """``main`` for the command line: a bad config, checkpoint or work dir
+    ends the program with its message instead of a traceback."""
+    try:
+        return main(argv)
+    except (ConfigKeyError, ConfigTypeError, ResumeError,
+            UntrustedCheckpointError, WorkDirBusyError) as exc:
+        raise SystemExit(f'error: {exc}') from exc

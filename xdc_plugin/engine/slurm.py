@@ -1,15 +1,29 @@
-"""SLURM jobs with submitit: one task per GPU, mmengine's pytorch launcher.
+"""SLURM jobs with submitit: one task per GPU (or CPU tasks with gloo).
 
 Each task maps submitit's job environment onto the variables that
 ``torch.distributed`` reads, then runs ``launch.main`` with
-``--launcher pytorch --resume``: a preempted or timed-out job is requeued
-and continues from its last checkpoint.
+``--launcher pytorch --resume``.
+
+Preemption and the time limit: SLURM sends submitit's signal (USR2) to
+every task. ``PreemptionCheckpointHook`` takes it during training: the
+ranks finish the current iteration, save ``iter_<n>.pth`` and leave
+training with exit status 128 + the signal. Only then does rank 0 run
+submitit's handler, which calls :meth:`TrainingJob.checkpoint` and requeues
+the job; the requeued job resumes from that checkpoint at the next batch.
 """
 import os
+import signal
+import time
 
 import submitit
+import torch
 
 from xdc_plugin.engine import launch
+
+# Rendezvous ports for jobs that share a node: one per job id in this range.
+PORT_BASE, PORT_SPAN = 20000, 10000
+# How long the other ranks wait for rank 0's requeue to stop them.
+REQUEUE_WAIT_S = 300
 
 
 def distributed_env(job_env, port):
@@ -23,19 +37,58 @@ def distributed_env(job_env, port):
     }
 
 
+def rendezvous_port(default=29500):
+    """A port derived from ``SLURM_JOB_ID`` (unique per job, also per array
+    element), so that jobs sharing a node do not collide; ``default``
+    outside SLURM (submitit's local executor)."""
+    job_id = os.environ.get('SLURM_JOB_ID')
+    return PORT_BASE + int(job_id) % PORT_SPAN if job_id else default
+
+
 class TrainingJob:
     """The callable submitit pickles and runs on every task."""
 
-    def __init__(self, run_args, port=29500):
+    def __init__(self, run_args, port=None):
         self.run_args = list(run_args)
         self.port = port
 
     def __call__(self):
+        """Train; returns this task's summary (rank, world size, where
+        training ended, how often SLURM restarted the job)."""
         job_env = submitit.JobEnvironment()
-        os.environ.update(distributed_env(job_env, self.port))
+        port = self.port or rendezvous_port()
+        os.environ.update(distributed_env(job_env, port))
+        # torch would start one thread per core of the node in every task.
+        if os.environ.get('SLURM_CPUS_PER_TASK'):
+            torch.set_num_threads(int(os.environ['SLURM_CPUS_PER_TASK']))
         args = ['--launcher', 'pytorch' if job_env.num_tasks > 1 else 'none',
                 '--resume']
-        launch.main(args + self.run_args)
+        requeue_signal = getattr(signal, 'SIG' + job_env.USR_SIG)
+        # submitit's checkpoint-and-requeue handler, installed before this
+        # call; the preemption hook replaces it while training runs.
+        requeue = signal.getsignal(requeue_signal)
+        try:
+            runner = launch.main(args + self.run_args)
+        except SystemExit as stop:
+            if stop.code != 128 + requeue_signal or not callable(requeue):
+                raise
+            # Every rank has saved the preemption checkpoint.
+            if job_env.global_rank == 0:
+                requeue(requeue_signal, None)  # requeues, then exits
+            else:
+                # Leaving now could end the job step before rank 0 requeues
+                # (srun's --kill-on-bad-exit): wait to be stopped.
+                time.sleep(REQUEUE_WAIT_S)
+            raise RuntimeError(
+                f'job {job_env.job_id} was not requeued after its '
+                'preemption checkpoint') from stop
+        summary = dict(
+            rank=job_env.global_rank, world_size=job_env.num_tasks,
+            epoch=runner.epoch, iter=runner.iter,
+            restarts=int(os.environ.get('SLURM_RESTART_COUNT', 0)))
+        # Every task's own log (only rank 0 has the runner's log).
+        print(f'xdc task finished: {summary}', flush=True)
+        return summary
 
     def checkpoint(self):
         # Called by submitit on preemption/timeout: requeue the same job;
@@ -44,16 +97,26 @@ class TrainingJob:
             self.run_args, self.port))
 
 
-def submit(run_args, folder, nodes=1, gpus_per_node=8, cpus_per_task=10,
-           partition=None, timeout_min=72 * 60, mem_gb=None, name='xdc',
-           cluster=None, port=29500):
+def submit(run_args, folder, nodes=1, gpus_per_node=8, tasks_per_node=None,
+           cpus_per_task=10, partition=None, timeout_min=72 * 60, mem_gb=None,
+           name='xdc', cluster=None, port=None):
     """Submit ``tools/run_net.py RUN_ARGS`` as a SLURM job; returns the job.
 
-    ``cluster='local'`` or ``'debug'`` runs the same job without SLURM.
+    One task per GPU unless ``tasks_per_node`` says otherwise; with
+    ``gpus_per_node=0`` the tasks train on CPU (gloo) and ``tasks_per_node``
+    is required. ``cluster`` picks submitit's executor: ``None`` detects
+    SLURM, ``'slurm'`` insists on it, ``'local'`` or ``'debug'`` run the
+    same job without SLURM. ``port=None`` derives the rendezvous port from
+    ``SLURM_JOB_ID``.
     """
+    if tasks_per_node is None:
+        if not gpus_per_node:
+            raise ValueError('gpus_per_node=0 (CPU tasks) needs '
+                             'tasks_per_node')
+        tasks_per_node = gpus_per_node
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     params = dict(name=name, nodes=nodes, timeout_min=timeout_min,
-                  tasks_per_node=gpus_per_node, gpus_per_node=gpus_per_node,
+                  tasks_per_node=tasks_per_node, gpus_per_node=gpus_per_node,
                   cpus_per_task=cpus_per_task)
     if mem_gb:
         params['mem_gb'] = mem_gb

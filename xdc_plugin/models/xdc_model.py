@@ -26,6 +26,7 @@ model currently holds, so checkpoints carry the labels and a resumed run
 continues on the same targets.
 """
 from collections import OrderedDict
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -88,9 +89,10 @@ class XDCModel(BaseModel):
         needed = {source for _, source in self.targets}
         self.cluster_sources = [s for s in SOURCES if s in needed]
 
-        if isinstance(num_clusters, int):
+        if isinstance(num_clusters, int) and not isinstance(num_clusters,
+                                                            bool):
             num_clusters = {s: num_clusters for s in self.cluster_sources}
-        else:
+        elif isinstance(num_clusters, Mapping):
             num_clusters = dict(num_clusters)
             missing = [s for s in self.cluster_sources
                        if s not in num_clusters]
@@ -98,11 +100,20 @@ class XDCModel(BaseModel):
                 raise ValueError(f'num_clusters has no entry for {missing} '
                                  f'(variant {variant!r} needs '
                                  f'{self.cluster_sources})')
+        else:
+            raise TypeError(
+                'config key model.num_clusters expects an int >= 2 or a dict '
+                f'of them keyed by source, got {type(num_clusters).__name__} '
+                f'{num_clusters!r}')
         for source in self.cluster_sources:
             k = num_clusters[source]
-            if not isinstance(k, int) or k < 2:
-                raise ValueError(f'num_clusters[{source!r}] must be an int '
-                                 f'>= 2, got {k!r}')
+            if isinstance(k, bool) or not isinstance(k, int):
+                raise TypeError(
+                    f'config key model.num_clusters.{source} expects an int '
+                    f'>= 2, got {type(k).__name__} {k!r}')
+            if k < 2:
+                raise ValueError(f'config key model.num_clusters.{source} '
+                                 f'must be >= 2, got {k}')
         self.num_clusters = {s: num_clusters[s] for s in self.cluster_sources}
 
         self.video_encoder = _build(video_encoder)

@@ -1,0 +1,218 @@
+"""round_file: what a clustering round saves, and loading old files."""
+import json
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from conftest import (TIMECODE_CLIP_CFG, TIMECODE_CLIP_DURATIONS,
+                      TIMECODE_FPS, timecode_extract_set)
+
+from xdc_plugin.clustering import FaissKMeans, FeaturePreprocessor
+from xdc_plugin.clustering.kmeans import ClusterResult
+from xdc_plugin.clustering.round_file import (FORMAT_VERSION, RoundFileError,
+                                              list_round_files, load_round,
+                                              round_path, save_round)
+from xdc_plugin.data.decode import decode_clip
+from xdc_plugin.data.transforms import AudioLogMel
+
+CLIP = TIMECODE_CLIP_CFG
+
+
+def extract_set(root, manifest='labelled.csv'):
+    return timecode_extract_set(str(root / manifest))
+
+
+def fitted_result(n, seed=0):
+    """A real k-means fit (PCA + whitening) on three well separated blobs."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 5, (3, 6))
+    x = (centres[np.arange(n) % 3] + rng.normal(0, 0.3, (n, 6))).astype(
+        np.float32)
+    kmeans = FaissKMeans(3, num_iters=10, seed=0,
+                         preprocess=dict(pca_dim=4, whiten=True))
+    return x, kmeans.fit(x)
+
+
+def test_round_trip_keeps_clusters_distances_state_and_dataset(
+        timecode_clips, tmp_path):
+    dataset = extract_set(timecode_clips)
+    x, video = fitted_result(len(dataset))
+    _, audio = fitted_result(len(dataset), seed=1)
+    path = round_path(str(tmp_path), 2)
+    save_round(path, 2, 24, dict(video=video, audio=audio), dataset,
+               variant='xdc', config='configs/x.yaml',
+               metrics=dict(video=dict(nmi=0.5, ari=0.25, purity=0.75)),
+               agreement=dict(xmodal_nmi=0.4))
+    loaded = load_round(path)
+
+    assert loaded.version == FORMAT_VERSION and loaded.missing == []
+    assert (loaded.round_id, loaded.epoch, loaded.variant, loaded.config) == (
+        2, 24, 'xdc', 'configs/x.yaml')
+    assert loaded.metrics == dict(video=dict(nmi=0.5, ari=0.25, purity=0.75))
+    assert loaded.agreement == dict(xmodal_nmi=0.4)
+    assert loaded.paths == [str(timecode_clips / f'clip{i}.mp4')
+                            for i in range(6)]
+    assert loaded.classes == ['cat', 'dog']
+    np.testing.assert_array_equal(loaded.gt_labels, [0, 1, 0, 1, 0, 1])
+    got = loaded.sources['video']
+    np.testing.assert_array_equal(got.labels, video.labels)
+    np.testing.assert_array_equal(got.counts, video.counts)
+    np.testing.assert_array_equal(got.centroids, video.centroids)
+
+    # The saved state rebuilds the space k-means ran in: the distances and
+    # the nearest centres recomputed there are the saved ones.
+    space = FeaturePreprocessor.from_state_dict(got.preprocess)
+    assert (space.pca_dim, space.whiten, space.out_dim) == (4, True, 4)
+    y = space.transform(x)
+    dist = np.linalg.norm(y[:, None] - got.centroids[None], axis=2)
+    np.testing.assert_array_equal(dist.argmin(1), got.labels)
+    np.testing.assert_allclose(dist[np.arange(len(y)), got.labels],
+                               got.distances, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got.tightness(), [
+        got.distances[got.labels == k].mean() for k in range(3)], rtol=1e-6)
+
+
+def test_clip_windows_reproduce_the_extracted_clip(timecode_clips, tmp_path):
+    """The recorded window, decoded again, gives exactly what the
+    extraction pipeline fed the audio encoder."""
+    dataset = extract_set(timecode_clips)
+    _, result = fitted_result(len(dataset))
+    save_round(str(tmp_path / 'round_0.npz'), 0, 0,
+               dict(audio=result), dataset)
+    windows = load_round(str(tmp_path / 'round_0.npz')).windows
+    span = CLIP['num_frames'] / TIMECODE_FPS
+    np.testing.assert_allclose(
+        windows.start_sec, [(d - span) / 2 for d in TIMECODE_CLIP_DURATIONS])
+    np.testing.assert_array_equal(windows.frame_rate, TIMECODE_FPS)
+    cfg = windows.clip_cfg
+    logmel = AudioLogMel(cfg['n_mels'], cfg['hop_ms'], cfg['win_ms'])
+    for i in (0, 1):
+        _, audio = decode_clip(
+            str(timecode_clips / f'clip{i}.mp4'), windows.start_sec[i],
+            cfg['num_frames'], windows.frame_rate[i], cfg['audio_duration'],
+            cfg['sample_rate'])
+        expected = dataset[i]['audio']
+        spectrogram = logmel(dict(audio=audio,
+                                  sample_rate=cfg['sample_rate']))['audio']
+        torch.testing.assert_close(spectrogram, expected, rtol=0, atol=0)
+
+
+def test_per_cluster_purity_majority_and_unextracted_clips(timecode_clips,
+                                                           tmp_path):
+    dataset = extract_set(timecode_clips)  # labels 0 1 0 1 0 1
+    labels = np.array([0, 1, 0, 1, 1, -1])  # clip 5 failed to decode
+    distances = np.array([1, 2, 3, 4, 5, np.nan], np.float32)
+    result = ClusterResult(labels=labels, centroids=np.zeros((2, 3)),
+                           inertia=0.0, num_resplit=0,
+                           counts=np.array([2, 3]), distances=distances)
+    save_round(str(tmp_path / 'round_1.npz'), 1, 1, dict(joint=result),
+               dataset)
+    joint = load_round(str(tmp_path / 'round_1.npz')).sources['joint']
+    np.testing.assert_allclose(joint.purity, [1.0, 2 / 3])
+    np.testing.assert_array_equal(joint.majority, [0, 1])
+    np.testing.assert_array_equal(joint.label_counts, [[2, 0], [1, 2]])
+    np.testing.assert_allclose(joint.tightness(), [2.0, 11 / 3])
+    assert joint.preprocess is None and np.isnan(joint.distances[5])
+
+
+def test_a_dataset_without_labels_saves_no_purity(timecode_clips, tmp_path):
+    dataset = extract_set(timecode_clips, 'unlabelled.csv')
+    _, result = fitted_result(len(dataset))
+    save_round(str(tmp_path / 'round_0.npz'), 0, 0, dict(video=result),
+               dataset)
+    loaded = load_round(str(tmp_path / 'round_0.npz'))
+    assert not loaded.has_labels and loaded.missing == []
+    assert loaded.classes is None
+    video = loaded.sources['video']
+    assert video.purity is None and video.majority is None
+    assert np.isfinite(video.tightness()).all()
+
+
+def test_an_old_file_loads_and_names_what_it_lacks(tmp_path):
+    path = tmp_path / 'clusters' / 'round_3.npz'
+    path.parent.mkdir()
+    labels = np.array([0, 1, 1, 2, -1])
+    np.savez(path, video_labels=labels, video_centroids=np.zeros((3, 4)),
+             audio_labels=labels, audio_centroids=np.ones((3, 4)))
+    loaded = load_round(str(path))
+    assert loaded.version == 1 and loaded.round_id == 3
+    assert set(loaded.sources) == {'video', 'audio'}
+    np.testing.assert_array_equal(loaded.sources['audio'].counts, [1, 2, 1])
+    assert loaded.sources['video'].distances is None
+    assert set(loaded.missing) == {'distances', 'preprocess', 'paths',
+                                   'labels', 'windows', 'metrics', 'run'}
+    lines = loaded.describe_missing()
+    assert any(line.startswith('distances: cannot show the clips nearest')
+               for line in lines)
+    assert list_round_files(str(tmp_path)) == {3: str(path)}
+
+
+def test_rounds_are_listed_in_order_with_final_last(tmp_path):
+    (tmp_path / 'clusters').mkdir()
+    for rid in ('final', 10, 2, 0):
+        np.savez(round_path(str(tmp_path), rid), video_labels=np.zeros(2, int),
+                 video_centroids=np.zeros((1, 2)))
+    (tmp_path / 'clusters' / 'round_x.npz').write_bytes(b'')
+    assert list(list_round_files(str(tmp_path))) == [0, 2, 10, 'final']
+
+
+def test_unreadable_and_newer_files_raise_a_clear_error(tmp_path):
+    bad = tmp_path / 'round_0.npz'
+    bad.write_bytes(b'not a zip file at all')
+    with pytest.raises(RoundFileError, match='not a readable round file'):
+        load_round(str(bad))
+    newer = tmp_path / 'round_1.npz'
+    np.savez(newer, format_version=np.array(FORMAT_VERSION + 1),
+             meta=np.array('{}'))
+    with pytest.raises(RoundFileError, match='newer than this code reads'):
+        load_round(str(newer))
+    foreign = tmp_path / 'round_2.npz'
+    np.savez(foreign, weights=np.zeros(3))
+    with pytest.raises(RoundFileError, match='not a round file'):
+        load_round(str(foreign))
+    _, result = fitted_result(6)
+    with pytest.raises(RoundFileError, match='neither a number nor'):
+        save_round(str(tmp_path / 'round_4.npz'), '../x', 0,
+                   dict(video=result))
+    save_round(str(tmp_path / 'round_4.npz'), 4, 0, dict(video=result))
+    with np.load(tmp_path / 'round_4.npz') as z:
+        arrays = dict(z)
+    meta = json.loads(str(arrays['meta']))
+    arrays['meta'] = np.array(json.dumps(dict(meta, round='../../evil')))
+    np.savez(tmp_path / 'round_4.npz', **arrays)
+    with pytest.raises(RoundFileError, match='neither a number nor'):
+        load_round(str(tmp_path / 'round_4.npz'))
+    hostile = tmp_path / 'round_3.npz'
+    np.savez(hostile, video_labels=np.array([{'a': 1}], dtype=object),
+             video_centroids=np.zeros(1))
+    with pytest.raises(RoundFileError, match='not a readable round file'):
+        load_round(str(hostile))
+
+
+def test_the_hook_writes_its_run_into_the_round_files(tiny_xdc_run):
+    work, runner = tiny_xdc_run
+    hook = next(h for h in runner.hooks
+                if type(h).__name__ == 'CrossModalClusteringHook')
+    dataset = runner.train_dataloader.dataset
+    for round_id, epoch in ((0, 0), ('final', 1)):
+        loaded = load_round(round_path(str(work), round_id))
+        assert loaded.missing == [] and loaded.has_labels
+        assert (loaded.round_id, loaded.epoch, loaded.variant) == (
+            round_id, epoch, 'xdc')
+        assert loaded.config.endswith('xdc_demo.yaml')
+        records = [r for r in hook.history if r['round'] == round_id]
+        assert loaded.metrics == {
+            r['source']: {m: r[m] for m in ('nmi', 'ari', 'purity')}
+            for r in records}
+        assert loaded.agreement == {'xmodal_nmi': records[0]['xmodal_nmi']}
+        assert loaded.paths == [osp.abspath(dataset.get_data_info(i)['path'])
+                                for i in range(9)]
+        assert all(osp.isfile(p) for p in loaded.paths)
+        assert loaded.classes == list(dataset.metainfo['classes'])
+        for clusters in loaded.sources.values():
+            assert clusters.counts.sum() == 9
+            assert (clusters.distances >= 0).all()
+        # 3 s demo clips at 15 fps: the 8-frame clip is centred.
+        np.testing.assert_allclose(loaded.windows.start_sec,
+                                   (3.0 - 8 / 15) / 2)

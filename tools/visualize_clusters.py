@@ -1,0 +1,9 @@
+"""Cluster gallery of a run: ``python tools/visualize_clusters.py WORK_DIR
+[--round final|N|all] [--top-clusters 12] [--clips-per-cluster 10]
+[--out DIR]``; open ``DIR/index.html`` (default ``WORK_DIR/gallery``)."""
+import sys
+
+from xdc_plugin.visualization.cli import main
+
+if __name__ == '__main__':
+    sys.exit(main())

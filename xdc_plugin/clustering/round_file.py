@@ -1,0 +1,369 @@
+"""The per-round cluster file ``work_dir/clusters/round_<r>.npz``.
+
+The only code that writes or reads it. A round file holds, for every
+clustering source (``video``, ``audio``, ``joint``): each clip's cluster and
+its distance to that cluster's centre in the space k-means ran in, the
+centroids and the preprocessing state of that space, per-cluster size and,
+when the dataset has labels, purity, majority label and label counts. Beside
+them: the dataset's file paths, labels and class names, the time window each
+clip was cut at for feature extraction, the round's id, epoch, variant and
+quality metrics. Everything is a plain array or a JSON string, so the file
+loads with ``allow_pickle=False``.
+
+Format 1 (before per-clip distances were saved) held only
+``<source>_labels`` and ``<source>_centroids``; it still loads, with
+``ClusterRound.missing`` naming what it lacks.
+"""
+import io
+import json
+import os.path as osp
+import re
+import zipfile
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+from mmengine import fileio
+
+from xdc_plugin.clustering.preprocess import FeaturePreprocessor
+from xdc_plugin.data.transforms import AudioLogMel, DecodeAVClip, SampleClip
+
+FORMAT_VERSION = 2
+SOURCES = ('video', 'audio', 'joint')
+_ROUND_NAME = re.compile(r'^round_(\d+|final)\.npz$')
+
+# What a file may lack, and what a viewer cannot show without it.
+MISSING_CONSEQUENCES = {
+    'distances': 'the clips nearest each centre and cluster tightness',
+    'preprocess': 'the PCA/whitening state of the centroid space',
+    'paths': 'any clip (no file paths)',
+    'labels': 'purity, majority labels and label histograms',
+    'windows': 'the exact extraction window of each clip',
+    'metrics': 'this round in the quality charts',
+    'run': 'the epoch, variant and config of the round',
+}
+
+
+class RoundFileError(ValueError):
+    """A round file that cannot be read (corrupt, foreign, truncated)."""
+
+
+@dataclass
+class ClipWindows:
+    """Where each clip was cut for feature extraction: the video clip is
+    ``num_frames`` frames at ``frame_rate[i]`` fps from ``start_sec[i]``;
+    the audio is the ``audio_duration`` s window that
+    ``xdc_plugin.data.decode.decode_clip`` centres on that clip.
+    ``clip_cfg`` is the dataset's clip configuration (log-mel settings)."""
+    start_sec: np.ndarray
+    frame_rate: np.ndarray
+    clip_cfg: dict
+
+
+@dataclass
+class SourceClusters:
+    """One clustering source of a round (arrays over the N clips or the K
+    clusters; optional fields are None when the file lacks them)."""
+    labels: np.ndarray                      # (N,) int64, -1: not extracted
+    centroids: np.ndarray                   # (K, D') float32
+    counts: np.ndarray                      # (K,) int64
+    distances: Optional[np.ndarray] = None  # (N,) float32, NaN where -1
+    preprocess: Optional[dict] = None       # FeaturePreprocessor.state_dict
+    purity: Optional[np.ndarray] = None     # (K,) NaN: no labelled clip
+    majority: Optional[np.ndarray] = None   # (K,) int64 class, -1: none
+    label_counts: Optional[np.ndarray] = None  # (K, C) int64
+
+    @property
+    def num_clusters(self):
+        return len(self.centroids)
+
+    def tightness(self):
+        """Mean distance of each cluster's clips to its centre (K,); NaN for
+        an empty cluster."""
+        kept = self.labels >= 0
+        sums = np.bincount(self.labels[kept], self.distances[kept],
+                           minlength=self.num_clusters)
+        with np.errstate(invalid='ignore', divide='ignore'):
+            return sums / self.counts
+
+
+@dataclass
+class ClusterRound:
+    """A loaded round file."""
+    path: str
+    version: int
+    round_id: Union[int, str]
+    sources: Dict[str, SourceClusters]
+    epoch: Optional[int] = None
+    variant: Optional[str] = None
+    config: Optional[str] = None
+    paths: Optional[List[str]] = None
+    gt_labels: Optional[np.ndarray] = None
+    classes: Optional[List[str]] = None
+    windows: Optional[ClipWindows] = None
+    metrics: Dict[str, dict] = field(default_factory=dict)
+    agreement: Dict[str, float] = field(default_factory=dict)
+    missing: List[str] = field(default_factory=list)
+
+    @property
+    def num_clips(self):
+        return len(next(iter(self.sources.values())).labels)
+
+    @property
+    def has_labels(self):
+        return self.gt_labels is not None and bool((self.gt_labels >= 0).any())
+
+    def describe_missing(self):
+        """One line per missing field: what it is and what it prevents."""
+        return [f'{name}: cannot show {MISSING_CONSEQUENCES[name]}'
+                for name in self.missing]
+
+
+def round_path(work_dir, round_id):
+    return osp.join(work_dir, 'clusters', f'round_{round_id}.npz')
+
+
+def round_sort_key(round_id):
+    """Numbered rounds in order, then ``'final'``."""
+    return (1, 0) if round_id == 'final' else (0, int(round_id))
+
+
+def list_round_files(work_dir):
+    """``{round_id: path}`` of the round files of a work dir, in order."""
+    folder = osp.join(work_dir, 'clusters')
+    found = {}
+    if osp.isdir(folder):
+        for name in sorted(fileio.list_dir_or_file(folder, list_dir=False)):
+            match = _ROUND_NAME.match(name)
+            if match:
+                rid = match.group(1)
+                found[rid if rid == 'final' else int(rid)] = osp.join(
+                    folder, name)
+    return dict(sorted(found.items(), key=lambda kv: round_sort_key(kv[0])))
+
+
+# -- what a round records of the dataset --------------------------------------
+def _transform(dataset, kind):
+    transforms = getattr(getattr(dataset, 'pipeline', None), 'transforms', ())
+    return next((t for t in transforms if isinstance(t, kind)), None)
+
+
+def clip_windows(dataset):
+    """The extraction window of every clip, by running the dataset's own
+    ``SampleClip`` on each sample's info; None when the pipeline has no
+    single deterministic clip (random or several clips per file)."""
+    sampler = _transform(dataset, SampleClip)
+    decoder = _transform(dataset, DecodeAVClip)
+    logmel = _transform(dataset, AudioLogMel)
+    if (sampler is None or decoder is None or sampler.mode == 'random'
+            or sampler.num_clips != 1):
+        return None
+    cut = [sampler.transform(dict(dataset.get_data_info(i)))
+           for i in range(len(dataset))]
+    clip_cfg = dict(num_frames=sampler.num_frames,
+                    audio_duration=decoder.audio_duration,
+                    sample_rate=decoder.sample_rate)
+    if logmel is not None:
+        clip_cfg.update(n_mels=logmel.n_mels, hop_ms=logmel.hop_ms,
+                        win_ms=logmel.win_ms)
+    return ClipWindows(
+        start_sec=np.array([c['clip_starts'][0] for c in cut], np.float64),
+        frame_rate=np.array([c['frame_rate'] for c in cut], np.float64),
+        clip_cfg=clip_cfg)
+
+
+def _dataset_arrays(dataset):
+    """Arrays and meta entries describing ``dataset`` (an ``AVClipDataset``;
+    any entry may be absent for a dataset that lacks paths, labels or
+    windows)."""
+    arrays, meta = {}, {}
+    if hasattr(dataset, 'get_data_info'):
+        # UTF-8 JSON bytes: 1 byte per character (a numpy str array takes
+        # 4), any character allowed.
+        paths = [osp.abspath(dataset.get_data_info(i)['path'])
+                 for i in range(len(dataset))]
+        arrays['paths_json'] = np.frombuffer(
+            json.dumps(paths).encode('utf-8'), np.uint8)
+    if hasattr(dataset, 'get_labels'):
+        arrays['gt_labels'] = np.asarray(dataset.get_labels(), np.int64)
+    classes = (getattr(dataset, 'metainfo', None) or {}).get('classes')
+    meta['classes'] = list(classes) if classes else None
+    windows = clip_windows(dataset)
+    if windows is not None:
+        arrays['clip_start_sec'] = windows.start_sec
+        arrays['clip_frame_rate'] = windows.frame_rate
+        meta['clip_cfg'] = windows.clip_cfg
+    return arrays, meta
+
+
+def _cluster_label_stats(labels, gt_labels, num_clusters):
+    """Per-cluster label counts (K, C), purity (K,) and majority (K,)."""
+    keep = (labels >= 0) & (gt_labels >= 0)
+    num_classes = int(gt_labels.max()) + 1
+    table = np.zeros((num_clusters, num_classes), np.int64)
+    np.add.at(table, (labels[keep], gt_labels[keep]), 1)
+    labelled = table.sum(1)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        purity = table.max(1) / labelled
+    majority = np.where(labelled > 0, table.argmax(1), -1)
+    return table, purity, majority
+
+
+# -- writing ------------------------------------------------------------------
+def save_round(path, round_id, epoch, results, dataset=None, variant=None,
+               config=None, metrics=None, agreement=None, backend_args=None):
+    """Write a round file at ``path`` (through mmengine's file backends).
+
+    Args:
+        results: ``{source: ClusterResult}`` with labels over the whole
+            dataset (-1 for clips not extracted, whose distance is NaN).
+        dataset: the extraction dataset (paths, labels, classes and clip
+            windows are read from it), or None.
+        metrics: ``{source: {'nmi', 'ari', 'purity'}}`` against the labels.
+        agreement: cross-modal agreement (``{'xmodal_nmi': float}``).
+        backend_args: mmengine file backend arguments (the hook passes an
+            atomic local backend).
+    """
+    _checked_round_id(round_id, path)
+    arrays, meta = ({}, {}) if dataset is None else _dataset_arrays(dataset)
+    gt_labels = arrays.get('gt_labels')
+    meta.update(round=round_id, epoch=int(epoch), variant=variant,
+                config=config, metrics=metrics or {},
+                agreement=agreement or {}, sources=list(results),
+                preprocess={})
+    for source, result in results.items():
+        if source not in SOURCES:
+            raise ValueError(f'unknown clustering source {source!r}')
+        labels = np.asarray(result.labels, np.int64)
+        distances = np.asarray(result.distances, np.float32)
+        if distances.shape != labels.shape:
+            raise ValueError(f'{source}: {len(distances)} distances for '
+                             f'{len(labels)} labels')
+        arrays.update({f'{source}_labels': labels,
+                       f'{source}_centroids': result.centroids,
+                       f'{source}_counts': result.counts,
+                       f'{source}_distances': distances})
+        if gt_labels is not None and (gt_labels >= 0).any():
+            table, purity, majority = _cluster_label_stats(
+                labels, gt_labels, result.num_clusters)
+            arrays.update({f'{source}_label_counts': table,
+                           f'{source}_purity': purity,
+                           f'{source}_majority': majority})
+        if result.preprocess is not None:
+            state = dict(result.preprocess)
+            for name in FeaturePreprocessor.STATE_ARRAYS:
+                value = state.pop(name)
+                if value is not None:
+                    arrays[f'{source}_pca_{name}'] = value
+            meta['preprocess'][source] = state
+    arrays['format_version'] = np.array(FORMAT_VERSION)
+    arrays['meta'] = np.array(json.dumps(meta))
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    fileio.put(buffer.getvalue(), path, backend_args=backend_args)
+
+
+# -- reading ------------------------------------------------------------------
+def _checked_round_id(round_id, path):
+    # It names the gallery's pages: never a path, even from a foreign file.
+    if not (type(round_id) is int or round_id == 'final'):
+        raise RoundFileError(f'{path}: round id {round_id!r} is neither a '
+                             "number nor 'final'")
+    return round_id
+
+
+def _round_id_from_name(path):
+    match = _ROUND_NAME.match(osp.basename(path))
+    if not match:
+        return None
+    rid = match.group(1)
+    return rid if rid == 'final' else int(rid)
+
+
+def _open_arrays(path):
+    try:
+        with np.load(io.BytesIO(fileio.get(path)), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise RoundFileError(f'{path}: not a readable round file ({e})') from e
+
+
+def _load_v1(path, arrays):
+    sources = {}
+    for source in SOURCES:
+        if f'{source}_labels' in arrays:
+            labels = arrays[f'{source}_labels'].astype(np.int64)
+            centroids = arrays[f'{source}_centroids']
+            sources[source] = SourceClusters(
+                labels=labels, centroids=centroids,
+                counts=np.bincount(labels[labels >= 0],
+                                   minlength=len(centroids)))
+    return ClusterRound(
+        path=path, version=1, round_id=_round_id_from_name(path),
+        sources=sources,
+        missing=['distances', 'preprocess', 'paths', 'labels', 'windows',
+                 'metrics', 'run'])
+
+
+def _load_v2(path, arrays, meta):
+    def optional(key):
+        return arrays.get(key)
+
+    sources = {}
+    for source in meta['sources']:
+        state = meta['preprocess'].get(source)
+        if state is not None:
+            state = dict(state, **{
+                name: optional(f'{source}_pca_{name}')
+                for name in FeaturePreprocessor.STATE_ARRAYS})
+        sources[source] = SourceClusters(
+            labels=arrays[f'{source}_labels'],
+            centroids=arrays[f'{source}_centroids'],
+            counts=arrays[f'{source}_counts'],
+            distances=arrays[f'{source}_distances'], preprocess=state,
+            purity=optional(f'{source}_purity'),
+            majority=optional(f'{source}_majority'),
+            label_counts=optional(f'{source}_label_counts'))
+    windows = None
+    if 'clip_start_sec' in arrays:
+        windows = ClipWindows(arrays['clip_start_sec'],
+                              arrays['clip_frame_rate'], meta['clip_cfg'])
+    round_id = _checked_round_id(meta['round'], path)
+    paths = optional('paths_json')
+    if paths is not None:
+        paths = json.loads(paths.tobytes().decode('utf-8'))
+    record = ClusterRound(
+        path=path, version=FORMAT_VERSION, round_id=round_id,
+        sources=sources, epoch=meta['epoch'], variant=meta['variant'],
+        config=meta['config'],
+        paths=paths,
+        gt_labels=optional('gt_labels'), classes=meta['classes'],
+        windows=windows, metrics=meta['metrics'],
+        agreement=meta['agreement'])
+    record.missing = [name for name, absent in (
+        ('paths', paths is None), ('labels', record.gt_labels is None),
+        ('windows', windows is None)) if absent]
+    return record
+
+
+def load_round(path):
+    """Read a round file of any format version -> ``ClusterRound``.
+
+    Raises ``RoundFileError`` for a file that is not a round file or was
+    written by a newer version of this code.
+    """
+    arrays = _open_arrays(path)
+    if 'format_version' not in arrays:
+        if not any(f'{s}_labels' in arrays for s in SOURCES):
+            raise RoundFileError(f'{path}: no cluster labels in it; not a '
+                                 'round file')
+        return _load_v1(path, arrays)
+    version = int(arrays['format_version'])
+    if version > FORMAT_VERSION:
+        raise RoundFileError(f'{path}: format {version} is newer than this '
+                             f'code reads ({FORMAT_VERSION}); update '
+                             'xdc_plugin')
+    try:
+        return _load_v2(path, arrays, json.loads(str(arrays['meta'])))
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        raise RoundFileError(f'{path}: incomplete round file (no {e})') from e

@@ -1,0 +1,134 @@
+"""What a media file's headers say: streams, duration, frame rate.
+
+``probe`` reads the headers only; ``DecodeError`` is the one error every
+decoding step raises, with a ``kind`` that says what is wrong.
+"""
+import math
+from dataclasses import dataclass
+
+import av
+
+__all__ = ['DecodeError', 'VideoInfo', 'probe', 'AUDIO_SHORT_TOLERANCE']
+
+# An audio track may end this much before the video: real files often
+# differ by 0.1-0.5 s (avi, mpeg-ps, vp9 in ../shared/data/realclips); a
+# 2 s window then holds at most a quarter of padding.
+AUDIO_SHORT_TOLERANCE = 0.5
+
+
+class DecodeError(RuntimeError):
+    """A file that cannot give the requested clip.
+
+    ``kind`` is one of ``KINDS``; ``reason`` is a human message.
+    ``audio_short``: the audio track ends well before the video.
+    """
+
+    KINDS = ('unreadable', 'no_video', 'no_audio', 'truncated', 'too_short',
+             'audio_short')
+
+    def __init__(self, path, reason, kind='unreadable'):
+        assert kind in self.KINDS, kind
+        self.path, self.reason, self.kind = str(path), reason, kind
+        super().__init__(f'cannot decode {self.path!r}: {kind}: {reason}')
+
+    def __reduce__(self):  # picklable across DataLoader workers
+        return DecodeError, (self.path, self.reason, self.kind)
+
+
+@dataclass
+class VideoInfo:
+    """Header information; times in seconds from the container start.
+
+    For an audio-only file (``has_video=False``) ``duration`` is the audio
+    stream's and ``fps``, ``width`` and ``height`` are 0."""
+    path: str
+    duration: float          # of the video stream (container if unknown)
+    fps: float               # average frame rate of the video stream
+    width: int
+    height: int
+    has_audio: bool
+    audio_sample_rate: int = 0
+    audio_channels: int = 0
+    container_duration: float = 0.0
+    has_video: bool = True
+    # End of the audio stream by its own header; nan when it gives none.
+    audio_end: float = math.nan
+
+
+def open_media(path):
+    try:
+        return av.open(str(path), metadata_errors='ignore')
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+        raise DecodeError(path, f'cannot open: {e}') from e
+
+
+def container_origin(container):
+    return container.start_time / 1e6 if container.start_time else 0.0
+
+
+def stream_span(container, stream):
+    """(start, end) of ``stream`` in seconds from the container origin."""
+    origin = container_origin(container)
+    start = (float(stream.start_time * stream.time_base) - origin
+             if stream.start_time is not None else 0.0)
+    if stream.duration:
+        return start, start + float(stream.duration * stream.time_base)
+    if container.duration:
+        return start, container.duration / 1e6
+    return start, math.nan
+
+
+def _container_duration(container, fallback):
+    cdur = container.duration / 1e6 if container.duration else fallback
+    if not cdur or math.isnan(cdur) or cdur <= 0:
+        return None
+    return float(cdur)
+
+
+def read_info(container, path, require_video=True):
+    """``VideoInfo`` of an open container (see ``probe``)."""
+    aud = container.streams.audio[0] if container.streams.audio else None
+    audio = dict(audio_sample_rate=aud.codec_context.sample_rate,
+                 audio_channels=aud.codec_context.channels,
+                 audio_end=stream_span(container, aud)[1]
+                 if aud.duration else math.nan) if aud else {}
+    if not container.streams.video:
+        if require_video:
+            raise DecodeError(path, 'the file has no video stream',
+                              'no_video')
+        if aud is None:
+            raise DecodeError(path, 'the file has no audio or video stream',
+                              'no_audio')
+        aend = stream_span(container, aud)[1]
+        cdur = _container_duration(container, aend)
+        if cdur is None:
+            raise DecodeError(path, 'the header gives no duration')
+        duration = cdur if math.isnan(aend) else min(aend, cdur)
+        return VideoInfo(path=str(path), duration=float(duration), fps=0.0,
+                         width=0, height=0, has_audio=True,
+                         container_duration=cdur, has_video=False, **audio)
+    vs = container.streams.video[0]
+    rate = vs.average_rate or vs.guessed_rate or vs.base_rate
+    if not rate:
+        raise DecodeError(path, 'the video stream has no frame rate')
+    _, vend = stream_span(container, vs)
+    cdur = _container_duration(container, vend)
+    if cdur is None:
+        raise DecodeError(path, 'the header gives no duration')
+    return VideoInfo(
+        path=str(path), duration=float(min(vend, cdur)
+                                       if not math.isnan(vend) else cdur),
+        fps=float(rate), width=vs.codec_context.width,
+        height=vs.codec_context.height, has_audio=aud is not None,
+        container_duration=cdur, **audio)
+
+
+def probe(path, require_video=True) -> VideoInfo:
+    """Read the headers only (no frame is decoded by us).
+
+    Raises ``DecodeError`` (``unreadable`` or ``no_video``); a file without
+    audio is reported with ``has_audio=False``. ``require_video=False``
+    accepts an audio-only file (``has_video=False``).
+    """
+    with open_media(path) as container:
+        return read_info(container, path, require_video)

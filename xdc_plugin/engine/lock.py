@@ -1,0 +1,93 @@
+"""One run per work_dir: an advisory lock held for the run's lifetime.
+
+A POSIX record lock (``fcntl.lockf``) on ``<work_dir>/run.lock``: it belongs
+to the holding process alone, so the kernel releases it when that process
+exits or dies (kill -9 included) even while its DataLoader workers, forked
+with the file open, are still shutting down (an ``flock`` would be shared
+with them and outlive the run); NFS propagates it to other hosts. A stale
+lock file never blocks anyone. The file names the holder (PID, host,
+command) for the error a second run gets. Closing any descriptor of the
+file releases a POSIX lock, so the holder reads it only through its own.
+"""
+import errno
+import fcntl
+import json
+import os
+import os.path as osp
+import shlex
+import socket
+import sys
+import time
+
+LOCK_NAME = 'run.lock'
+
+
+class WorkDirBusyError(RuntimeError):
+    """Another run holds the work_dir's lock."""
+
+
+def _describe(holder):
+    if not holder:
+        return 'another run (it has not written its details yet)'
+    return (f"run PID {holder.get('pid')} on host {holder.get('host')}, "
+            f"started {holder.get('started')}: {holder.get('command')}")
+
+
+class WorkDirLock:
+    """Context manager: hold ``work_dir``'s lock, or raise
+    :class:`WorkDirBusyError` naming the run that holds it.
+
+    With ``force=True`` a held lock is shared deliberately: ``on_force``
+    (e.g. a logger's ``warning``) is told who holds it, and this run goes on
+    without the lock.
+    """
+
+    def __init__(self, work_dir, force=False, on_force=print):
+        self.path = osp.join(work_dir, LOCK_NAME)
+        self.force = force
+        self.on_force = on_force
+        self._fd = None
+
+    def holder(self):
+        """The details the holding run wrote, or None."""
+        try:
+            if self._fd is not None:
+                text = os.pread(self._fd, 1 << 16, 0).decode()
+            else:
+                with open(self.path) as f:
+                    text = f.read()
+            return json.loads(text or 'null')
+        except (OSError, ValueError):
+            return None
+
+    def __enter__(self):
+        os.makedirs(osp.dirname(self.path), exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            message = (f'{osp.dirname(self.path)} is in use by '
+                       f'{_describe(self.holder())}.')
+            if not self.force:
+                raise WorkDirBusyError(
+                    message + ' Two runs in one work_dir overwrite each '
+                    "other's checkpoints: choose another --work-dir, or pass "
+                    '--force to share it deliberately.') from None
+            self.on_force(message + ' Sharing it (--force).')
+            return self
+        details = dict(pid=os.getpid(), host=socket.gethostname(),
+                       started=time.strftime('%Y-%m-%d %H:%M:%S'),
+                       command=shlex.join([sys.executable] + sys.argv))
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(details).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock
+            self._fd = None
+        return False

@@ -1,0 +1,42 @@
+"""Random numbers that depend only on where training is."""
+import random
+
+import numpy as np
+import torch
+from mmengine.hooks import Hook
+
+from xdc_plugin.registry import HOOKS
+
+_EPOCH, _ITER = 0, 1
+
+
+def seed_everything_for(seed, rank, kind, step):
+    """Seed python, numpy and torch (CPU and every GPU) from
+    ``(seed, rank, kind, step)``."""
+    words = np.random.SeedSequence([seed, rank, kind, step]).generate_state(2)
+    derived = (int(words[0]) << 32) | int(words[1])
+    random.seed(derived)
+    np.random.seed(derived % 2**32)
+    torch.manual_seed(derived)
+
+
+@HOOKS.register_module()
+class StepSeedHook(Hook):
+    """Reseed every generator before each epoch and each iteration from
+    ``(run seed, rank, epoch or iteration)``.
+
+    Whatever draws from the global generators during training (dropout, the
+    heads a clustering round re-initialises, ...) then depends only on the
+    position in training, not on what ran before in this process: a run
+    resumed from a checkpoint draws exactly what the uninterrupted run drew,
+    with no generator state in the checkpoint, for any number of ranks.
+    Runs first, so that the epoch's seed precedes the clustering round.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def before_train_epoch(self, runner):
+        seed_everything_for(runner.seed, runner.rank, _EPOCH, runner.epoch)
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        seed_everything_for(runner.seed, runner.rank, _ITER, runner.iter)

@@ -1,0 +1,71 @@
+"""Result records of the evaluation tools: one dict per (protocol,
+modality, metric), a text table of them and their JSON file.
+
+A record has at least ``protocol``, ``modality``, ``metric``, ``accuracy``
+(the metric's mean over splits, 0-1: top-1 accuracy, or recall for
+``recall@k``), ``std`` (standard deviation over splits, ``np.std``: 0 for a
+single split), ``folds`` (the score of every split) and ``num_samples``
+(labelled rows evaluated), plus ``encoder`` and whatever the caller adds
+(``num_unlabelled``, ``num_skipped``, ``benchmark``, ``C`` ...).
+"""
+import json
+from typing import Callable, Iterable, List, Sequence, Tuple
+
+import numpy as np
+from mmengine import fileio
+
+
+def make_record(protocol: str, modality: str, metric: str,
+                per_split: Sequence[float], **extra) -> dict:
+    scores = [float(s) for s in per_split]
+    return dict(protocol=protocol, modality=modality, metric=metric,
+                accuracy=float(np.mean(scores)), std=float(np.std(scores)),
+                folds=scores, **extra)
+
+
+def format_table(records: Iterable[dict]) -> str:
+    """One line per record: protocol, modality, metric, mean +- std (in
+    %), number of splits and of samples."""
+    records = list(records)
+    header = ('protocol', 'modality', 'metric', 'mean +- std (%)', 'splits',
+              'samples')
+    rows = [header] + [
+        (r['protocol'], r['modality'], r['metric'],
+         f"{100 * r['accuracy']:.1f} +- {100 * r['std']:.1f}",
+         str(len(r['folds'])), str(r['num_samples'])) for r in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ['  '.join(v.ljust(w) for v, w in zip(row, widths)).rstrip()
+             for row in rows]
+    lines.insert(1, '  '.join('-' * w for w in widths))
+    return '\n'.join(lines)
+
+
+def format_markdown(records: Iterable[dict], row_key: str,
+                    columns: Sequence[Tuple[str, str, str]],
+                    extra: Sequence[Tuple[str, Callable[[str], str]]] = ()
+                    ) -> str:
+    """A markdown table: one row per value of ``row_key`` (in first-seen
+    order), one column per ``(protocol, modality, metric)`` holding
+    ``mean +- std`` in %, then the ``extra`` columns ``(title, row value ->
+    text)``."""
+    cells, rows = {}, []
+    for r in records:
+        if r[row_key] not in rows:
+            rows.append(r[row_key])
+        cells[(r[row_key], r['protocol'], r['modality'], r['metric'])] = (
+            f"{100 * r['accuracy']:.1f} ± {100 * r['std']:.1f}")
+    header = [row_key] + [f'{p} {m} {metric}' for p, m, metric in columns]
+    header += [title for title, _ in extra]
+    lines = ['| ' + ' | '.join(header) + ' |',
+             '|' + '---|' * len(header)]
+    for row in rows:
+        values = [str(row)] + [cells.get((row,) + c, '-') for c in columns]
+        values += [text(row) for _, text in extra]
+        lines.append('| ' + ' | '.join(values) + ' |')
+    return '\n'.join(lines)
+
+
+def write_json(records: List[dict], path: str) -> None:
+    """The records as a JSON list (written atomically through mmengine's
+    file backends)."""
+    fileio.put_text(json.dumps(records, indent=2) + '\n', path)

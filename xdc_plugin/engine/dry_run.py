@@ -1,306 +1,261 @@
-"""``tools/run_net.py --dry-run``: build what a run needs, print its cost,
-train nothing and write nothing.
+"""``tools/run_net.py --cfg CONFIG --dry-run``: build what the run builds,
+check its data, print its cost; train nothing, write nothing.
 
-It builds the model (and prints its parameters), checks the header of every
-manifest the run reads and counts its rows without decoding a file (the
-datasets are built with ``lazy_init``), then prints, for the world size the
-run will have:
-
-* the memory per rank of one clustering round (``clustering_memory``): the
-  gather on rank 0 and ``DistributedKMeans`` on shards;
-* the schedule (epochs per round, rounds) and the expected time of a round:
-  training, feature extraction and k-means, from throughputs measured by
-  ``tools/gpu_check.py`` (``--throughput gpu_check.json``) or given on the
-  command line; every figure says whether it is measured, given or assumed.
+It builds the model, the optimizer, every hook and, through the clustering
+hook, every clusterer; builds the train and feature-extraction datasets
+with ``lazy_init`` (their arguments are checked, no file is decoded) and
+checks each manifest as ``summarize_manifest`` does (header, rows, a sample
+of files that exist). Then, for the world size of the planned run
+(``--world-size``), it prints the memory per rank of a clustering round
+(``clustering.memory_model``: everything gathered on rank 0, and
+``DistributedKMeans`` on shards) and the expected time of an epoch, a round
+and the run (``engine.run_cost``), every rate with its origin: measured
+(``--throughput gpu_check.json`` or a flag) or the config's
+``throughput_estimate``.
 
 No ``Runner`` is built: it would create the work dir and its logs.
 """
-import json
-import math
 import os
-from dataclasses import dataclass, field
+from types import SimpleNamespace
 
+from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 
 from xdc_plugin.clustering.memory_model import clustering_memory
-from xdc_plugin.data.manifest import count_manifest_rows
-from xdc_plugin.registry import DATASETS, MODELS
+from xdc_plugin.data.manifest import summarize_manifest
+from xdc_plugin.engine.run_cost import (Rate, Rates, duration,
+                                        merge_rates, rates_from_estimate,
+                                        rates_from_gpu_check, run_times)
+from xdc_plugin.registry import DATASETS, HOOKS, MODELS
 
 HOOK_TYPE = 'CrossModalClusteringHook'
 GIB = 2**30
 
 
+class DryRunError(ValueError):
+    """The run would fail: a manifest without its files, k above N, ..."""
+
+
 def add_arguments(parser):
     group = parser.add_argument_group(
-        'dry run', 'build the run and print its cost; no training, nothing '
-        'written')
+        'dry run', 'build the run and print its cost; nothing is trained '
+        'or written')
     group.add_argument('--dry-run', action='store_true')
     group.add_argument('--world-size', type=int,
                        default=int(os.environ.get('WORLD_SIZE', 1)),
                        help='ranks of the planned run (default: $WORLD_SIZE '
                        'or 1)')
     group.add_argument('--throughput', metavar='JSON',
-                       help='throughputs measured by tools/gpu_check.py')
+                       help='rates measured by tools/gpu_check.py --out')
     group.add_argument('--train-clips-per-s', type=float,
-                       help='training clips/s per rank (overrides the JSON)')
+                       help='measured training clips/s per rank')
     group.add_argument('--extract-clips-per-s', type=float,
-                       help='extraction clips/s per rank (overrides the '
-                       'JSON)')
-
-
-@dataclass
-class Rate:
-    """A throughput and where it comes from."""
-    value: float
-    origin: str
-
-    def __str__(self):
-        return f'{self.value:,.0f} clips/s/rank ({self.origin})'
-
-
-@dataclass
-class Throughputs:
-    train: Rate = None
-    extract: Rate = None
-    kmeans: dict = None          # a gpu_check k-means row
-    kmeans_origin: str = ''
-    notes: list = field(default_factory=list)
-
-
-def _matching_step(rows, audio_frames):
-    for row in rows:
-        if audio_frames is None or row['audio_shape'][-1] == audio_frames:
-            return row, None
-    return rows[0], (f'no step measured at {audio_frames} audio frames; '
-                     f"used {rows[0]['audio_shape'][-1]}")
-
-
-def load_throughputs(args, audio_frames=None):
-    """The rates the estimate uses: the command line's, else the JSON's
-    (the step row at the config's audio size; the k-means row of
-    ``DistributedKMeans``, else ``TorchKMeans``)."""
-    out = Throughputs()
-    if args.throughput:
-        with open(args.throughput) as f:
-            report = json.load(f)
-        where = f"measured: {args.throughput}, {report['environment']['device']}"
-        if report.get('train_step'):
-            step, note = _matching_step(report['train_step'], audio_frames)
-            out.train = Rate(step['clips_per_s'], where)
-            out.extract = Rate(step['extract_clips_per_s'], where)
-            out.notes += [note] if note else []
-        timed = {r['method']: r for r in report.get('kmeans', [])
-                 if 'seconds' in r}
-        for method in ('DistributedKMeans', 'TorchKMeans', 'FaissKMeans'):
-            if method in timed:
-                out.kmeans, out.kmeans_origin = timed[method], (
-                    f'{where}, {method}')
-                break
-    if args.train_clips_per_s:
-        out.train = Rate(args.train_clips_per_s, 'given')
-    if args.extract_clips_per_s:
-        out.extract = Rate(args.extract_clips_per_s, 'given')
-    return out
+                       help='measured feature-extraction clips/s per rank')
+    group.add_argument('--data-clips-per-s', type=float,
+                       help='measured data-loader clips/s per rank '
+                       '(bench/bench_data_pipeline.py); caps training')
+    group.add_argument('--kmeans-tflops', type=float,
+                       help="measured k-means distance TFLOP/s per rank")
+    group.add_argument('--sample-files', type=int, default=200,
+                       help='listed files checked for existence')
 
 
 def _transform(pipeline, type_name):
     return next((dict(t) for t in pipeline or () if t.get('type') ==
-                 type_name), None)
+                 type_name), {})
 
 
 def clip_shapes(dataset_cfg):
-    """``(video shape (3, T, H, W), audio frames)`` one training clip has,
-    read from the pipeline's ``SampleClip``, ``VideoCrop``, ``DecodeAVClip``
-    and ``AudioLogMel`` (None where the pipeline does not say)."""
+    """``(video (3, T, H, W), audio (1, n_mels, frames))`` of one clip,
+    from the pipeline's ``SampleClip``, ``VideoCrop``, ``DecodeAVClip`` and
+    ``AudioLogMel``; ``DryRunError`` when a size is not given there."""
     pipeline = dataset_cfg.get('pipeline')
     sample, crop = (_transform(pipeline, 'SampleClip'),
                     _transform(pipeline, 'VideoCrop'))
     decode, logmel = (_transform(pipeline, 'DecodeAVClip'),
                       _transform(pipeline, 'AudioLogMel'))
-    video = None
-    if sample and crop and 'num_frames' in sample and 'size' in crop:
-        video = (3, sample['num_frames'], crop['size'], crop['size'])
-    frames = None
-    if decode and logmel and 'audio_duration' in decode:
-        rate = decode.get('sample_rate', 16000)
-        hop = round(rate * logmel.get('hop_ms', 10) / 1000)
-        # centred STFT frames, as torchaudio's MelSpectrogram gives
-        frames = round(decode['audio_duration'] * rate) // hop + 1
-    return video, frames
+    if not ('num_frames' in sample and 'size' in crop and
+            'audio_duration' in decode and logmel):
+        raise DryRunError('the train pipeline must give SampleClip.'
+                          'num_frames, VideoCrop.size, DecodeAVClip.'
+                          'audio_duration and an AudioLogMel')
+    rate = decode.get('sample_rate', 16000)
+    hop = round(rate * logmel.get('hop_ms', 10) / 1000)
+    # centred STFT frames, as torchaudio's MelSpectrogram gives
+    frames = round(decode['audio_duration'] * rate) // hop + 1
+    return ((3, sample['num_frames'], crop['size'], crop['size']),
+            (1, logmel.get('n_mels', 40), frames))
 
 
-def clustering_plan(cfg, model):
-    """Per clustering source: k, clustered dimension, iterations and
-    storage dtype, from the hook's ``clusterers`` (as the hook builds
-    them); and the hook's ``interval``. None without the hook."""
-    hook = next((h for h in cfg.get('custom_hooks', []) or ()
-                 if h.get('type') == HOOK_TYPE), None)
-    if hook is None:
-        return None
-    sources = {}
-    for source in model.cluster_sources:
-        clusterer = hook['clusterers']
-        if source in clusterer:
-            clusterer = clusterer[source]
-        feat_dim = (sum(model.feat_dims.values()) if source == 'joint' else
-                    model.feat_dims[source])
-        preprocess = clusterer.get('preprocess', {}) or {}
-        mppc = clusterer.get('max_points_per_centroid')
-        sources[source] = dict(
-            type=clusterer['type'],
-            num_clusters=clusterer.get('num_clusters',
-                                       model.num_clusters[source]),
-            dim=preprocess.get('pca_dim') or feat_dim, feat_dim=feat_dim,
-            num_iters=clusterer.get('num_iters', 20),
-            max_points_per_centroid=mppc,
-            feature_dtype=clusterer.get('feature_dtype', 'float32'))
-    return dict(interval=hook.get('interval', 1), sources=sources,
-                final_round=hook.get('evaluate_after_train', True),
-                extract_dataset=hook.get('extract_dataloader', {}).get(
-                    'dataset', {}))
+def build_run(cfg):
+    """Everything the run builds except the Runner and the data: model,
+    optimizer, hooks (the clustering hook's clusterers too)."""
+    model = MODELS.build(cfg.model)
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    hooks = [HOOKS.build(h) for h in (cfg.get('default_hooks') or {})
+             .values() if h] + [HOOKS.build(h) for h in
+                                cfg.get('custom_hooks') or ()]
+    clustering = next((h for h in hooks if type(h).__name__ == HOOK_TYPE),
+                      None)
+    clusterers = {} if clustering is None else {
+        s: clustering._clusterer(s, model) for s in model.cluster_sources}
+    return SimpleNamespace(model=model, optim_wrapper=optim_wrapper,
+                           hooks=hooks, clustering=clustering,
+                           clusterers=clusterers)
 
 
-def kmeans_seconds(measured, num_points, dim, num_clusters, num_iters,
-                   max_points_per_centroid=None):
-    """k-means time scaled from a measured fit, linearly in points x dim x
-    k per pass: the measured fit made ``num_iters + 1`` passes over all its
-    points (iterations and the final assignment), the estimated one makes
-    ``num_iters`` on its training rows (``k * max_points_per_centroid`` at
-    most) and one on all."""
-    unit = measured['seconds'] / (
-        (measured['num_iters'] + 1) * measured['num_points'] *
-        measured['dim'] * measured['num_clusters'])
-    train_rows = num_points if max_points_per_centroid is None else min(
-        num_points, num_clusters * max_points_per_centroid)
-    return unit * dim * num_clusters * (num_iters * train_rows + num_points)
-
-
-def _parameters(module):
-    return sum(p.numel() for p in module.parameters())
-
-
-def dataset_rows(dataset_cfg):
-    """Build the dataset lazily (its arguments are checked, no file is
-    opened) and count the rows of its manifest after checking its header:
-    ``(manifest path, header, rows)``."""
-    dataset = DATASETS.build(dict(dataset_cfg, lazy_init=True))
+def check_data(name, dataset_cfg, args, echo):
+    """Build ``dataset_cfg`` lazily and check its manifest; returns its
+    number of rows. ``DryRunError`` when no sampled file exists."""
+    try:
+        dataset = DATASETS.build(dict(dataset_cfg, lazy_init=True))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DryRunError(f'{name}: building the dataset failed: {exc}') \
+            from exc
     if not dataset.ann_file:
-        raise ValueError('--dry-run needs a manifest (ann_file): a folder '
-                         'scan of data_root is not counted')
-    header, rows = count_manifest_rows(dataset.ann_file,
-                                       dataset_cfg.get('label_column'))
-    return dataset.ann_file, header, rows
+        raise DryRunError(f'{name}: --dry-run needs a manifest (ann_file); '
+                          'a folder scan of data_root is not counted')
+    try:
+        found = summarize_manifest(
+            dataset.ann_file, dataset_cfg.get('data_root') or None,
+            dataset_cfg.get('label_column'), args.sample_files)
+    except (OSError, ValueError) as exc:
+        raise DryRunError(f'{name}: {exc}') from exc
+    echo(f'{name}: {found.source}: columns {found.columns} (labels: '
+         f'{found.label_column or "none"}), {found.num_rows:,} rows')
+    missing = len(found.missing)
+    if missing == found.num_sampled:
+        raise DryRunError(
+            f'{name}: none of {found.num_sampled} sampled files exists (e.g. '
+            f'{found.missing[0]}); is data_root or the manifest right?')
+    echo(f'  files: {missing} of {found.num_sampled} sampled are missing' +
+         (f' (about {found.estimated_missing:,} in all; the build skips '
+          f'them), e.g. {found.missing[:3]}' if missing else ''))
+    return found.num_rows
 
 
-def _hours(seconds):
-    return f'{seconds / 3600:,.2f} h' if seconds >= 360 else \
-        f'{seconds:,.1f} s'
+def clustering_sources(run):
+    """Per source: k, dimension clustered, iterations, training rows cap,
+    storage dtype, read from the built clusterers."""
+    sources = {}
+    for source, c in run.clusterers.items():
+        feat_dim = (sum(run.model.feat_dims.values()) if source == 'joint'
+                    else run.model.feat_dims[source])
+        pca_dim = (c.preprocess or {}).get('pca_dim')
+        if pca_dim and pca_dim > feat_dim:
+            raise DryRunError(f'{source}: pca_dim={pca_dim} is more than '
+                              f'the {feat_dim}-d features')
+        sources[source] = dict(
+            type=type(c).__name__, num_clusters=c.num_clusters,
+            feat_dim=feat_dim, dim=pca_dim or feat_dim,
+            num_iters=c.num_iters,
+            max_points_per_centroid=c.max_points_per_centroid,
+            feature_dtype=getattr(c, 'feature_dtype', 'float32'))
+    return sources
 
 
-def _memory_lines(n, plan, world, feat_dim):
-    sources = list(plan['sources'].values())
-    common = dict(num_clips=n, dim=max(s['dim'] for s in sources),
-                  num_clusters=max(s['num_clusters'] for s in sources),
-                  world_size=world, feat_dim=feat_dim,
+def memory_per_rank(num_clips, sources, world, feat_dim):
+    """Peak bytes per rank of a round: gathered on rank 0, and sharded in
+    the clusterers' storage dtype (the largest k and dimension of the
+    sources)."""
+    common = dict(num_clips=num_clips, world_size=world, feat_dim=feat_dim,
+                  dim=max(s['dim'] for s in sources.values()),
+                  num_clusters=max(s['num_clusters']
+                                   for s in sources.values()),
                   num_sources=len(sources))
-    dtype = sources[0]['feature_dtype']
-    memory = {'gather on rank 0': clustering_memory(sharded=False, **common),
-              f'sharded ({dtype})': clustering_memory(
-                  sharded=True, feature_dtype=dtype, **common)}
-    lines = [f'clustering memory per rank, one round at world {world} '
-             f"(model; largest k and dimension): "]
-    lines += [f'  {name}: {m.peak / GIB:,.1f} GiB (peak phase: '
-              f'{m.peak_phase})' for name, m in memory.items()]
-    return lines, {name: m.peak for name, m in memory.items()}
+    dtype = next(iter(sources.values()))['feature_dtype']
+    return {'gathered on rank 0': clustering_memory(sharded=False, **common),
+            f'sharded ({dtype})': clustering_memory(
+                sharded=True, feature_dtype=dtype, **common)}
 
 
-def _round_time(n, plan, world, rates, echo):
-    """Seconds of each phase of one round (those that can be estimated),
-    printed with their origin."""
-    echo(f'time per round at world {world} (assumes data loading keeps up: '
-         'the rates are those of the model on batches already on the GPU):')
+def gather_rates(args, cfg, model, train_cfg):
+    """Flags first, then ``--throughput``, then ``throughput_estimate``."""
+    video, audio = clip_shapes(train_cfg)
+    given = Rates()
+    for name, value, unit in (
+            ('train', args.train_clips_per_s, 'clips'),
+            ('extract', args.extract_clips_per_s, 'clips'),
+            ('data', args.data_clips_per_s, 'clips'),
+            ('kmeans', args.kmeans_tflops, 'TFLOP')):
+        if value:
+            setattr(given, name, Rate(value, 'given on the command line',
+                                      unit))
+    sources = [given]
+    if args.throughput:
+        sources.append(rates_from_gpu_check(args.throughput, audio[-1]))
+    if cfg.get('throughput_estimate'):
+        sources.append(rates_from_estimate(cfg.throughput_estimate, model,
+                                           video, audio))
+    return merge_rates(*sources)
+
+
+def print_times(times, rates, world, echo):
+    echo(f'expected time at world {world}:')
     for note in rates.notes:
         echo(f'  note: {note}')
-    phases = {}
-    for phase, clips, rate, flag in (
-            ('train', plan['interval'] * n, rates.train,
-             '--train-clips-per-s'),
-            ('extract', n, rates.extract, '--extract-clips-per-s')):
-        if rate is None:
-            echo(f'  {phase}: unknown (pass --throughput gpu_check.json or '
-                 f'{flag})')
-            continue
-        phases[phase] = clips / (rate.value * world)
-        echo(f'  {phase} {clips:,} clips at {rate}: {_hours(phases[phase])}')
-    if rates.kmeans is None:
-        echo('  k-means: unknown (pass --throughput with a k-means row)')
-        return phases
-    m = rates.kmeans
-    one_rank = 0.0
-    for source, s in plan['sources'].items():
-        seconds = kmeans_seconds(m, n, s['dim'], s['num_clusters'],
-                                 s['num_iters'], s['max_points_per_centroid'])
-        one_rank += seconds
-        echo(f'  k-means {source}: {_hours(seconds)} on one rank, '
-             f'{_hours(seconds / world)} sharded over {world}')
-    echo(f"    (scaled from {m['num_points']:,} x {m['dim']}, "
-         f"k={m['num_clusters']:,}, {m['num_iters']} iterations in "
-         f"{m['seconds']:.2f} s, {rates.kmeans_origin}; assumed linear in "
-         'rows x dim x k and ideal sharding)')
-    phases.update({'kmeans on rank 0': one_rank,
-                   'kmeans sharded': one_rank / world})
-    if {'train', 'extract'} <= set(phases):
-        base = phases['train'] + phases['extract']
-        echo(f'  round: {_hours(base + one_rank)} with k-means on rank 0, '
-             f'{_hours(base + one_rank / world)} sharded')
-    return phases
+    for name, rate in (('training', rates.train), ('extraction',
+                                                   rates.extract),
+                       ('k-means', rates.kmeans), ('data loading',
+                                                   rates.data)):
+        echo(f'  {name} rate: {rate or "unknown"}')
+    if rates.data is None:
+        echo('  (data loading assumed to keep up: give --data-clips-per-s)')
+    for name, seconds in times.items():
+        echo(f'  {name}: {duration(seconds)}')
+    if 'round (sharded)' not in times:
+        echo('  round: unknown (give --throughput gpu_check.json or the '
+             'rate flags)')
 
 
 def run(cfg, args, echo=print):
-    """The dry run of ``cfg`` (see the module docstring); returns what it
-    printed as a dict."""
+    """The dry run of ``cfg``; returns what it printed as a dict."""
+    if args.world_size < 1:
+        raise DryRunError(f'--world-size must be >= 1, got {args.world_size}')
     init_default_scope(cfg.get('default_scope', 'xdc'))
-    world = args.world_size
-    model = MODELS.build(cfg.model)
-    params = {'video encoder': _parameters(model.video_encoder),
-              'audio encoder': _parameters(model.audio_encoder),
-              'heads': _parameters(model.heads), 'total': _parameters(model)}
-    echo(f'dry run of {args.cfg}: nothing is trained or written')
-    echo(f'model {type(model).__name__} ({model.variant}), parameters: ' +
-         ', '.join(f'{k} {v:,}' for k, v in params.items()))
-
+    try:
+        built = build_run(cfg)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DryRunError(f'building the run failed: {exc}') from exc
+    model, world = built.model, args.world_size
+    echo(f'dry run of {args.cfg} at world size {world}: nothing is trained '
+         'or written')
+    params = sum(p.numel() for p in model.parameters())
+    echo(f'built: {type(model).__name__} ({model.variant}, {params:,} '
+         f'parameters), {type(built.optim_wrapper).__name__}, '
+         f'{len(built.hooks)} hooks')
     train_cfg = cfg.train_dataloader.dataset
-    manifest, header, n = dataset_rows(train_cfg)
-    echo(f'train data: {manifest}: columns {header}, {n:,} rows')
-    plan = clustering_plan(cfg, model)
-    report = dict(parameters=params, manifest=manifest, rows=n,
-                  world_size=world)
-    if plan is None:
+    n = check_data('train data', train_cfg, args, echo)
+    report = dict(rows=n, world_size=world, parameters=params)
+    if built.clustering is None:
         echo(f'no {HOOK_TYPE}: nothing is clustered')
         return report
-    extract_cfg = dict(train_cfg, **plan['extract_dataset'])
+    extract_cfg = dict(train_cfg,
+                       **built.clustering.extract_dataloader['dataset'])
     if extract_cfg.get('ann_file') != train_cfg.get('ann_file'):
-        echo('extraction data: {}: columns {}, {:,} rows'.format(
-            *dataset_rows(extract_cfg)))
-    for source, s in plan['sources'].items():
+        check_data('extraction data', extract_cfg, args, echo)
+    sources = clustering_sources(built)
+    for source, s in sources.items():
         echo(f"clustering {source}: {s['type']}, k={s['num_clusters']:,}, "
              f"{s['feat_dim']}-d -> {s['dim']}-d, {s['num_iters']} "
-             'iterations')
+             f"iterations, rows stored in {s['feature_dtype']}")
         if s['num_clusters'] > n:
-            raise ValueError(f"k={s['num_clusters']} for {source!r} is more "
-                             f'than the {n:,} rows to cluster')
-    lines, report['memory'] = _memory_lines(n, plan, world,
-                                            max(model.feat_dims.values()))
-    for line in lines:
-        echo(line)
-
-    epochs = cfg.train_cfg.max_epochs
-    rounds = math.ceil(epochs / plan['interval'])
-    echo(f"schedule: {plan['interval']} epochs per round, {rounds} rounds "
-         f"({epochs} epochs of {n:,} clips)" +
-         (', then a final clustering' if plan['final_round'] else ''))
-    report.update(rounds=rounds, epochs_per_round=plan['interval'])
-    report['round_seconds'] = _round_time(
-        n, plan, world, load_throughputs(args, clip_shapes(train_cfg)[1]),
-        echo)
+            raise DryRunError(f"k={s['num_clusters']:,} for {source!r} is "
+                              f'more than the {n:,} rows to cluster')
+    memory = memory_per_rank(n, sources, world,
+                             max(model.feat_dims.values()))
+    echo(f'clustering memory per rank at world {world} (model of the '
+         'largest arrays; largest k and dimension):')
+    for name, m in memory.items():
+        echo(f'  {name}: {m.peak / GIB:,.2f} GiB (peak in {m.peak_phase})')
+    epochs, interval = cfg.train_cfg.max_epochs, built.clustering.interval
+    final = built.clustering.evaluate_after_train
+    echo(f'schedule: {epochs} epochs of {n:,} clips, a clustering round '
+         f'every {interval} epochs ({-(-epochs // interval)} rounds' +
+         (' and a final one)' if final else ')'))
+    rates = gather_rates(args, cfg, model, train_cfg)
+    times = run_times(n, world, epochs, interval, sources, rates, final)
+    print_times(times, rates, world, echo)
+    report.update(sources=sources, seconds=times,
+                  memory_gib={k: m.peak / GIB for k, m in memory.items()})
     return report

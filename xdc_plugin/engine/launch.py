@@ -15,6 +15,7 @@ from mmengine import dist
 from mmengine.logging import print_log
 
 from xdc_plugin import compat
+from xdc_plugin.engine import dry_run
 from xdc_plugin.engine.checkpoint import (SafeResumeRunner,
                                           UntrustedCheckpointError,
                                           checkpoint_problem,
@@ -55,6 +56,7 @@ def build_parser():
                         help='mixed precision (AmpOptimWrapper) on GPU')
     parser.add_argument('overrides', nargs='*', metavar='KEY=VALUE',
                         help='config overrides, e.g. train_cfg.max_epochs=4')
+    dry_run.add_arguments(parser)
     return parser
 
 
@@ -153,6 +155,8 @@ def choose_checkpoint(args, work_dir):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     cfg = prepare_config(args)
+    if args.dry_run:
+        return dry_run.run(cfg, args)
     init_distributed(cfg)
     path, notes = _from_rank0(lambda: choose_checkpoint(args, cfg.work_dir))
     with work_dir_lock(cfg.work_dir, args.force):
@@ -174,5 +178,6 @@ def cli(argv=None):
     try:
         return main(argv)
     except (ConfigKeyError, ConfigTypeError, ResumeError,
-            UntrustedCheckpointError, WorkDirBusyError) as exc:
+            UntrustedCheckpointError, WorkDirBusyError,
+            dry_run.DryRunError) as exc:
         raise SystemExit(f'error: {exc}') from exc

@@ -31,10 +31,13 @@ def _build(config, overrides, tmp_path):
         if type(hook).__name__ in ('CrossModalClusteringHook',
                                    'DatasetEpochHook'):
             hook.before_train(runner)
-    clustering = next(h for h in runner.hooks
-                      if type(h).__name__ == 'CrossModalClusteringHook')
     return runner, runner.train_dataloader.dataset, \
-        clustering._extract_loader.dataset
+        _clustering(runner)._extract_loader.dataset
+
+
+def _clustering(runner):
+    return next(h for h in runner.hooks
+                if type(h).__name__ == 'CrossModalClusteringHook')
 
 
 @pytest.fixture(scope='module')
@@ -50,19 +53,26 @@ def manifest(tmp_path_factory, media_dir):
 
 def test_the_shipped_recipes():
     names = [osp.basename(p) for p in RECIPES]
-    assert names == ['xdc_avobjects.yaml', 'xdc_demo.yaml',
-                     'xdc_kinetics.yaml']
+    assert names == ['xdc_audioset.yaml', 'xdc_avobjects.yaml',
+                     'xdc_demo.yaml', 'xdc_ig65m.yaml', 'xdc_kinetics.yaml']
 
 
-@pytest.mark.parametrize('config', ['xdc_avobjects.yaml',
-                                    'xdc_kinetics.yaml'])
-def test_manifest_model_and_seed_overrides(config, manifest, tmp_path):
+PER_SOURCE_K = ['model.num_clusters.video=5', 'model.num_clusters.audio=5']
+
+
+@pytest.mark.parametrize('config, k_overrides', [
+    ('xdc_avobjects.yaml', ['model.num_clusters=5']),
+    ('xdc_kinetics.yaml', PER_SOURCE_K),
+    ('xdc_audioset.yaml', PER_SOURCE_K),
+    ('xdc_ig65m.yaml', PER_SOURCE_K)])
+def test_manifest_model_and_seed_overrides(config, k_overrides, manifest,
+                                           tmp_path):
     runner, train, extract = _build(
         osp.join(REPO, 'configs', config),
         [f'train_dataloader.dataset.ann_file={manifest}',
          'train_dataloader.dataset.label_column=label',
-         'model.num_clusters=5', 'model.variant=sdc', 'randomness.seed=7'],
-        tmp_path)
+         'model.variant=sdc', 'randomness.seed=7',
+         'custom_hooks.0.interval=3'] + k_overrides, tmp_path)
     expected = [str(manifest.parent / n) for n in ('a.mp4', 'b.mp4',
                                                    'c.mp4')]
     assert _paths(train) == expected
@@ -72,10 +82,41 @@ def test_manifest_model_and_seed_overrides(config, manifest, tmp_path):
     assert model.variant == 'sdc'
     assert set(model.num_clusters.values()) == {5}
     assert runner.seed == 7 and train.seed == 7
+    assert _clustering(runner).interval == 3
     # The two pipelines: random clips for training, centred for features.
     assert [t.mode for t in train.pipeline.transforms[:1]] == ['random']
     assert [t.mode for t in extract.pipeline.transforms[:1]] == ['center']
     assert not runner.train_dataloader.persistent_workers
+
+
+@pytest.mark.parametrize('config, k', [('xdc_kinetics.yaml', 256),
+                                       ('xdc_audioset.yaml', 1024),
+                                       ('xdc_ig65m.yaml', 8192)])
+def test_paper_recipes_per_source_k_and_schedule(config, k, manifest,
+                                                  tmp_path):
+    runner, _, _ = _build(osp.join(REPO, 'configs', config), [
+        f'train_dataloader.dataset.ann_file={manifest}',
+        'model.num_clusters.audio=7'], tmp_path)
+    assert runner.model.num_clusters == {'video': k, 'audio': 7}
+    schedulers = runner.cfg.param_scheduler
+    # The cosine ends with training, after the warm-up.
+    assert schedulers[-1]['begin'] + schedulers[-1]['T_max'] == \
+        runner.cfg.train_cfg.max_epochs
+    assert schedulers[0]['end'] == schedulers[-1]['begin']
+    assert runner.cfg.throughput_estimate.mfu == 0.2
+
+
+def test_ig65m_clusterer_overrides(manifest, tmp_path):
+    runner, _, _ = _build(osp.join(REPO, 'configs', 'xdc_ig65m.yaml'), [
+        f'train_dataloader.dataset.ann_file={manifest}',
+        'custom_hooks.0.clusterers.preprocess.pca_dim=16',
+        'custom_hooks.0.clusterers.feature_dtype=float32'], tmp_path)
+    clusterer = _clustering(runner)._clusterer('video', runner.model)
+    assert type(clusterer).__name__ == 'DistributedKMeans'
+    assert clusterer.preprocess['pca_dim'] == 16
+    assert clusterer.feature_dtype == 'float32'
+    assert clusterer.max_points_per_centroid == 256
+    assert runner.train_dataloader.dataset.check == 'headers'
 
 
 def test_demo_data_location(tmp_path):

@@ -3,7 +3,8 @@ import os.path as osp
 import pytest
 
 from xdc_plugin.data.manifest import (AUDIO_EXTENSIONS, VIDEO_EXTENSIONS,
-                                      extensions_for, read_file_list)
+                                      extensions_for, read_file_list,
+                                      summarize_manifest)
 
 
 def _write(tmp_path, text, name='ann.csv', encoding='utf-8'):
@@ -67,9 +68,48 @@ def test_duplicates_are_reported(tmp_path):
     ('file,label\nx.mp4,1\n', r'no "path" column \(columns: \[.file'),
     ('path,label\nx.mp4,1\n,2\n', 'line 3 has no path'),
 ])
-def test_unusable_manifests_are_errors(tmp_path, text, message):
+@pytest.mark.parametrize('read', [read_file_list, summarize_manifest])
+def test_unusable_manifests_are_errors(tmp_path, text, message, read):
     with pytest.raises(ValueError, match=message):
-        read_file_list(_write(tmp_path, text))
+        read(_write(tmp_path, text))
+
+
+def test_summary_counts_rows_and_samples_missing_files(tmp_path):
+    rows = []
+    for i in range(1000):  # every 4th file exists
+        if i % 4 == 0:
+            (tmp_path / f'{i}.mp4').write_bytes(b'')
+        rows.append(f'{i}.mp4 , c{i % 3}')
+    text = '\ufeffpath, label\n' + '\n'.join(rows[:500]) + '\n\n' + \
+        '\n'.join(rows[500:]) + '\n'
+    ann = _write(tmp_path, text)
+    summary = summarize_manifest(ann, sample_size=400, seed=1)
+    assert summary.columns == ['path', 'label']
+    assert summary.label_column == 'label'
+    assert summary.num_rows == 1000 and summary.num_sampled == 400
+    names = [osp.basename(p) for p in summary.missing]
+    assert len(set(names)) == len(names)
+    assert all(int(n[:-4]) % 4 for n in names)
+    # A uniform sample: about 3/4 of it is missing, from the whole file.
+    assert 250 <= len(names) <= 350
+    assert min(int(n[:-4]) for n in names) < 100
+    assert max(int(n[:-4]) for n in names) > 900
+    assert summary.estimated_missing == round(len(names) / 400 * 1000)
+    # Deterministic for a seed; every file checked when the sample is large.
+    assert summarize_manifest(ann, sample_size=400, seed=1) == summary
+    everything = summarize_manifest(ann, sample_size=5000)
+    assert everything.num_sampled == 1000 and len(everything.missing) == 750
+
+
+def test_summary_paths_relative_to_data_root(tmp_path):
+    (tmp_path / 'media').mkdir()
+    (tmp_path / 'media' / 'a.mp4').write_bytes(b'')
+    ann = _write(tmp_path, 'path\na.mp4\n')
+    assert len(summarize_manifest(ann).missing) == 1
+    assert summarize_manifest(ann, data_root=str(tmp_path / 'media')
+                              ).missing == []
+    with pytest.raises(ValueError, match="no 'y' column"):
+        summarize_manifest(ann, label_column='y')
 
 
 def test_folder_scan(tmp_path):

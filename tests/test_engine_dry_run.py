@@ -1,0 +1,141 @@
+"""tools/run_net.py --dry-run: builds the run, checks its manifest, prints
+the clustering memory per rank and the expected times; writes nothing and
+stops with a clear error when the run could not work."""
+import os.path as osp
+
+import pytest
+
+from xdc_plugin.clustering.memory_model import clustering_memory
+from xdc_plugin.engine import dry_run
+from xdc_plugin.engine.launch import cli, main
+from xdc_plugin.engine.run_cost import Rate, Rates, run_times
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# 64-d features, reduced to 32 (the recipes' PCA is 256 or 128).
+SMALL = ['model.video_encoder.width=0.125', 'model.audio_encoder.width=0.125',
+         'custom_hooks.0.clusterers.preprocess.pca_dim=32']
+
+
+def _manifest(tmp_path, rows=600, missing_every=3):
+    """``rows`` listed files; every ``missing_every``-th does not exist."""
+    lines = ['path,label']
+    for i in range(rows):
+        if (i + 1) % missing_every:
+            (tmp_path / f'{i}.mp4').write_bytes(b'')
+        lines.append(f'{i}.mp4,c{i % 4}')
+    path = tmp_path / 'train.csv'
+    path.write_text('\n'.join(lines) + '\n')
+    return path
+
+
+def _dry_run(tmp_path, config, manifest, *flags, overrides=()):
+    return main(['--cfg', osp.join(REPO, 'configs', config), '--dry-run',
+                 '--work-dir', str(tmp_path / 'work'), *flags,
+                 f'train_dataloader.dataset.ann_file={manifest}', *SMALL,
+                 *overrides])
+
+
+def test_kinetics_memory_and_times_from_given_rates(tmp_path, capsys):
+    manifest = _manifest(tmp_path)
+    report = _dry_run(tmp_path, 'xdc_kinetics.yaml', manifest,
+                      '--world-size', '8', '--train-clips-per-s', '100',
+                      '--extract-clips-per-s', '300', '--sample-files',
+                      '600')
+    out = capsys.readouterr().out
+    assert not osp.exists(tmp_path / 'work')  # nothing written
+    assert report['rows'] == 600 and report['world_size'] == 8
+    assert "columns ['path', 'label'] (labels: label), 600 rows" in out
+    assert '200 of 600 sampled are missing (about 200 in all' in out
+    assert set(report['sources']) == {'video', 'audio'}
+    video = report['sources']['video']
+    assert (video['type'], video['num_clusters'], video['dim'],
+            video['feature_dtype']) == ('FaissKMeans', 256, 32, 'float32')
+    common = dict(num_clips=600, dim=32, num_clusters=256, world_size=8,
+                  feat_dim=64, num_sources=2)
+    assert report['memory_gib'] == {
+        'gathered on rank 0': pytest.approx(clustering_memory(
+            sharded=False, **common).peak / 2**30),
+        'sharded (float32)': pytest.approx(clustering_memory(
+            **common).peak / 2**30)}
+    # Given rates win; k-means falls back to the config's estimate.
+    expected = run_times(600, 8, 45, 5, report['sources'], Rates(
+        train=Rate(100.0, ''), extract=Rate(300.0, ''),
+        kmeans=Rate(20.0, '', 'TFLOP')))
+    assert report['seconds'] == pytest.approx(expected)
+    assert 'training rate: 100 clips/s/rank (given on the command line)' in out
+    assert 'k-means rate: 20 TFLOP/s/rank (estimate: our guess, not ' \
+        'measured' in out
+    assert 'data loading assumed to keep up' in out
+    assert '9 rounds and a final one' in out
+
+
+def test_ig65m_shards_float16_rows(tmp_path, capsys):
+    manifest = _manifest(tmp_path, rows=300, missing_every=1000)
+    report = _dry_run(tmp_path, 'xdc_ig65m.yaml', manifest, '--world-size',
+                      '128', overrides=['model.num_clusters.video=64',
+                                        'model.num_clusters.audio=32'])
+    sources = report['sources']
+    assert [sources[s]['num_clusters'] for s in ('video', 'audio')] == [64,
+                                                                       32]
+    assert sources['video']['type'] == 'DistributedKMeans'
+    assert sources['video']['dim'] == 32
+    assert sources['video']['max_points_per_centroid'] == 256
+    assert report['memory_gib']['sharded (float16)'] == pytest.approx(
+        clustering_memory(300, 32, 64, 128, feature_dtype='float16',
+                          feat_dim=64).peak / 2**30)
+    assert '0 of 200 sampled are missing\n' in capsys.readouterr().out
+    assert report['seconds']['run (sharded)'] > 0
+
+
+def test_measured_rates_from_gpu_check(tmp_path, capsys):
+    import json
+    measured = tmp_path / 'gpu.json'
+    measured.write_text(json.dumps(dict(
+        environment=dict(device='NVIDIA H200'),
+        train_step=[dict(audio_shape=[1, 40, 201], clips_per_s=500.0,
+                         extract_clips_per_s=1500.0)], kmeans=[])))
+    report = _dry_run(tmp_path, 'xdc_audioset.yaml', _manifest(tmp_path),
+                      '--throughput', str(measured),
+                      overrides=['model.num_clusters.video=8',
+                                 'model.num_clusters.audio=8'])
+    assert report['seconds']['epoch'] == pytest.approx(600 / 500)
+    assert f'500 clips/s/rank (measured on NVIDIA H200 ({measured}))' in \
+        capsys.readouterr().out
+
+
+def test_clip_shapes_of_the_paper_pipeline():
+    from xdc_plugin.engine import load_config
+    cfg = load_config(osp.join(REPO, 'configs', 'xdc_kinetics.yaml'))
+    assert dry_run.clip_shapes(cfg.train_dataloader.dataset) == (
+        (3, 8, 112, 112), (1, 40, 201))
+    with pytest.raises(dry_run.DryRunError, match='AudioLogMel'):
+        dry_run.clip_shapes(dict(pipeline=[]))
+
+
+@pytest.mark.parametrize('make, extra, message', [
+    (lambda p: _manifest(p, missing_every=1), [], 'none of 200 sampled '
+     'files exists'),
+    (lambda p: _manifest(p, rows=100), [], 'k=256 for .video. is more than '
+     'the 100 rows'),
+    (lambda p: p / 'absent.csv', [], 'No such file'),
+    (lambda p: _manifest(p), ['model.num_clusters.video=1'],
+     'building the run failed: .*num_clusters.video'),
+    (lambda p: _manifest(p), ['--world-size', '0'], 'world-size must be'),
+])
+def test_clear_errors(tmp_path, make, extra, message):
+    flags = [e for e in extra if e.startswith('--') or e.isdigit()]
+    overrides = [e for e in extra if e not in flags]
+    with pytest.raises(SystemExit, match=f'error: .*{message}'):
+        cli(['--cfg', osp.join(REPO, 'configs', 'xdc_kinetics.yaml'),
+             '--dry-run', '--work-dir', str(tmp_path / 'work'), *flags,
+             f'train_dataloader.dataset.ann_file={make(tmp_path)}', *SMALL,
+             *overrides])
+    assert not osp.exists(tmp_path / 'work')
+
+
+def test_a_manifest_without_path_column(tmp_path):
+    bad = tmp_path / 'bad.csv'
+    bad.write_text('file\na.mp4\n')
+    with pytest.raises(SystemExit, match='no "path" column'):
+        cli(['--cfg', osp.join(REPO, 'configs', 'xdc_kinetics.yaml'),
+             '--dry-run', f'train_dataloader.dataset.ann_file={bad}', *SMALL])

@@ -76,3 +76,15 @@ def test_table_script_prints_the_model(capsys):
     sharded = clustering_memory(1_000_000, 128, K, 64)
     assert rows[1].rstrip(' |').split(' | ')[-1] == \
         f'{sharded.peak / 2**30:.1f}'
+
+
+def test_table_defaults_before_and_after(capsys):
+    runpy.run_path(TOOL)['main'](['--sizes', '1000000'])
+    out = capsys.readouterr().out
+    assert 'K=8192' in out
+    assert '| N | dim | path | world 8 | world 32 | world 128 | world 512 |' \
+        in out
+    paths = [line.split(' | ')[2] for line in out.splitlines()
+             if line.startswith('| 1,000,000 | 128')]
+    assert paths == ['before: gather on rank 0', 'after: sharded, fp32',
+                     'after: sharded, fp16']

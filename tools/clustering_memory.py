@@ -13,9 +13,9 @@ import argparse
 
 from xdc_plugin.clustering.memory_model import clustering_memory
 
-PATHS = (('rank 0 gather', dict(sharded=False)),
-         ('sharded fp32', dict(sharded=True, feature_dtype='float32')),
-         ('sharded fp16', dict(sharded=True, feature_dtype='float16')))
+PATHS = (('before: gather on rank 0', dict(sharded=False)),
+         ('after: sharded, fp32', dict(sharded=True, feature_dtype='float32')),
+         ('after: sharded, fp16', dict(sharded=True, feature_dtype='float16')))
 
 
 def table(sizes, dims, worlds, **kwargs):
@@ -40,8 +40,9 @@ def main(argv=None):
     parser.add_argument('--dims', type=int, nargs='+', default=[512, 128],
                         help='clustered dimension (128: after PCA)')
     parser.add_argument('--worlds', type=int, nargs='+',
-                        default=[8, 16, 32, 64, 128, 256, 512])
-    parser.add_argument('--clusters', type=int, default=8192)
+                        default=[8, 32, 128, 512])
+    parser.add_argument('--clusters', type=int, default=8192,
+                        help="k (default: configs/xdc_ig65m.yaml's)")
     parser.add_argument('--feat-dim', type=int, default=512)
     parser.add_argument('--explain', type=int, nargs=3,
                         metavar=('N', 'DIM', 'WORLD'),

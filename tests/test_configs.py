@@ -93,7 +93,7 @@ def test_manifest_model_and_seed_overrides(config, k_overrides, manifest,
                                        ('xdc_audioset.yaml', 1024),
                                        ('xdc_ig65m.yaml', 8192)])
 def test_paper_recipes_per_source_k_and_schedule(config, k, manifest,
-                                                  tmp_path):
+                                                 tmp_path):
     runner, _, _ = _build(osp.join(REPO, 'configs', config), [
         f'train_dataloader.dataset.ann_file={manifest}',
         'model.num_clusters.audio=7'], tmp_path)

@@ -75,8 +75,8 @@ def test_ig65m_shards_float16_rows(tmp_path, capsys):
                       '128', overrides=['model.num_clusters.video=64',
                                         'model.num_clusters.audio=32'])
     sources = report['sources']
-    assert [sources[s]['num_clusters'] for s in ('video', 'audio')] == [64,
-                                                                       32]
+    assert [sources[s]['num_clusters'] for s in ('video', 'audio')] == \
+        [64, 32]
     assert sources['video']['type'] == 'DistributedKMeans'
     assert sources['video']['dim'] == 32
     assert sources['video']['max_points_per_centroid'] == 256

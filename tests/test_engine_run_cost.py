@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-import xdc_plugin  # noqa: F401
+import xdc_plugin  # noqa: F401  (registers the models)
 from xdc_plugin.engine.run_cost import (Rate, Rates, duration, kmeans_flops,
                                         merge_rates, rates_from_estimate,
                                         rates_from_gpu_check, run_times)

@@ -16,11 +16,7 @@ from xdc_plugin.registry import MODELS
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOL = runpy.run_path(osp.join(REPO, 'tools', 'gpu_check.py'))
-TINY = ['--batch-size', '2', '--frames', '2', '--crop', '32',
-        '--audio-frames', '20', '24', '--warmup', '1', '--iters', '2',
-        '--kmeans-points', '600', '--kmeans-dim', '8',
-        '--kmeans-clusters', '6', '--kmeans-iters', '4',
-        'model.video_encoder.width=0.125', 'model.audio_encoder.width=0.125']
+TINY = ['--tiny']
 
 
 def test_defaults_are_the_paper_sizes():
@@ -30,7 +26,17 @@ def test_defaults_are_the_paper_sizes():
     assert args.audio_frames == [100, 201]
     assert (args.kmeans_points, args.kmeans_dim, args.kmeans_clusters) == (
         1_000_000, 512, 8192)
-    assert not args.cpu
+    assert not args.cpu and args.out == 'gpu_check.json'
+
+
+def test_tiny_sizes_and_later_overrides():
+    args = TOOL['parse_args'](['--cpu', '--tiny', '--kmeans-points', '9',
+                               'model.video_encoder.width=0.25'])
+    assert (args.batch_size, args.frames, args.crop) == (2, 2, 32)
+    assert args.kmeans_points == 600  # --tiny replaces the sizes
+    assert args.overrides == ['model.video_encoder.width=0.125',
+                              'model.audio_encoder.width=0.125',
+                              'model.video_encoder.width=0.25']
 
 
 def test_peak_given_or_by_name():
@@ -65,7 +71,7 @@ def test_bf16_amp_step(monkeypatch):
     mmengine only refuses to build it without a GPU."""
     monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available',
                         lambda: True)
-    args = TOOL['build_parser']().parse_args(['--cpu'] + TINY)
+    args = TOOL['parse_args'](['--cpu'] + TINY)
     cfg = load_config(args.cfg, args.overrides)
     conv_dtypes = set()
 
@@ -93,7 +99,7 @@ def test_smoke_run_json(tmp_path):
     assert report['environment']['device'] == 'cpu'
     assert report['environment']['peak_bf16_tflops'] == 0.5
 
-    args = TOOL['build_parser']().parse_args(['--cpu'] + TINY)
+    args = TOOL['parse_args'](['--cpu'] + TINY)
     model = MODELS.build(load_config(args.cfg, args.overrides).model)
     steps = report['train_step']
     assert [r['audio_shape'] for r in steps] == [[1, 40, 20], [1, 40, 24]]
@@ -113,8 +119,8 @@ def test_smoke_run_json(tmp_path):
     assert list(runs) == ['TorchKMeans', 'FaissKMeans', 'DistributedKMeans']
     torch_run = runs['TorchKMeans']
     assert (torch_run['num_points'], torch_run['dim'],
-            torch_run['num_clusters'], torch_run['num_iters']) == (600, 8, 6,
-                                                                  4)
+            torch_run['num_clusters'], torch_run['num_iters']) == \
+        (600, 8, 6, 4)
     # Same rows, same start: the sharded k-means on one gloo rank is the
     # single-process one, and faiss lands on the same partition.
     assert runs['DistributedKMeans']['label_agreement'] == 1.0
@@ -123,3 +129,30 @@ def test_smoke_run_json(tmp_path):
     assert runs['FaissKMeans']['inertia'] == pytest.approx(
         torch_run['inertia'], rel=1e-3)
     assert all(r['seconds'] > 0 for r in runs.values())
+
+
+def test_a_failed_check_is_recorded_and_the_others_run(tmp_path,
+                                                       monkeypatch, capsys):
+    def broken(args, device):
+        raise RuntimeError('CUDA out of memory (simulated)')
+
+    monkeypatch.setitem(TOOL['main'].__globals__, 'check_kmeans', broken)
+    out = tmp_path / 'gpu.json'
+    with pytest.raises(SystemExit, match='failed checks.*kmeans'):
+        TOOL['main'](['--cpu', '--out', str(out)] + TINY)
+    report = json.loads(out.read_text())
+    assert report['errors'] == {
+        'kmeans': 'RuntimeError: CUDA out of memory (simulated)'}
+    assert report['kmeans'] == [] and len(report['train_step']) == 2
+    assert set(report['seconds']) == {'train_step', 'kmeans'}
+    printed = capsys.readouterr().out
+    assert 'kmeans FAILED: RuntimeError' in printed
+    assert '| 2 | 3x2x32x32 | 1x40x20 |' in printed
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason='needs a CUDA GPU: NCCL, bf16 autocast on CUDA')
+def test_tiny_run_on_the_gpu(tmp_path):
+    report = TOOL['main'](['--out', str(tmp_path / 'gpu.json')] + TINY)
+    assert report['backend'] == 'nccl' and not report['errors']
+    assert all(r['amp'] == 'bfloat16' for r in report['train_step'])

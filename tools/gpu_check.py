@@ -21,16 +21,21 @@ environment when a launcher set it, else a local store on a free port):
 MFU: ``xdc_plugin.models.flops`` (forward FLOPs x 3 over the GPU's dense
 bf16 peak, known by device name or given as ``--peak-tflops``).
 
-    python tools/gpu_check.py                       # writes gpu_check.json
+A check that fails is recorded in the report's ``errors`` (with the
+traceback printed) and the others still run; the JSON is rewritten after
+each check, and the exit status is 1 when any check failed. On an H200 the
+default run takes a few minutes.
+
+    python tools/gpu_check.py --out gpu_check.json  # everything, paper sizes
     python tools/gpu_check.py --batch-size 64 --out work_dirs/gpu.json
-    python tools/gpu_check.py --cpu --batch-size 2 --frames 2 --crop 32 \\
-        --kmeans-points 2000 --kmeans-clusters 16   # smoke run, no GPU
+    python tools/gpu_check.py --cpu --tiny          # smoke run, no GPU
 """
 import argparse
 import contextlib
 import json
 import os
 import time
+import traceback
 
 import torch
 import torch.distributed as torch_dist
@@ -51,6 +56,12 @@ SCHEMA = 'xdc-gpu-check/1'
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), 'configs', 'xdc_kinetics.yaml')
 GIB = 2**30
+# --tiny: the same code path at sizes a CPU runs in seconds.
+TINY = dict(batch_size=2, frames=2, crop=32, audio_frames=[20, 24],
+            warmup=1, iters=2, kmeans_points=600, kmeans_dim=8,
+            kmeans_clusters=6, kmeans_iters=4)
+TINY_OVERRIDES = ['model.video_encoder.width=0.125',
+                  'model.audio_encoder.width=0.125']
 
 
 def build_parser():
@@ -74,8 +85,12 @@ def build_parser():
     parser.add_argument('--out', default='gpu_check.json')
     parser.add_argument('--cpu', action='store_true',
                         help='smoke run on the CPU (gloo, fp32: mmengine '
-                        'builds AmpOptimWrapper only on a GPU); use tiny '
-                        'sizes, the numbers mean nothing')
+                        'builds AmpOptimWrapper only on a GPU); with '
+                        '--tiny, the numbers mean nothing')
+    parser.add_argument('--tiny', action='store_true',
+                        help='tiny sizes and width-0.125 encoders (they '
+                        'replace the size options and come before the '
+                        'overrides)')
     parser.add_argument('overrides', nargs='*', metavar='KEY=VALUE',
                         help='config overrides, e.g. '
                         'model.video_encoder.width=0.25')
@@ -289,11 +304,15 @@ def format_tables(report):
                          f"{r['label_agreement']:.4f}",
                          _cell(r['peak_memory_gib'], '.2f')))
               for r in report['kmeans']]
-    return '\n\n'.join([
+    errors = [f'{name} FAILED: {error}'
+              for name, error in report.get('errors', {}).items()]
+    return '\n\n'.join(errors + [
         f"{env['device']}, torch {env['torch']} (CUDA {env['cuda']}), faiss "
         f"{env['faiss']} ({env['faiss_gpus']} GPUs), dense bf16 peak "
         f"{_cell(env['peak_bf16_tflops'], '.1f')} TFLOP/s "
-        f"({env['peak_source']}), backend {report['backend']}",
+        f"({env['peak_source']}), backend {report['backend']}; checks "
+        'took ' + ', '.join(f'{name} {seconds:.0f} s' for name, seconds in
+                            report.get('seconds', {}).items()),
         _markdown(('batch', 'video', 'audio', 'amp', 'step ms', 'clips/s',
                    'extract clips/s', 'fwd GFLOP/clip', 'MFU', 'peak GiB'),
                   steps),
@@ -301,8 +320,35 @@ def format_tables(report):
                    'inertia', 'labels = Torch', 'peak GiB'), kmeans)])
 
 
-def main(argv=None):
+def parse_args(argv=None):
     args = build_parser().parse_args(argv)
+    if args.tiny:
+        vars(args).update(TINY)
+        args.overrides = TINY_OVERRIDES + args.overrides
+    return args
+
+
+def run_checks(checks, report, out):
+    """Run each ``(name, check)``; its rows, or its error, go into
+    ``report`` and the JSON is rewritten after each."""
+    report.update(errors={}, seconds={})
+    for name, check in checks:
+        start = time.perf_counter()
+        try:
+            report[name] = check()
+        except Exception as exc:  # noqa: BLE001 (kept: the others still run)
+            traceback.print_exc()
+            report[name] = []
+            report['errors'][name] = f'{type(exc).__name__}: {exc}'
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        report['seconds'][name] = time.perf_counter() - start
+        with open(out, 'w') as f:
+            json.dump(report, f, indent=2)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if not args.cpu and not torch.cuda.is_available():
         raise SystemExit(
             'gpu_check: no CUDA device is visible (torch '
@@ -320,15 +366,17 @@ def main(argv=None):
     with single_rank_group(backend):
         env = environment(device, args.peak_tflops)
         report = dict(schema=SCHEMA, environment=env, backend=backend,
-                      arguments=vars(args),
-                      train_step=check_train_step(
-                          cfg, args, device, amp=not args.cpu,
-                          tflops=env['peak_bf16_tflops']),
-                      kmeans=check_kmeans(args, device))
+                      arguments=vars(args))
+        run_checks([
+            ('train_step', lambda: check_train_step(
+                cfg, args, device, amp=not args.cpu,
+                tflops=env['peak_bf16_tflops'])),
+            ('kmeans', lambda: check_kmeans(args, device))], report,
+            args.out)
     print(format_tables(report))
-    with open(args.out, 'w') as out:
-        json.dump(report, out, indent=2)
     print(f'\nwrote {args.out}')
+    if report['errors']:
+        raise SystemExit(f"gpu_check: failed checks: {report['errors']}")
     return report
 
 

@@ -63,6 +63,7 @@ PER_SOURCE_K = ['model.num_clusters.video=5', 'model.num_clusters.audio=5']
 @pytest.mark.parametrize('config, k_overrides', [
     ('xdc_avobjects.yaml', ['model.num_clusters=5']),
     ('xdc_kinetics.yaml', PER_SOURCE_K),
+    ('xdc_kinetics.yaml', ['+model.num_clusters=5']),  # one k for all
     ('xdc_audioset.yaml', PER_SOURCE_K),
     ('xdc_ig65m.yaml', PER_SOURCE_K)])
 def test_manifest_model_and_seed_overrides(config, k_overrides, manifest,

@@ -28,11 +28,16 @@ Which imports count:
   ``hubconf`` with mmengine unimportable).
 """
 import ast
+import importlib.metadata
 import os
 import os.path as osp
+import re
+import runpy
 import sys
 
 import pytest
+import setuptools
+from packaging.requirements import Requirement
 
 REPO_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 LAYERS = (
@@ -231,6 +236,54 @@ def test_no_import_cycles(graph):
 
 def test_torch_only_modules_import_only_torch(graph):
     assert torch_only_violations(graph) == []
+
+
+# -- what the package declares ---------------------------------------------
+def setup_arguments(monkeypatch):
+    """The keyword arguments ``setup.py`` passes to ``setuptools.setup``."""
+    captured = {}
+    monkeypatch.setattr(setuptools, 'setup', captured.update)
+    monkeypatch.chdir(REPO_DIR)
+    runpy.run_path('setup.py', run_name='__main__')
+    return captured
+
+
+def _distribution(requirement):
+    return re.sub(r'[-_.]+', '-', Requirement(requirement).name).lower()
+
+
+def runtime_distributions(graph):
+    """``{distribution: [importing module]}`` of the third-party packages
+    that ``xdc_plugin`` imports (at any level)."""
+    by_import = importlib.metadata.packages_distributions()
+    found = {}
+    for module, imports in graph.items():
+        if not _in(module, ROOT_PACKAGE):
+            continue
+        for name, _, _ in imports:
+            top = name.split('.')[0]
+            if top in sys.stdlib_module_names or layer_of(top) is not None:
+                continue
+            for dist in by_import.get(top, [top]):
+                found.setdefault(_distribution(dist), []).append(module)
+    return found
+
+
+def test_install_requires_lists_what_the_runtime_imports(graph, monkeypatch):
+    declared = {_distribution(r) for r in
+                setup_arguments(monkeypatch)['install_requires']}
+    imported = runtime_distributions(graph)
+    assert {'torch', 'mmengine', 'av', 'faiss-cpu', 'pillow'} <= set(imported)
+    missing = {d: m for d, m in imported.items() if d not in declared}
+    assert not missing, missing
+
+
+def test_the_readme_install_command_pulls_every_extra(monkeypatch):
+    extras = setup_arguments(monkeypatch)['extras_require']
+    readme = open(osp.join(REPO_DIR, 'README.md'), encoding='utf-8').read()
+    chosen = re.search(r'pip install -e "\.\[(\w+)\]"', readme).group(1)
+    everything = {_distribution(r) for reqs in extras.values() for r in reqs}
+    assert everything <= {_distribution(r) for r in extras[chosen]}
 
 
 # -- the checker itself, on a synthetic code base ----------------------------

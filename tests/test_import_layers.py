@@ -28,6 +28,7 @@ Which imports count:
   ``hubconf`` with mmengine unimportable).
 """
 import ast
+import glob
 import importlib.metadata
 import os
 import os.path as osp
@@ -236,6 +237,34 @@ def test_no_import_cycles(graph):
 
 def test_torch_only_modules_import_only_torch(graph):
     assert torch_only_violations(graph) == []
+
+
+def _sources():
+    for top in ('xdc_plugin', 'tools'):
+        yield from glob.glob(osp.join(REPO_DIR, top, '**', '*.py'),
+                             recursive=True)
+    yield osp.join(REPO_DIR, 'hubconf.py')
+
+
+def test_tools_import_the_installed_package_without_sys_path_changes():
+    touching = []
+    for path in glob.glob(osp.join(REPO_DIR, 'tools', '*.py')):
+        tree = ast.parse(open(path, encoding='utf-8').read(), path)
+        touching += [f'{osp.basename(path)}:{node.lineno}'
+                     for node in ast.walk(tree)
+                     if isinstance(node, ast.Attribute) and node.attr == 'path'
+                     and isinstance(node.value, ast.Name)
+                     and node.value.id == 'sys']
+    assert touching == []
+
+
+def test_sources_cite_nothing_outside_the_repository():
+    outside = re.compile(r'\.\./shared|/work/|shared/notes|xdc-facts')
+    citing = [f'{osp.relpath(path, REPO_DIR)}:{number}'
+              for path in _sources()
+              for number, line in enumerate(open(path, encoding='utf-8'), 1)
+              if outside.search(line)]
+    assert citing == []
 
 
 # -- what the package declares ---------------------------------------------

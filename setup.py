@@ -39,6 +39,8 @@ setup(
         'faiss-cpu>=1.7.4',
         'submitit>=1.4',
         'scikit-learn>=1.2',
+        # thread limits of the frozen-feature probes (evaluation/protocols)
+        'threadpoolctl',
         'tqdm',
         'pyyaml',
         # the cluster gallery (xdc_plugin.visualization)

@@ -211,8 +211,8 @@ def test_subsampled_training_still_labels_everything(cls):
 
 
 def test_assign_blocks_match_brute_force(monkeypatch):
-    from xdc_plugin.clustering import kmeans
-    monkeypatch.setattr(kmeans, '_BLOCK_ELEMENTS', 70)  # 7-row blocks
+    from xdc_plugin.clustering.kmeans import ops
+    monkeypatch.setattr(ops, 'BLOCK_ELEMENTS', 70)  # 7-row blocks
     x = torch.randn(53, 6, generator=torch.Generator().manual_seed(0))
     c = torch.randn(10, 6, generator=torch.Generator().manual_seed(1))
     labels, dists = assign(x, c)

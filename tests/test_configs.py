@@ -84,6 +84,7 @@ def test_manifest_model_and_seed_overrides(config, k_overrides, manifest,
     assert set(model.num_clusters.values()) == {5}
     assert runner.seed == 7 and train.seed == 7
     assert _clustering(runner).interval == 3
+    assert runner.work_dir == str(tmp_path / 'work')
     # The two pipelines: random clips for training, centred for features.
     assert [t.mode for t in train.pipeline.transforms[:1]] == ['random']
     assert [t.mode for t in extract.pipeline.transforms[:1]] == ['center']

@@ -1,5 +1,7 @@
 """tools/run_net.py end to end on a tiny demo set: train, resume, SLURM."""
+import os
 import os.path as osp
+import stat
 import subprocess
 import sys
 
@@ -16,7 +18,11 @@ DEMO_CFG = osp.join(REPO, 'configs', 'xdc_demo.yaml')
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp('run')
-    runner = launch.main(tiny_demo_args(tmp_path))
+    previous = os.umask(0o022)  # a usual umask: files are 0644
+    try:
+        runner = launch.main(tiny_demo_args(tmp_path))
+    finally:
+        os.umask(previous)
     return tmp_path, runner
 
 
@@ -31,6 +37,20 @@ def test_demo_trains_and_reports_cluster_quality(trained):
     assert osp.isfile(tmp_path / 'work' / 'clusters' / 'round_1.npz')
     labels = runner.model.pseudo_labels
     assert labels.shape == (2, 9) and (labels >= 0).all()
+
+
+def test_every_file_of_the_run_has_the_mode_of_a_plain_write(trained):
+    tmp_path, _ = trained
+    modes = {}
+    for folder, _, files in os.walk(tmp_path / 'work'):
+        for name in files:
+            path = osp.join(folder, name)
+            modes[osp.relpath(path, tmp_path / 'work')] = stat.S_IMODE(
+                os.stat(path).st_mode)
+    written_atomically = [n for n in modes if n.endswith(('.pth', '.npz'))
+                          or n in ('last_checkpoint', 'xdc_demo.yaml')]
+    assert len(written_atomically) >= 5, sorted(modes)
+    assert {n: m for n, m in modes.items() if m != 0o644} == {}
 
 
 def test_resume_continues_with_the_checkpointed_labels(trained, tmp_path):

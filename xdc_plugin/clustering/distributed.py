@@ -30,8 +30,9 @@ import numpy as np
 import torch
 
 from xdc_plugin.clustering.collectives import LOCAL, default_collectives
-from xdc_plugin.clustering.kmeans import (TorchKMeans, _kmeans_plus_plus,
-                                          all_finite, assign)
+from xdc_plugin.clustering.kmeans.ops import (all_finite, assign,
+                                              kmeans_plus_plus)
+from xdc_plugin.clustering.kmeans.torch_kmeans import TorchKMeans
 from xdc_plugin.clustering.preprocess import (FeaturePreprocessor,
                                               as_float_tensor)
 from xdc_plugin.registry import CLUSTERERS
@@ -250,7 +251,7 @@ class DistributedKMeans(TorchKMeans):
                 pick = torch.randperm(num, generator=generator)[:k]
                 yield sample[pick.to(sample.device)].clone()
             else:
-                yield _kmeans_plus_plus(sample, k, generator)
+                yield kmeans_plus_plus(sample, k, generator)
 
     def __repr__(self):
         return (super().__repr__()[:-1] +

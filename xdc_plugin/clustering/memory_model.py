@@ -21,10 +21,9 @@ import math
 from dataclasses import dataclass, field
 
 from xdc_plugin.clustering.distributed import LABEL_GATHER_BYTES
+from xdc_plugin.clustering.kmeans.ops import BLOCK_ELEMENTS
 
 _FEATURE_BYTES = {'float32': 4, 'float16': 2}
-# Rows of the distance blocks of ``kmeans.assign`` (2**24 elements).
-_BLOCK_ELEMENTS = 1 << 24
 
 
 @dataclass
@@ -57,8 +56,8 @@ def _gib(num_bytes):
 
 def _assignment(rows, dim, num_clusters):
     """labels int64 + distances float32 of ``rows``, and the distance block
-    of ``kmeans.assign`` with a row block's float32 copy (float16 rows)."""
-    assign_rows = min(rows, _BLOCK_ELEMENTS // max(num_clusters, dim))
+    of ``kmeans.ops.assign`` with a row block's float32 copy (float16 rows)."""
+    assign_rows = min(rows, BLOCK_ELEMENTS // max(num_clusters, dim))
     return rows * 12 + assign_rows * (num_clusters + dim) * 4
 
 

@@ -11,7 +11,7 @@ import av
 __all__ = ['DecodeError', 'VideoInfo', 'probe', 'AUDIO_SHORT_TOLERANCE']
 
 # An audio track may end this much before the video: real files often
-# differ by 0.1-0.5 s (avi, mpeg-ps, vp9 in ../shared/data/realclips); a
+# differ by 0.1-0.5 s (avi, mpeg-ps, vp9 of the decoding-robustness set); a
 # 2 s window then holds at most a quarter of padding.
 AUDIO_SHORT_TOLERANCE = 0.5
 

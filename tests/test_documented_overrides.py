@@ -29,7 +29,7 @@ RECIPES = sorted(osp.relpath(p, REPO)
                  for p in glob.glob(osp.join(REPO, 'configs', 'xdc_*.yaml')))
 _OVERRIDE = re.compile(r'^\+?[A-Za-z_][\w]*(\.\w+)*=\S+$')
 _INLINE = re.compile(r'`(\+?[A-Za-z_]\w*(?:\.\w+)+=[^`\s]+)`')
-_COMMENT = re.compile(r'\b([a-z_]\w*(?:\.\w+)+=[^\s,;)]+)')
+_COMMENT = re.compile(r'(?<![\w.+])(\+?[a-z_]\w*(?:\.\w+)+=[^\s,;)]+)')
 _PLACEHOLDER = re.compile(r'^(\.\.\.|[A-Z][A-Z_0-9]*)$')
 # The keys whose effect on the built runner, datasets and model
 # test_configs.py asserts.
@@ -37,11 +37,7 @@ KEYS_REACHING_THE_BUILD = {
     'train_dataloader.dataset.ann_file', 'train_dataloader.dataset.data_root',
     'train_dataloader.dataset.label_column', 'model.num_clusters',
     'model.variant', 'randomness.seed', 'work_dir'}
-KNOWN_WRONG_IN_DOCS = {
-    'train_dataloader.dataset.dataset.ann_file':
-        'README.md and projects/xdc/README.md still name the dataset wrapper '
-        'of an older release; the key is train_dataloader.dataset.ann_file',
-}
+KNOWN_WRONG_IN_DOCS = {}
 
 
 def _alternatives(override):

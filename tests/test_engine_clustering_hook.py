@@ -12,7 +12,7 @@ from mmengine.dataset import BaseDataset, DefaultSampler, default_collate
 from sklearn.metrics import normalized_mutual_info_score
 from torch.utils.data import DataLoader
 
-from xdc_plugin.engine import CrossModalClusteringHook, extract_features
+from xdc_plugin.engine import CrossModalClusteringHook
 from xdc_plugin.registry import DATASETS, MODELS
 
 

@@ -205,7 +205,9 @@ def test_probe_scalars_are_logged_beside_the_cluster_quality(tmp_path):
     assert runner.scalars['xdc/video_nmi'] == hook.history[0]['nmi']
     # Off by default; a wrong type is refused at build.
     runner.scalars.clear()
-    make_hook().run_round(runner, apply=False)
+    plain = make_hook()
+    plain.before_train(runner)
+    plain.run_round(runner, apply=False)
     assert not any('top1' in key for key in runner.scalars)
     with pytest.raises(TypeError, match='probe must be'):
         make_hook(probe='yes')

@@ -20,6 +20,9 @@ class LocalCollectives:
     def all_reduce_sum(self, tensor):
         return tensor
 
+    def all_reduce_min(self, tensor):
+        return tensor
+
     def all_gather_cat(self, tensor):
         return tensor
 
@@ -65,6 +68,13 @@ class ProcessGroupCollectives:
         ``tensor``'s device."""
         routed, group = self._route(tensor.contiguous())
         torch_dist.all_reduce(routed, group=group)
+        return routed.to(tensor.device)
+
+    def all_reduce_min(self, tensor):
+        """Element-wise minimum over ranks (gloo takes no int16: use int32
+        or wider); returns the result on ``tensor``'s device."""
+        routed, group = self._route(tensor.contiguous())
+        torch_dist.all_reduce(routed, op=torch_dist.ReduceOp.MIN, group=group)
         return routed.to(tensor.device)
 
     def all_gather_cat(self, tensor):

@@ -1,8 +1,7 @@
 from xdc_plugin.engine.checkpoint import (SafeResumeRunner,
                                           UntrustedCheckpointError,
                                           WeightsOnlyCheckpointHook)
-from xdc_plugin.engine.clustering_hook import (CrossModalClusteringHook,
-                                               extract_features)
+from xdc_plugin.engine.clustering_hook import CrossModalClusteringHook
 from xdc_plugin.engine.config import (ConfigKeyError, ConfigTypeError,
                                       load_config)
 from xdc_plugin.engine.dataset_epoch_hook import DatasetEpochHook
@@ -11,7 +10,7 @@ from xdc_plugin.engine.mid_epoch_resume_hook import MidEpochResumeHook
 from xdc_plugin.engine.preemption_hook import PreemptionCheckpointHook
 from xdc_plugin.engine.step_seed_hook import StepSeedHook
 
-__all__ = ['CrossModalClusteringHook', 'extract_features', 'ConfigKeyError',
+__all__ = ['CrossModalClusteringHook', 'ConfigKeyError',
            'ConfigTypeError', 'load_config', 'DatasetEpochHook',
            'SafeResumeRunner', 'UntrustedCheckpointError',
            'WeightsOnlyCheckpointHook', 'WorkDirBusyError', 'WorkDirLock',

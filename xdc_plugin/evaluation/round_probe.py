@@ -20,12 +20,13 @@ from xdc_plugin.evaluation.protocols import (LabelError, knn_probe,
 logger = logging.getLogger(__name__)
 
 PROBE_CS = (1e-3, 1e-2, 1e-1, 1.0)
+MAX_SAMPLES = 5000
 
 
 def probe_round(features: Mapping[str, object], labels,
                 seen: Optional[np.ndarray] = None, folds: int = 5,
                 protocols: Sequence[str] = ('linear', 'knn'),
-                max_samples: int = 5000, cs: Sequence[float] = PROBE_CS,
+                max_samples: int = MAX_SAMPLES, cs: Sequence[float] = PROBE_CS,
                 seed: int = 0) -> Dict[str, float]:
     """Mean k-fold scores per modality: ``{'<modality>_linear_top1': ...,
     '<modality>_knn_top1': ...}`` (0-1).

@@ -1,0 +1,50 @@
+"""Feature extraction for a clustering round: each rank encodes its own share
+of the extraction loader (built by ``extract_loader.build_extract_loader``)
+and keeps the rows; nothing is gathered."""
+import torch
+from mmengine import dist
+from mmengine.model import is_model_wrapper
+from torch.utils.data import DataLoader
+
+from xdc_plugin.engine.feature_shard import FeatureShard
+
+
+def unwrap(model):
+    return model.module if is_model_wrapper(model) else model
+
+
+@torch.no_grad()
+def extract_shard(model, loader):
+    """``FeatureShard`` of the clips ``loader`` gives this rank: the pooled
+    encoder features in eval mode, keyed by each sample's ``index`` (the
+    content returned: a clip that failed to decode is replaced by a
+    neighbour, so an index can be missing and another held twice; see
+    ``feature_shard.claim_rows``)."""
+    model = unwrap(model)
+    # Every rank extracts with rank 0's running statistics (BN): each
+    # rank's own differ, and only rank 0's are checkpointed, so a resumed
+    # run would otherwise extract other features on the other ranks.
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            dist.broadcast(buffer, src=0)
+    was_training = model.training
+    model.eval()
+    parts = [FeatureShard.empty(model.feat_dims)]
+    for batch in loader:
+        data = model.data_preprocessor(batch, False)
+        feats = model.extract_feat(data['video'], data['audio'])
+        parts.append(FeatureShard(
+            data['index'].long().cpu(),
+            {m: f.float().cpu() for m, f in feats.items()}))
+    model.train(was_training)
+    return FeatureShard.cat(parts)
+
+
+def subset_loader(loader, indices, rank, world_size):
+    """``loader`` over this rank's share (``indices[rank::world_size]``) of
+    the dataset ``indices``: the clips a feature bank lacks."""
+    return DataLoader(
+        loader.dataset, batch_size=loader.batch_size,
+        sampler=indices[rank::world_size].tolist(),
+        num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+        worker_init_fn=loader.worker_init_fn)

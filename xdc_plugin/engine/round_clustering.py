@@ -1,0 +1,118 @@
+"""The clustering of a round, on the rows each rank holds.
+
+Every rank passes its ``FeatureShard`` (disjoint across ranks); a clusterer
+with ``fit_sharded`` (``DistributedKMeans``) clusters the shards where they
+are, and the labels reach every rank through ``gather_labels`` (int32
+index/label pairs, 8 bytes per clip: the model's pseudo-label buffer needs
+every index). In a single process, a single-process clusterer
+(``FaissKMeans``, ``TorchKMeans``) fits the rows in dataset-index order.
+"""
+import dataclasses
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.logging import print_log
+
+from xdc_plugin.clustering import gather_labels
+from xdc_plugin.registry import CLUSTERERS
+
+SOURCES = ('video', 'audio', 'joint')
+
+
+def clustering_inputs(features, sources):
+    """The matrix each clustering source is computed on (row-wise, so it
+    applies to a shard as to the whole dataset).
+
+    'joint' (CDC) clusters the concatenation of both modalities; each is L2
+    normalised first so that neither dominates by scale (our choice; the
+    paper does not say).
+    """
+    inputs = {}
+    for source in sources:
+        if source == 'joint':
+            inputs[source] = torch.cat(
+                [F.normalize(features['video'], dim=1),
+                 F.normalize(features['audio'], dim=1)], dim=1)
+        else:
+            inputs[source] = features[source]
+    return inputs
+
+
+def build_clusterer(clusterer_cfgs, source, num_clusters, world_size):
+    """The clusterer of ``source`` (its own config, or the one config of
+    every source; ``num_clusters`` defaults to the model's). With several
+    ranks, a single-process clusterer becomes ``DistributedKMeans`` with
+    the same arguments (logged): no rank may gather the dataset."""
+    cfg = clusterer_cfgs
+    if isinstance(cfg, dict) and source in cfg:
+        cfg = cfg[source]
+    elif isinstance(cfg, dict) and set(cfg) & set(SOURCES):
+        raise KeyError(f'no clusterer configured for source {source!r}')
+    cfg = dict(cfg)
+    cfg.setdefault('num_clusters', num_clusters)
+    clusterer = CLUSTERERS.build(cfg)
+    if world_size > 1 and not hasattr(clusterer, 'fit_sharded'):
+        print_log(f'{type(clusterer).__name__} clusters in one process; with '
+                  f'{world_size} ranks the {source} clusters come from '
+                  'DistributedKMeans with the same arguments (each rank '
+                  'keeps its rows). Configure DistributedKMeans to silence '
+                  'this.', logger='current', level=logging.WARNING)
+        clusterer = CLUSTERERS.build(dict(cfg, type='DistributedKMeans'))
+    return clusterer
+
+
+def cluster_shard(shard, sources, clusterer_cfgs, num_clusters, num_total,
+                  collectives, with_distances=True):
+    """Cluster every source on the rows of all ranks; call on every rank.
+
+    Args:
+        shard: this rank's ``FeatureShard`` (no index held by two ranks).
+        sources: the clustering sources of the model's variant.
+        num_clusters: source -> K (the model's).
+        num_total: dataset size.
+        with_distances: also return each clip's distance to its centre
+            (for the round file).
+
+    Returns:
+        ``{source: ClusterResult}`` identical on every rank, with ``labels``
+        int64 ``(num_total,)`` (-1: held by no rank) and ``distances``
+        float32 ``(num_total,)`` (NaN: held by no rank) or None.
+    """
+    world = collectives.world_size
+    inputs = clustering_inputs(shard.features, sources)
+    results = {}
+    for source in sources:
+        clusterer = build_clusterer(clusterer_cfgs, source,
+                                    num_clusters[source], world)
+        if hasattr(clusterer, 'fit_sharded'):
+            indices = shard.indices
+            result = clusterer.fit_sharded(inputs[source], indices,
+                                           num_total, collectives=collectives)
+        else:  # one process: the rows in dataset-index order
+            order = torch.argsort(shard.indices)
+            indices = shard.indices[order]
+            result = clusterer.fit(inputs[source][order].numpy())
+        distances = None
+        if with_distances:
+            distances = _gathered_distances(result.distances, indices,
+                                            num_total, collectives)
+        labels = gather_labels(result.labels, indices, num_total,
+                               collectives).numpy().astype(np.int64)
+        results[source] = dataclasses.replace(result, labels=labels,
+                                              distances=distances)
+    return results
+
+
+def _gathered_distances(local, indices, num_total, collectives):
+    """Every clip's distance to its centre, float32 (N,), NaN where no rank
+    holds the clip; for the round file. Reuses ``gather_labels``' bounded
+    int32 all-gather (8 bytes per clip, as for the labels): a distance is
+    >= 0, so its float32 bits read as int32 are >= 0, and the -1 of a clip
+    held by no rank reads back as a float32 NaN."""
+    # abs: a -0.0 would read as a negative int32.
+    bits = torch.as_tensor(np.abs(np.asarray(local, np.float32))).view(
+        torch.int32)
+    return gather_labels(bits, indices, num_total, collectives).view(
+        torch.float32).numpy()

@@ -23,6 +23,7 @@ from mmengine.registry import init_default_scope
 
 from xdc_plugin.clustering.memory_model import clustering_memory
 from xdc_plugin.data.manifest import summarize_manifest
+from xdc_plugin.engine.round_clustering import build_clusterer
 from xdc_plugin.engine.run_cost import (Rate, Rates, duration,
                                         merge_rates, rates_from_estimate,
                                         rates_from_gpu_check, run_times)
@@ -87,9 +88,10 @@ def clip_shapes(dataset_cfg):
             (1, logmel.get('n_mels', 40), frames))
 
 
-def build_run(cfg):
+def build_run(cfg, world_size=1):
     """Everything the run builds except the Runner and the data: model,
-    optimizer, hooks (the clustering hook's clusterers too)."""
+    optimizer, hooks (the clustering hook's clusterers too, as a run of
+    ``world_size`` ranks builds them)."""
     model = MODELS.build(cfg.model)
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     hooks = [HOOKS.build(h) for h in (cfg.get('default_hooks') or {})
@@ -98,7 +100,9 @@ def build_run(cfg):
     clustering = next((h for h in hooks if type(h).__name__ == HOOK_TYPE),
                       None)
     clusterers = {} if clustering is None else {
-        s: clustering._clusterer(s, model) for s in model.cluster_sources}
+        s: build_clusterer(clustering.clusterer_cfgs, s,
+                           model.num_clusters[s], world_size)
+        for s in model.cluster_sources}
     return SimpleNamespace(model=model, optim_wrapper=optim_wrapper,
                            hooks=hooks, clustering=clustering,
                            clusterers=clusterers)
@@ -214,7 +218,7 @@ def run(cfg, args, echo=print):
         raise DryRunError(f'--world-size must be >= 1, got {args.world_size}')
     init_default_scope(cfg.get('default_scope', 'xdc'))
     try:
-        built = build_run(cfg)
+        built = build_run(cfg, args.world_size)
     except (KeyError, TypeError, ValueError) as exc:
         raise DryRunError(f'building the run failed: {exc}') from exc
     model, world = built.model, args.world_size

@@ -1,6 +1,8 @@
 """Audio-visual data: decoding, file lists and checks, the dataset, its
 registered transforms and the demo data. Importing registers the datasets
 and transforms in the ``xdc`` registries."""
+from xdc_plugin.data.augment import (AudioGain, AudioMask, VideoColorJitter,
+                                     VideoRandomResizedCrop)
 from xdc_plugin.data.dataset import AVClipDataset, seeded_rng
 from xdc_plugin.data.decode import (DecodeError, VideoInfo, decode_clip,
                                     decode_clips, probe)
@@ -13,6 +15,7 @@ from xdc_plugin.data.transforms import (AudioLogMel, DecodeAVClip,
                                         VideoFlip, VideoResize)
 
 __all__ = [
+    'AudioGain', 'AudioMask', 'VideoColorJitter', 'VideoRandomResizedCrop',
     'AVClipDataset', 'DemoAVDataset', 'seeded_rng', 'DecodeError',
     'VideoInfo', 'decode_clip', 'decode_clips', 'probe', 'make_demo_dataset',
     'CheckSettings', 'check_file', 'check_files', 'FileList',

@@ -257,20 +257,21 @@ def decode_audio(src: _Source, start, duration, sample_rate,
 def _resample(frames, sample_rate):
     """Mono float32 samples at ``sample_rate`` of consecutive decoded audio
     frames, resampled by libswresample as one contiguous stream (robust to
-    non-monotonic timestamps, mkv.mkv). The frames are joined first: one
-    call costs about what each frame's call did (PyAV runs a filter graph
-    per call), i.e. a tenth of the decoding time saved on 16 kHz AAC."""
+    non-monotonic timestamps, mkv.mkv). Mono float audio at that rate
+    (avobjects' AAC) is only joined: setting up PyAV's resampler (a filter
+    graph) costs as much as decoding the window."""
     if not frames:
         return np.zeros(0, np.float32)
     fmt, layout, rate = (frames[0].format.name, frames[0].layout.name,
                          frames[0].sample_rate)
-    joined = av.AudioFrame.from_ndarray(
-        np.concatenate([f.to_ndarray() for f in frames], axis=1),
-        format=fmt, layout=layout)
-    joined.sample_rate = rate
+    joined = np.concatenate([f.to_ndarray() for f in frames], axis=1)
+    if (rate, layout) == (sample_rate, 'mono') and fmt in ('flt', 'fltp'):
+        return joined.reshape(-1)
+    frame = av.AudioFrame.from_ndarray(joined, format=fmt, layout=layout)
+    frame.sample_rate = rate
     resampler = av.AudioResampler(format='flt', layout='mono',
                                   rate=sample_rate)
-    out = resampler.resample(joined) + resampler.resample(None)  # + flush
+    out = resampler.resample(frame) + resampler.resample(None)  # + flush
     return np.concatenate([f.to_ndarray().reshape(-1) for f in out]) \
         if out else np.zeros(0, np.float32)
 

@@ -10,7 +10,7 @@ in alternation (``--repeats`` rounds), after one warm-up batch. Data only:
 the encoders' forward pass is not timed.
 
     python bench/bench_extract_rate.py [--config configs/xdc_avobjects.yaml]
-        [--num-workers 0 2] [--clips 96] [--repeats 2]
+        [--num-workers 0 2] [--clips 192] [--repeats 2]
 """
 import argparse
 import itertools
@@ -19,10 +19,13 @@ import time
 from types import SimpleNamespace
 
 import torch
+from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
+import xdc_plugin.data  # noqa: F401  (registers AVClipDataset, transforms)
 from xdc_plugin.engine.config import load_config
 from xdc_plugin.engine.extract_loader import build_extract_loader
+from xdc_plugin.registry import SCOPE
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -62,7 +65,7 @@ def main(argv=None):
     parser.add_argument('--config', default=osp.join(
         REPO, 'configs', 'xdc_avobjects.yaml'))
     parser.add_argument('--num-workers', type=int, nargs='+', default=[0, 2])
-    parser.add_argument('--clips', type=int, default=96,
+    parser.add_argument('--clips', type=int, default=192,
                         help='clips timed per loader and round')
     parser.add_argument('--repeats', type=int, default=2)
     args = parser.parse_args(argv)
@@ -70,7 +73,8 @@ def main(argv=None):
     cfg = load_config(args.config)
     rows = []
     for workers in args.num_workers:
-        train, extract = build_loaders(cfg, workers)
+        with DefaultScope.overwrite_default_scope(SCOPE):
+            train, extract = build_loaders(cfg, workers)
         totals = {'train': [0, 0.0], 'extract': [0, 0.0]}
         for _ in range(args.repeats):
             for name, loader in (('train', train), ('extract', extract)):

@@ -149,10 +149,9 @@ def short_side_size(height, width, short_side):
 
 
 def decode_video(src: _Source, start_sec, num_frames, fps, info: VideoInfo,
-                 out=None, short_side=None):
-    """``num_frames`` RGB frames at ``fps`` from ``start_sec``: uint8
-    (T, H, W, 3). Written into ``out`` when given, at its size; else at the
-    frames' size, or with ``short_side`` (see the module doc)."""
+                 out):
+    """``num_frames`` RGB frames at ``fps`` from ``start_sec`` into ``out``,
+    uint8 (T, H, W, 3), scaled to its size (see the module doc)."""
     targets = start_sec + np.arange(num_frames) / fps
     picked, prev, k = [], None, 0
     for t, frame in src.frames('video', start_sec):
@@ -174,16 +173,11 @@ def decode_video(src: _Source, start_sec, num_frames, fps, info: VideoInfo,
                 src.path, f'frame at {targets[k]:.3f}s missing ({got}; header '
                 f'duration {info.duration:.3f}s)', 'truncated')
         picked += [prev] * (num_frames - k)
-    if out is None:
-        first = picked[0][1]
-        height, width = (first.height, first.width) if short_side is None \
-            else short_side_size(first.height, first.width, short_side)
-        out = np.empty((num_frames, height, width, 3), np.uint8)
     height, width = out.shape[1:3]
     # Convert each distinct frame once, with one reformatter (swscale
     # context) for the clip: ``frame.to_ndarray(format=...)`` builds a new
     # one per frame, ~50x slower on small frames.
-    reformatter, row_of = VideoReformatter(), {}
+    reformatter, row_of = VideoReformatter(), {}  # row of each frame's copy
     for row, (_, frame) in enumerate(picked):
         if id(frame) in row_of:
             out[row] = out[row_of[id(frame)]]

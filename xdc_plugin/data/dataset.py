@@ -36,7 +36,8 @@ from xdc_plugin.data.check_cache import CheckCache
 from xdc_plugin.data.file_check import CheckSettings, check_files
 from xdc_plugin.data.manifest import extensions_for, read_file_list
 from xdc_plugin.data.media_info import DecodeError
-from xdc_plugin.data.transforms import DecodeAVClip, SampleClip
+from xdc_plugin.data.transforms import (DecodeAVClip, SampleClip,
+                                        resize_in_decoder)
 from xdc_plugin.registry import DATASETS, SCOPE
 
 __all__ = ['AVClipDataset', 'seeded_rng', 'AUTO_DECODE_CHECK_MAX_FILES']
@@ -53,7 +54,9 @@ def seeded_rng(*key):
     seed = int(np.random.SeedSequence(list(key)).generate_state(1)[0])
     np_state, py_state = np.random.get_state(), random.getstate()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        # The CPU generator only: torch.manual_seed also queues the CUDA
+        # generators' seeding, recording a stack trace each time (~1 ms).
+        torch.default_generator.manual_seed(seed)
         np.random.seed(seed)
         random.seed(seed)
         try:
@@ -152,6 +155,7 @@ class AVClipDataset(BaseDataset):
                 data_root=data_root or '', pipeline=list(pipeline),
                 indices=indices, serialize_data=serialize_data,
                 lazy_init=lazy_init)
+        resize_in_decoder(self.pipeline.transforms)
 
     # -- build ----------------------------------------------------------
     def load_data_list(self):

@@ -23,6 +23,10 @@ Audio shorter than video:
     end would be silence), unless ``pad_short_audio=True`` asks for zeros.
 Audio-only files (``modalities=('audio',)``): the "clip" is a window of
     ``clip_duration`` seconds; the file's duration is its audio stream's.
+Resize while decoding (``short_side``): libswscale scales the frame while it
+    converts it from YUV to RGB (bilinear, averaging over the source pixels
+    when shrinking), instead of converting the full frame and resizing it
+    afterwards; same size rule as ``VideoResize``.
 """
 from typing import Optional, Sequence, Tuple
 
@@ -37,7 +41,7 @@ from xdc_plugin.data.media_info import (AUDIO_SHORT_TOLERANCE, DecodeError,
                                         stream_span)
 
 __all__ = ['DecodeError', 'VideoInfo', 'probe', 'decode_clip',
-           'decode_clips', 'audio_window']
+           'decode_clips', 'audio_window', 'short_side_size']
 
 # Seek this much before the wanted time: some demuxers (ogg, mpeg-ps) seek
 # imprecisely and may land slightly after the requested timestamp.
@@ -49,6 +53,12 @@ _END_SLACK = 1.0
 # Undecodable packets tolerated per read (after a seek, MPEG-2 rejects the
 # packets before the next sequence header).
 _MAX_BAD_PACKETS = 32
+# FFmpeg's decoder threads pay off from about this frame size; below it
+# (avobjects' 128x128) starting and stopping them costs more than they save
+# (10 vs 15 ms a clip).
+_THREADED_MIN_PIXELS = 640 * 360
+# Pixel formats libswscale converts and scales in one pass without loss.
+_SCALED_AS_IS = ('yuv', 'yuvj', 'nv', 'gray', 'rgb24', 'bgr24')
 
 
 class _Source:
@@ -131,9 +141,17 @@ class _Source:
             seeked = False
 
 
-def decode_video(src: _Source, start_sec, num_frames, fps, info: VideoInfo):
-    """``num_frames`` RGB frames at ``fps`` from ``start_sec``:
-    uint8 tensor (T, H, W, 3)."""
+def short_side_size(height, width, short_side):
+    """(height, width) with the short side ``short_side``, aspect kept."""
+    scale = short_side / min(height, width)
+    return (max(short_side, round(height * scale)),
+            max(short_side, round(width * scale)))
+
+
+def decode_video(src: _Source, start_sec, num_frames, fps, info: VideoInfo,
+                 out):
+    """``num_frames`` RGB frames at ``fps`` from ``start_sec`` into ``out``,
+    uint8 (T, H, W, 3), scaled to its size (see the module doc)."""
     targets = start_sec + np.arange(num_frames) / fps
     picked, prev, k = [], None, 0
     for t, frame in src.frames('video', start_sec):
@@ -155,15 +173,24 @@ def decode_video(src: _Source, start_sec, num_frames, fps, info: VideoInfo):
                 src.path, f'frame at {targets[k]:.3f}s missing ({got}; header '
                 f'duration {info.duration:.3f}s)', 'truncated')
         picked += [prev] * (num_frames - k)
+    height, width = out.shape[1:3]
     # Convert each distinct frame once, with one reformatter (swscale
     # context) for the clip: ``frame.to_ndarray(format=...)`` builds a new
     # one per frame, ~50x slower on small frames.
-    reformatter, arrays = VideoReformatter(), {}
-    for _, frame in picked:
-        if id(frame) not in arrays:
-            arrays[id(frame)] = reformatter.reformat(
-                frame, format='rgb24', threads=1).to_ndarray()
-    return torch.from_numpy(np.stack([arrays[id(f)] for _, f in picked]))
+    reformatter, row_of = VideoReformatter(), {}  # row of each frame's copy
+    for row, (_, frame) in enumerate(picked):
+        if id(frame) in row_of:
+            out[row] = out[row_of[id(frame)]]
+            continue
+        row_of[id(frame)] = row
+        if not frame.format.name.startswith(_SCALED_AS_IS):
+            # Scaled directly, swscale drops the low bits of 5-bit RGB and
+            # palette formats (rpza, msvideo1: up to 8 levels darker).
+            frame = reformatter.reformat(frame, format='rgb24', threads=1)
+        out[row] = reformatter.reformat(
+            frame, width, height, format='rgb24', interpolation='BILINEAR',
+            threads=1).to_ndarray()
+    return out
 
 
 def decode_audio(src: _Source, start, duration, sample_rate,
@@ -185,31 +212,23 @@ def decode_audio(src: _Source, start, duration, sample_rate,
     _, promised = stream_span(container, stream)
     slack = 0.25 if stream.duration else _END_SLACK
     n = int(round(duration * sample_rate))
-    resampler = av.AudioResampler(format='flt', layout='mono',
-                                  rate=sample_rate)
-    chunks, first_t, have = [], None, 0
+    frames, first_t, have = [], None, 0.0
     for t, frame in src.frames('audio', start):
         if first_t is None:
             first_t = t
-        # Resample as one contiguous stream from the first frame's time:
-        # robust to non-monotonic timestamps (mkv.mkv).
-        frame.pts = None
-        for out in resampler.resample(frame):
-            chunks.append(out.to_ndarray().reshape(-1))
-            have += out.samples
-        if first_t + have / sample_rate >= start + duration + 0.05:
+        frames.append(frame)
+        have += frame.samples / frame.sample_rate
+        if first_t + have >= start + duration + 0.05:
             break
-    else:
-        chunks += [f.to_ndarray().reshape(-1)
-                   for f in resampler.resample(None)]  # flush
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    samples = _resample(frames, sample_rate)
+    have = len(samples) / sample_rate
     offset = int(round((start - first_t) * sample_rate)) if first_t is not \
         None else 0
     if offset < 0:  # the audio stream starts after the window start
         samples = np.concatenate([np.zeros(-offset, np.float32), samples])
         offset = 0
     end = start + max(len(samples) - offset, 0) / sample_rate
-    got = (f'audio ends at {first_t + have / sample_rate:.3f}s'
+    got = (f'audio ends at {first_t + have:.3f}s'
            if first_t is not None else f'no audio from {start:.3f}s')
     if end < min(start + duration, promised) - slack:
         raise DecodeError(src.path, f'{got}, header promises '
@@ -229,6 +248,28 @@ def decode_audio(src: _Source, start, duration, sample_rate,
     return torch.from_numpy(np.ascontiguousarray(window, np.float32))[None]
 
 
+def _resample(frames, sample_rate):
+    """Mono float32 samples at ``sample_rate`` of consecutive decoded audio
+    frames, resampled by libswresample as one contiguous stream (robust to
+    non-monotonic timestamps, mkv.mkv). Mono float audio at that rate
+    (avobjects' AAC) is only joined: setting up PyAV's resampler (a filter
+    graph) costs as much as decoding the window."""
+    if not frames:
+        return np.zeros(0, np.float32)
+    fmt, layout, rate = (frames[0].format.name, frames[0].layout.name,
+                         frames[0].sample_rate)
+    joined = np.concatenate([f.to_ndarray() for f in frames], axis=1)
+    if (rate, layout) == (sample_rate, 'mono') and fmt in ('flt', 'fltp'):
+        return joined.reshape(-1)
+    frame = av.AudioFrame.from_ndarray(joined, format=fmt, layout=layout)
+    frame.sample_rate = rate
+    resampler = av.AudioResampler(format='flt', layout='mono',
+                                  rate=sample_rate)
+    out = resampler.resample(frame) + resampler.resample(None)  # + flush
+    return np.concatenate([f.to_ndarray().reshape(-1) for f in out]) \
+        if out else np.zeros(0, np.float32)
+
+
 def audio_window(centre, audio_duration, file_duration):
     """Start of the ``audio_duration`` window centred on ``centre`` and
     shifted inside ``[0, file_duration]`` (0 if the file is shorter)."""
@@ -242,7 +283,8 @@ def decode_clips(path, starts: Sequence[float], num_frames: int = 8,
                  audio_duration: Optional[float] = 2.0,
                  sample_rate: int = 16000,
                  modalities: Sequence[str] = ('video', 'audio'),
-                 pad_short_audio: bool = False):
+                 pad_short_audio: bool = False,
+                 short_side: Optional[int] = None):
     """Decode one clip per start (s) of ``path``, opening the file once.
 
     A clip spans ``clip_duration`` seconds, or (None) ``num_frames`` frames
@@ -250,6 +292,7 @@ def decode_clips(path, starts: Sequence[float], num_frames: int = 8,
     from each start; audio: an ``audio_duration`` window centred on each
     clip (see the module doc). ``modalities`` says which to decode;
     ``('audio',)`` accepts audio-only files (then give ``clip_duration``).
+    ``short_side``: frames resized while decoding (see the module doc).
 
     Returns ``(video, audio, info)``: uint8 (K, T, H, W, 3) or None,
     float32 (K, 1, S) or None, and the file's ``VideoInfo``.
@@ -274,9 +317,15 @@ def decode_clips(path, starts: Sequence[float], num_frames: int = 8,
                               'no_audio')
         video = audio = None
         if want_video:
-            src.container.streams.video[0].thread_type = 'AUTO'
-            video = torch.stack([decode_video(src, s, num_frames, fps, info)
-                                 for s in starts])
+            if info.width * info.height >= _THREADED_MIN_PIXELS:
+                src.container.streams.video[0].thread_type = 'AUTO'
+            height, width = (info.height, info.width) if short_side is None \
+                else short_side_size(info.height, info.width, short_side)
+            video = np.empty((len(starts), num_frames, height, width, 3),
+                             np.uint8)
+            for k, s in enumerate(starts):
+                decode_video(src, s, num_frames, fps, info, video[k])
+            video = torch.from_numpy(video)
         if want_audio:
             video_end = info.duration if info.has_video else None
             audio = torch.stack([decode_audio(

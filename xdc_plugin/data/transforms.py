@@ -21,11 +21,11 @@ import torchaudio
 from mmcv.transforms import BaseTransform
 from torchvision.transforms.v2 import functional as TF
 
-from xdc_plugin.data.decode import decode_clips
+from xdc_plugin.data.decode import decode_clips, short_side_size
 from xdc_plugin.registry import TRANSFORMS
 
 __all__ = ['SampleClip', 'DecodeAVClip', 'VideoResize', 'VideoCrop',
-           'VideoFlip', 'AudioLogMel', 'PackAVInputs']
+           'VideoFlip', 'AudioLogMel', 'PackAVInputs', 'resize_in_decoder']
 
 SAMPLING_MODES = ('random', 'center', 'uniform')
 
@@ -94,10 +94,17 @@ class DecodeAVClip(BaseTransform):
     ``sample_rate`` (16 kHz: speech and environmental sound need no more;
     XDC's audio encoder works on 40-band log-mel of such windows). See
     ``decode.py`` for the alignment rules and ``audio_short`` files.
+
+    ``short_side``: resize the frames while converting them to RGB (FFmpeg
+    scales the YUV frame in the same pass; much cheaper on large video than
+    a ``VideoResize`` of full-size RGB frames). ``AVClipDataset`` sets it
+    from a ``VideoResize`` that directly follows (``resize_in_decoder``).
     """
 
-    def __init__(self, audio_duration=2.0, sample_rate=16000):
+    def __init__(self, audio_duration=2.0, sample_rate=16000,
+                 short_side=None):
         self.audio_duration, self.sample_rate = audio_duration, sample_rate
+        self.short_side = short_side
 
     def transform(self, results):
         video, audio, _ = decode_clips(
@@ -105,7 +112,7 @@ class DecodeAVClip(BaseTransform):
             results['frame_rate'], results['clip_duration'],
             self.audio_duration, self.sample_rate,
             results.get('modalities', ('video', 'audio')),
-            results.get('pad_short_audio', False))
+            results.get('pad_short_audio', False), self.short_side)
         if video is not None:
             results['video'] = video.permute(0, 1, 4, 2, 3)  # K, T, 3, H, W
         if audio is not None:
@@ -124,13 +131,23 @@ class VideoResize(BaseTransform):
 
     def transform(self, results):
         video = results['video']
-        h, w = video.shape[-2:]
-        scale = self.short_side / min(h, w)
-        size = [max(self.short_side, round(h * scale)),
-                max(self.short_side, round(w * scale))]
-        if [h, w] != size:
+        size = list(short_side_size(*video.shape[-2:], self.short_side))
+        if list(video.shape[-2:]) != size:  # not resized while decoding
             results['video'] = TF.resize(video, size, antialias=True)
         return results
+
+
+def resize_in_decoder(transforms):
+    """Give each ``DecodeAVClip`` directly followed by a ``VideoResize`` the
+    resize's short side, so that FFmpeg resizes while decoding; the
+    ``VideoResize`` stays, with nothing left to do. Frames differ from a
+    resize of full-size RGB frames by about one grey level on average
+    (libswscale's bilinear filter against torchvision's)."""
+    for decode, resize in zip(transforms, transforms[1:]):
+        if (isinstance(decode, DecodeAVClip) and decode.short_side is None
+                and isinstance(resize, VideoResize)):
+            decode.short_side = resize.short_side
+    return transforms
 
 
 @TRANSFORMS.register_module()

@@ -11,6 +11,7 @@ import torch
 from mmengine.runner import Runner
 
 from xdc_plugin.engine import load_config
+from xdc_plugin.engine.round_clustering import build_clusterer
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RECIPES = sorted(glob.glob(osp.join(REPO, 'configs', 'xdc_*.yaml')))
@@ -113,7 +114,10 @@ def test_ig65m_clusterer_overrides(manifest, tmp_path):
         f'train_dataloader.dataset.ann_file={manifest}',
         'custom_hooks.0.clusterers.preprocess.pca_dim=16',
         'custom_hooks.0.clusterers.feature_dtype=float32'], tmp_path)
-    clusterer = _clustering(runner)._clusterer('video', runner.model)
+    hook = _clustering(runner)
+    clusterer = build_clusterer(hook.clusterer_cfgs, 'video',
+                                runner.model.num_clusters['video'],
+                                world_size=1)
     assert type(clusterer).__name__ == 'DistributedKMeans'
     assert clusterer.preprocess['pca_dim'] == 16
     assert clusterer.feature_dtype == 'float32'

@@ -52,7 +52,7 @@ setup(
         'bench': BENCH_REQUIRES,
         # live curves: mmengine's TensorboardVisBackend
         'tensorboard': ['tensorboard'],
-        # the browser test drives Debian's chromium (.ci/install_browser.sh)
+        # the browser test drives Debian's chromium (installed by .ci/run)
         'test': ['pytest>=7', 'pytest-timeout', 'tensorboard', 'playwright']
         + BENCH_REQUIRES,
     },

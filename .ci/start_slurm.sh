@@ -33,14 +33,10 @@ if command -v sinfo >/dev/null && node_up; then
     echo "SLURM test cluster already up (node $NODE $(node_state))"
     exit 0
 fi
-[ "$(id -u)" = 0 ] || fail "must run as root (installs packages, starts daemons)"
+[ "$(id -u)" = 0 ] || fail "must run as root (starts daemons)"
 
-if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-        --no-install-recommends slurm-wlm munge \
-        || fail "apt-get install slurm-wlm munge failed"
-fi
+command -v slurmctld >/dev/null && command -v munged >/dev/null \
+    || fail "slurmctld or munged not found: apt-get install slurm-wlm munge (.ci/run does)"
 mkdir -p "$DIR"/{state,spool,log}
 rm -f "$FAILURE"
 

@@ -3,7 +3,7 @@ driven by Playwright's Python API; Playwright's own browsers are never
 used).
 
 A missing browser or Playwright FAILS these tests with the reason: CI
-installs both (``.ci/install_browser.sh``), so a skip there would hide a
+installs both (``.ci/run``), so a skip there would hide a
 broken gallery. For a local run without them, ``XDC_ALLOW_NO_BROWSER=1``
 turns the failure into an explicit skip.
 """
@@ -34,7 +34,7 @@ MEDIA_READY = '''() =>
 def _missing_browser():
     if not os.access(CHROMIUM, os.X_OK):
         return (f'{CHROMIUM} is not an executable: install Debian\'s chromium '
-                '(.ci/install_browser.sh, as root)')
+                '(apt-get install chromium, as root)')
     if importlib.util.find_spec('playwright') is None:
         return 'Playwright is not installed: pip install -e ".[test]"'
     return None
@@ -170,4 +170,4 @@ def test_a_missing_browser_is_named(monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], 'CHROMIUM', '/nowhere/chromium')
     assert _missing_browser() == (
         "/nowhere/chromium is not an executable: install Debian's chromium "
-        '(.ci/install_browser.sh, as root)')
+        '(apt-get install chromium, as root)')

@@ -222,6 +222,13 @@ def profile(ds, clips):
         1e3 * total / clips
 
 
+def _row(source, files, workers, rates):
+    base = rates.get('pytorchvideo')
+    ratio = f'{rates["ours"] / base:.2f}x' if base else '-'
+    return (f'| {source} | {files} | {workers} | {rates["ours"]:.1f} | '
+            f'{base or 0:.1f} | {ratio} |')
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--sources', nargs='+', default=DEFAULT_SOURCES)
@@ -243,6 +250,9 @@ def main(argv=None):
           f'40-band log-mel; batch {args.batch_size}, {args.clips} clips x '
           f'{args.repeats} rounds per row; torch threads 1')
     rows, profiles = [], []
+    print('\n| source | files | workers | ours clips/s | pytorchvideo '
+          'clips/s | ours / pytorchvideo |')
+    print('|---|---:|---:|---:|---:|---:|', flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for source in args.sources:
             ds = AVClipDataset(
@@ -253,17 +263,9 @@ def main(argv=None):
             for workers in args.num_workers:
                 rates = compare(ds, workers, args)
                 rows.append((source, len(ds), workers, rates))
+                print(_row(*rows[-1]), flush=True)
             if args.profile:
                 profiles.append((source, *profile(ds, args.clips)))
-
-    print('\n| source | files | workers | ours clips/s | pytorchvideo '
-          'clips/s | ours / pytorchvideo |')
-    print('|---|---:|---:|---:|---:|---:|')
-    for source, files, workers, rates in rows:
-        base = rates.get('pytorchvideo')
-        ratio = f'{rates["ours"] / base:.2f}x' if base else '-'
-        print(f'| {source} | {files} | {workers} | {rates["ours"]:.1f} | '
-              f'{base or 0:.1f} | {ratio} |')
     for source, stages, total in profiles:
         print(f'\nWhere our pipeline spends its time, {source} '
               f'({total:.1f} ms per clip, one process, cProfile):\n')

@@ -185,6 +185,37 @@ def test_faiss_and_torch_reach_similar_inertia():
     assert abs(ratio - 1) < 0.03, (faiss_inertia, torch_inertia)
 
 
+@pytest.mark.parametrize('cls', [TorchKMeans, DistributedKMeans])
+def test_lloyd_stops_once_the_centroids_stop_moving(cls):
+    x, _ = blobs(2000, 16, 6, 5.0)
+    init = x[:6].copy()
+    converged = cls(6, num_iters=50, preprocess=None)
+    result = converged.fit(x, init_centroids=init)
+    ran = converged.iterations_run_
+    assert 2 < ran < 50
+    # Its last iteration moved nothing: one fewer ends at the same place,
+    # and the one before that did still move the centroids.
+    same = cls(6, num_iters=ran - 1, preprocess=None).fit(
+        x, init_centroids=init)
+    assert np.array_equal(same.centroids, result.centroids)
+    assert np.array_equal(same.labels, result.labels)
+    earlier = cls(6, num_iters=ran - 2, preprocess=None).fit(
+        x, init_centroids=init)
+    assert not np.array_equal(earlier.centroids, result.centroids)
+
+
+@pytest.mark.parametrize('cls', CLASSES)
+def test_iterations_run_counts_every_run(cls):
+    x, _ = blobs(2000, 16, 6, 5.0)
+    ran = []
+    for num_redo in (1, 3):
+        km = cls(6, num_iters=50, num_redo=num_redo, preprocess=None)
+        km.fit(x)
+        assert num_redo < km.iterations_run_ < 50 * num_redo  # converged
+        ran.append(km.iterations_run_)
+    assert ran[1] > ran[0]
+
+
 def test_preprocessing_space_and_tensor_input():
     x, y = blobs(900, 24, 4, 6.0)
     km = TorchKMeans(4, seed=0, num_redo=2,

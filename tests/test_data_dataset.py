@@ -192,6 +192,27 @@ def test_seeded_rng_seeds_numpy_and_python_too():
     assert a == b and all(x != y for x, y in zip(a, c))
 
 
+class _DrawAfterSeeding(torch.utils.data.Dataset):
+    """numpy's and python's next draws after a seeded block."""
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        import random
+        with seeded_rng(0, 0, 7):
+            pass
+        return np.random.rand(), random.random()
+
+
+def test_seeded_rng_restores_states_in_the_main_process_only():
+    main = list(DataLoader(_DrawAfterSeeding(), batch_size=None))
+    assert main[0] != main[1]  # the global streams went on
+    worker = list(DataLoader(_DrawAfterSeeding(), batch_size=None,
+                             num_workers=1))
+    assert worker[0] == worker[1]  # left seeded: no one else draws there
+
+
 @pytest.fixture
 def eleven_truncated(tmp_path, media_dir):
     """A manifest of 2 good files around 11 consecutive files whose headers

@@ -200,6 +200,7 @@ class DistributedKMeans(TorchKMeans):
             train, train_keys = x[chosen], keys[chosen]
         generator = torch.Generator().manual_seed(self.seed)
         best, best_obj = None, math.inf
+        self.iterations_run_ = 0
         for init in self._initial_centroids(train, train_keys, num_train,
                                             init_centroids, collectives):
             centroids, objective = self._lloyd(train, init, generator,

@@ -31,6 +31,7 @@ from mmengine import dist
 from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 from mmengine.registry import DefaultScope
+from torch.utils.data import get_worker_info
 
 from xdc_plugin.data.check_cache import CheckCache
 from xdc_plugin.data.file_check import CheckSettings, check_files
@@ -50,9 +51,15 @@ CHECKS = ('auto', 'decode', 'headers')
 @contextlib.contextmanager
 def seeded_rng(*key):
     """Run a block with torch's, numpy's and python's global generators
-    seeded from ``key``; their previous states come back afterwards."""
+    seeded from ``key``; their previous states come back afterwards.
+
+    In a DataLoader worker nothing else draws from numpy's and python's
+    generators between samples, so their states are not saved there
+    (saving and restoring numpy's costs 80 us, 1.5% of a small clip)."""
     seed = int(np.random.SeedSequence(list(key)).generate_state(1)[0])
-    np_state, py_state = np.random.get_state(), random.getstate()
+    restore = get_worker_info() is None
+    if restore:
+        np_state, py_state = np.random.get_state(), random.getstate()
     with torch.random.fork_rng(devices=[]):
         # The CPU generator only: torch.manual_seed also queues the CUDA
         # generators' seeding, recording a stack trace each time (~1 ms).
@@ -62,8 +69,9 @@ def seeded_rng(*key):
         try:
             yield
         finally:
-            np.random.set_state(np_state)
-            random.setstate(py_state)
+            if restore:
+                np.random.set_state(np_state)
+                random.setstate(py_state)
 
 
 def _encode_labels(raw, classes=None):

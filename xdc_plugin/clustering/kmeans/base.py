@@ -113,6 +113,9 @@ class BaseKMeans:
         self.verbose = bool(verbose)
         self.init = init
         self.preprocessor = None
+        # Lloyd iterations the last fit ran, over its runs (``num_redo``);
+        # fewer than ``num_iters`` a run when it converged.
+        self.iterations_run_ = 0
 
     def _device(self, x):
         raise NotImplementedError
@@ -152,6 +155,7 @@ class BaseKMeans:
         if init_centroids is not None:
             init_centroids = self._check_init(init_centroids, x)
         generator = torch.Generator().manual_seed(self.seed)
+        self.iterations_run_ = 0
         centroids = self._train(x, generator, init_centroids).to(
             x.device, torch.float32)
         centroids = centroids.contiguous().clone()

@@ -57,6 +57,7 @@ class FaissKMeans(BaseKMeans):
         self._kmeans = self._faiss_kmeans(*xn.shape)
         self._kmeans.train(xn, init_centroids=None if init_centroids is None
                            else init_centroids.numpy())
+        self.iterations_run_ = len(self._kmeans.iteration_stats)
         return torch.from_numpy(
             np.array(self._kmeans.centroids, dtype=np.float32))
 

@@ -38,14 +38,18 @@ class TorchKMeans(BaseKMeans):
         return kmeans_plus_plus(x, k, generator)
 
     def _lloyd(self, x, centroids, generator, collectives=LOCAL):
-        """``num_iters`` Lloyd iterations from ``centroids`` on the rows
-        ``x`` (this rank's share of them when ``collectives`` spans several
-        ranks: the statistics are all-reduced, so every rank holds the same
-        centroids). Returns (centroids, objective of the last
+        """Up to ``num_iters`` Lloyd iterations from ``centroids`` on the
+        rows ``x`` (this rank's share of them when ``collectives`` spans
+        several ranks: the statistics are all-reduced, so every rank holds
+        the same centroids). Stops once an iteration leaves the centroids
+        unchanged (no label moved: every later iteration would repeat it;
+        faiss stops there too). Returns (centroids, objective of the last
         assignment)."""
         k, dim = centroids.shape
         objective = math.inf
         for it in range(self.num_iters):
+            self.iterations_run_ += 1
+            previous = centroids
             labels, dists = assign(x, centroids)
             stats = collectives.all_reduce_sum(
                 cluster_statistics(x, labels, dists, k))
@@ -61,6 +65,9 @@ class TorchKMeans(BaseKMeans):
                                                   sq_radius, generator)
                 self._log(f'iter {it}: split {num_split} empty clusters')
             self._log(f'iter {it}: objective {objective:.6g}')
+            if torch.equal(centroids, previous):
+                self._log(f'converged after {it + 1} iterations')
+                break
         return centroids, objective
 
     def _train(self, x, generator, init_centroids=None):

@@ -1,10 +1,14 @@
-"""The fast decoding path gives what the previous one gave: frames resized
-while decoding match full-size RGB frames resized by torchvision (within
-``assert_resized_frames_close``'s tolerance), and audio resampled in one
-call equals the former per-frame resampling, sample for sample, on
-``../shared/data/realclips`` and avobjects."""
+"""The fast decoding path gives what the previous one gave, on
+``../shared/data/realclips`` and avobjects: frames resized while decoding
+match full-size RGB frames resized by torchvision (within
+``assert_resized_frames_close``'s tolerance); audio resampled in one call
+equals the former per-frame resampling, sample for sample; seeking straight
+to the keyframe before a clip (mov/mp4) gives the frames of the former
+0.5 s-early seek and of decoding from the file start, bit for bit, and the
+same log-mel."""
 import csv
 import glob
+import math
 import os.path as osp
 
 import av
@@ -123,3 +127,93 @@ def test_rgb_and_palette_codecs_keep_their_levels(realclips_dir, name):
         info.height, info.width, 128)), antialias=True)
     diff = (video[0].permute(0, 3, 1, 2).float() - ref.float()).abs()
     assert diff.mean() < 0.2
+
+
+def _previous_seek(patch):
+    """The seek before exact seeking: 0.5 s early in every container."""
+    patch.setattr(decode, '_EXACT_SEEK_FORMATS', frozenset())
+
+
+def _starts(info):
+    """Four clip starts over the file's first 12 s (decoding from the start
+    stays cheap on the 3-minute file)."""
+    last = min(max(info.duration - 9 / info.fps, 0), 12.0)
+    return [float(s) for s in np.linspace(0, last, 4)]
+
+
+def test_exact_seek_gives_the_frames_of_every_other_way(
+        realclips_dir, avobjects_dir, monkeypatch):
+    kwargs = dict(audio_duration=None, modalities=('video',), short_side=56)
+    for path in _files(realclips_dir, avobjects_dir):
+        starts = _starts(probe(path))
+        video, _, _ = decode_clips(path, starts, 8, **kwargs)
+        with monkeypatch.context() as patch:
+            _previous_seek(patch)
+            before, _, _ = decode_clips(path, starts, 8, **kwargs)
+            patch.setattr(decode, '_SEEK_MARGIN', math.inf)
+            from_start, _, _ = decode_clips(path, starts, 8, **kwargs)
+        assert torch.equal(video, before), path
+        assert torch.equal(video, from_start), path
+
+
+def test_exact_seek_decodes_from_the_keyframe_before_the_clip(
+        avobjects_dir, monkeypatch):
+    """avobjects' clips have a keyframe every second: a clip at 1.2 s was
+    decoded from 0 s (0.5 s early lands before the 1 s keyframe), now from
+    1 s."""
+    path = sorted(glob.glob(osp.join(avobjects_dir, 'clips', '*',
+                                     '*.mp4')))[0]
+    frames = decode._Source.frames
+    counted = []
+
+    def counting(src, kind, t0):
+        for item in frames(src, kind, t0):
+            counted.append(kind)
+            yield item
+
+    monkeypatch.setattr(decode._Source, 'frames', counting)
+    kwargs = dict(audio_duration=None, modalities=('video',))
+    video, _, _ = decode_clips(path, [1.2, 2.2], 8, **kwargs)
+    exact = len(counted)
+    counted.clear()
+    _previous_seek(monkeypatch)
+    before, _, _ = decode_clips(path, [1.2, 2.2], 8, **kwargs)
+    assert torch.equal(video, before)
+    # At most 0.2 s x 15 fps + 8 frames + the one after, from each keyframe
+    assert exact <= 2 * (3 + 8 + 1) and len(counted) >= 2 * exact
+
+
+def test_primed_audio_equals_the_previous_seek(media_dir, monkeypatch):
+    """A 440/1760 Hz tone (AAC): 0.2 s decoded before the window give it
+    sample for sample; without them the AAC decoder's first frame lacks the
+    previous one's overlap."""
+    path = str(media_dir / 'timecode.mp4')
+    starts = [1.3, 2.5, 4.1]
+    _, audio, _ = decode_clips(path, starts, 8)
+    with monkeypatch.context() as patch:
+        _previous_seek(patch)
+        _, before, _ = decode_clips(path, starts, 8)
+    torch.testing.assert_close(audio, before, rtol=0, atol=1e-6)
+    monkeypatch.setattr(decode, '_AUDIO_PRIMING', 0.0)
+    _, unprimed, _ = decode_clips(path, starts, 8)
+    assert (unprimed - before).abs().max() > 0.01
+
+
+def test_exact_seek_keeps_the_log_mel(realclips_dir, avobjects_dir,
+                                      monkeypatch):
+    """Samples can differ where the spectrum does not: AAC's (and QDM2's)
+    noise substitution draws from a decoder state a seek does not reset,
+    and resampling starts at another phase. Measured: mean absolute log-mel
+    difference 0-0.13 (0.13: FakeSample.mov's QDM2; 0.06: mov.mov, whose
+    audio timestamps jitter by up to 900 samples)."""
+    logmel = AudioLogMel()
+    for path in _files(realclips_dir, avobjects_dir):
+        starts = _starts(probe(path))
+        _, audio, _ = decode_clips(path, starts, 8)
+        with monkeypatch.context() as patch:
+            _previous_seek(patch)
+            _, before, _ = decode_clips(path, starts, 8)
+        mel = logmel(dict(audio=audio, sample_rate=SR))['audio']
+        ref = logmel(dict(audio=before, sample_rate=SR))['audio']
+        diff = (mel - ref).abs().mean(dim=(1, 2, 3))
+        assert diff.max() <= 0.15, (path, diff)

@@ -165,7 +165,7 @@ def compare(ds, workers, args):
 # ('cum').
 _STAGES = (
     ('demux + decode (video and audio)', (
-        ('own', "'decode' of 'av.packet.Packet'"), ('self', '_Source.frames'))),
+        ('own', "'decode' of 'av.packet.Packet'"), ('self', 'MediaSource.frames'))),
     ('open/close file', (('own', 'av.container.core.open'),
                          ('own', "'close' of 'av.container"))),
     ('audio resample (swr)', (('own', 'AudioResampler'),)),
@@ -179,9 +179,9 @@ _STAGES = (
 
 
 def _code_key(qualname):
-    from xdc_plugin.data import decode, transforms
+    from xdc_plugin.data import media_source, transforms
     obj = transforms if hasattr(transforms, qualname.split('.')[0]) \
-        else decode
+        else media_source
     for part in qualname.split('.'):
         obj = getattr(obj, part)
     code = obj.__code__

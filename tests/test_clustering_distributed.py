@@ -1,5 +1,7 @@
 """DistributedKMeans: equality with TorchKMeans on 2 and 4 gloo processes,
-empty clusters, PCA, float16 storage, the label gather, bad shards."""
+empty clusters, PCA, float16 storage, the label and value gathers, bad
+shards."""
+import math
 import os
 
 import numpy as np
@@ -13,7 +15,8 @@ from xdc_plugin.clustering import (DistributedKMeans, TorchKMeans,
                                    gather_labels)
 from xdc_plugin.clustering.collectives import LOCAL, ProcessGroupCollectives
 from xdc_plugin.clustering import distributed
-from xdc_plugin.clustering.distributed import index_keys, smallest_keys_mask
+from xdc_plugin.clustering.distributed import (gather_values, index_keys,
+                                               smallest_keys_mask)
 from xdc_plugin.clustering.kmeans import resplit_empty_clusters
 from xdc_plugin.clustering.preprocess import l2_normalize
 from xdc_plugin.registry import CLUSTERERS
@@ -105,6 +108,12 @@ def _worker(rank, world_size, init_file, out_dir):
     out['resplit_labels'] = gather_labels(local, rows, 200).numpy()
     out['resplit_centroids'] = centroids.numpy()
     out['resplit_num'] = num
+
+    held = rows[rows < 190]  # 190-199: held by no rank
+    values = held.to(torch.float32) * 0.5
+    values[held == 7] = -0.0
+    out['gathered_values'] = gather_values(values, held, 200,
+                                           math.nan).numpy()
 
     # Bad shards raise on every rank instead of leaving one waiting.
     bad = {'twice': (np.zeros((3, 4), np.float32), np.arange(3)),
@@ -222,6 +231,32 @@ def test_labels_stay_local_and_gather_by_dataset_index(ranked, single):
     # Indices nobody holds get -1 and are not clustered.
     assert (ranked[0]['missing_labels'] == -1).sum() == 50
     assert sum(len(o['missing_local_labels']) for o in ranked) == 1200
+
+
+def test_float_values_gather_bit_for_bit(ranked):
+    expected = np.arange(200, dtype=np.float32) * 0.5
+    expected[190:] = np.nan
+    expected[7] = -0.0
+    for out in ranked:
+        assert out['gathered_values'].dtype == np.float32
+        np.testing.assert_array_equal(out['gathered_values'], expected)
+        assert np.signbit(out['gathered_values'][7])
+
+
+def test_value_gather_checks_in_one_process():
+    got = gather_values(torch.tensor([1.5, 2.5]), [3, 0], 5, math.nan, LOCAL)
+    np.testing.assert_array_equal(got.numpy(),
+                                  [2.5, np.nan, np.nan, 1.5, np.nan])
+    with pytest.raises(ValueError, match='more than one rank'):
+        gather_values(torch.tensor([1, 2], dtype=torch.int32), [3, 3], 5, -1,
+                      LOCAL)
+    with pytest.raises(TypeError, match='int32 or float32'):
+        gather_values(torch.tensor([1.0], dtype=torch.float64), [0], 5, 0,
+                      LOCAL)
+    with pytest.raises(ValueError, match=r'in \[0, 5\)'):
+        gather_values(torch.tensor([1.0]), [5], 5, 0, LOCAL)
+    with pytest.raises(ValueError, match=r'in \[0, 2\*\*31\)'):
+        gather_labels(torch.tensor([-1]), [0], 5, LOCAL)
 
 
 def test_bad_shards_fail_on_every_rank(ranked):

@@ -19,7 +19,7 @@ from conftest import assert_resized_frames_close
 from torchvision.transforms.v2 import functional as TF
 
 from xdc_plugin.data.dataset import AVClipDataset
-from xdc_plugin.data import decode
+from xdc_plugin.data import decode_audio, media_source
 from xdc_plugin.data.decode import (decode_clip, decode_clips, probe,
                                     short_side_size)
 from xdc_plugin.data.transforms import AudioLogMel, DecodeAVClip, VideoResize
@@ -75,7 +75,7 @@ def test_audio_and_log_mel_equal_per_frame_resampling(
         start = _centre(probe(path))
         _, audio = decode_clip(path, start, 8, None, 2.0, SR)
         with monkeypatch.context() as patch:
-            patch.setattr(decode, '_resample', _per_frame_resampling)
+            patch.setattr(decode_audio, '_resample', _per_frame_resampling)
             _, ref = decode_clip(path, start, 8, None, 2.0, SR)
         torch.testing.assert_close(audio, ref, rtol=0, atol=1e-6, msg=path)
         mel = logmel(dict(audio=audio[None], sample_rate=SR))['audio']
@@ -131,7 +131,7 @@ def test_rgb_and_palette_codecs_keep_their_levels(realclips_dir, name):
 
 def _previous_seek(patch):
     """The seek before exact seeking: 0.5 s early in every container."""
-    patch.setattr(decode, '_EXACT_SEEK_FORMATS', frozenset())
+    patch.setattr(media_source, '_EXACT_SEEK_FORMATS', frozenset())
 
 
 def _starts(info):
@@ -150,7 +150,7 @@ def test_exact_seek_gives_the_frames_of_every_other_way(
         with monkeypatch.context() as patch:
             _previous_seek(patch)
             before, _, _ = decode_clips(path, starts, 8, **kwargs)
-            patch.setattr(decode, '_SEEK_MARGIN', math.inf)
+            patch.setattr(media_source, '_SEEK_MARGIN', math.inf)
             from_start, _, _ = decode_clips(path, starts, 8, **kwargs)
         assert torch.equal(video, before), path
         assert torch.equal(video, from_start), path
@@ -163,7 +163,7 @@ def test_exact_seek_decodes_from_the_keyframe_before_the_clip(
     1 s."""
     path = sorted(glob.glob(osp.join(avobjects_dir, 'clips', '*',
                                      '*.mp4')))[0]
-    frames = decode._Source.frames
+    frames = media_source.MediaSource.frames
     counted = []
 
     def counting(src, kind, t0):
@@ -171,7 +171,7 @@ def test_exact_seek_decodes_from_the_keyframe_before_the_clip(
             counted.append(kind)
             yield item
 
-    monkeypatch.setattr(decode._Source, 'frames', counting)
+    monkeypatch.setattr(media_source.MediaSource, 'frames', counting)
     kwargs = dict(audio_duration=None, modalities=('video',))
     video, _, _ = decode_clips(path, [1.2, 2.2], 8, **kwargs)
     exact = len(counted)
@@ -194,7 +194,7 @@ def test_primed_audio_equals_the_previous_seek(media_dir, monkeypatch):
         _previous_seek(patch)
         _, before, _ = decode_clips(path, starts, 8)
     torch.testing.assert_close(audio, before, rtol=0, atol=1e-6)
-    monkeypatch.setattr(decode, '_AUDIO_PRIMING', 0.0)
+    monkeypatch.setattr(media_source, '_AUDIO_PRIMING', 0.0)
     _, unprimed, _ = decode_clips(path, starts, 8)
     assert (unprimed - before).abs().max() > 0.01
 

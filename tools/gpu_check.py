@@ -48,11 +48,11 @@ from xdc_plugin.clustering import (DistributedKMeans, FaissKMeans,
                                    TorchKMeans)
 from xdc_plugin.clustering.collectives import ProcessGroupCollectives
 from xdc_plugin.engine.config import load_config
+from xdc_plugin.engine.gpu_report import SCHEMA, format_tables
 from xdc_plugin.models.flops import (forward_flops, model_flops_utilisation,
                                      peak_bf16_tflops)
 from xdc_plugin.registry import MODELS
 
-SCHEMA = 'xdc-gpu-check/1'
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), 'configs', 'xdc_kinetics.yaml')
 GIB = 2**30
@@ -231,15 +231,14 @@ def check_kmeans(args, device):
     common = dict(num_clusters=k, num_iters=args.kmeans_iters,
                   preprocess=None, use_gpu=on_gpu)
     fits = {
-        'TorchKMeans': lambda: TorchKMeans(**common).fit(
-            x, init_centroids=start),
-        'FaissKMeans': lambda: FaissKMeans(**common).fit(
-            x.cpu(), init_centroids=start.cpu()),
-        'DistributedKMeans': lambda: DistributedKMeans(**common).fit_sharded(
+        TorchKMeans: lambda km: km.fit(x, init_centroids=start),
+        FaissKMeans: lambda km: km.fit(x.cpu(), init_centroids=start.cpu()),
+        DistributedKMeans: lambda km: km.fit_sharded(
             x, torch.arange(n), n, init_centroids=start,
             collectives=ProcessGroupCollectives())}
     rows, reference = [], None
-    for method, fit in fits.items():
+    for cls, fit in fits.items():
+        method, clusterer = cls.__name__, cls(**common)
         row = dict(method=method, device=str(device), num_points=n, dim=d,
                    num_clusters=k, num_iters=args.kmeans_iters)
         if method == 'FaissKMeans' and on_gpu and _faiss_gpus() == 0:
@@ -248,12 +247,13 @@ def check_kmeans(args, device):
             continue
         _reset_peak(device)
         outcome = []
-        seconds = seconds_per_call(lambda: outcome.append(fit()), device,
-                                   warmup=0, iters=1)
+        seconds = seconds_per_call(lambda: outcome.append(fit(clusterer)),
+                                   device, warmup=0, iters=1)
         labels = torch.from_numpy(outcome[0].labels)
         reference = labels if reference is None else reference
         rows.append(dict(
             row, seconds=seconds, inertia=outcome[0].inertia,
+            iterations_run=clusterer.iterations_run_,
             peak_memory_gib=_peak_gib(device),
             label_agreement=float((labels == reference).double().mean())))
     return rows
@@ -274,50 +274,6 @@ def environment(device, given_tflops):
                 cuda=torch.version.cuda, faiss=faiss.__version__,
                 faiss_gpus=_faiss_gpus(), peak_bf16_tflops=tflops,
                 peak_source=source)
-
-
-def _cell(value, fmt):
-    return 'n/a' if value is None else format(value, fmt)
-
-
-def _markdown(header, rows):
-    return '\n'.join(['| ' + ' | '.join(header) + ' |',
-                      '|' + '---|' * len(header)] +
-                     ['| ' + ' | '.join(map(str, row)) + ' |' for row in rows])
-
-
-def format_tables(report):
-    env = report['environment']
-    shape = 'x'.join
-    steps = [(r['batch_size'], shape(map(str, r['video_shape'])),
-              shape(map(str, r['audio_shape'])), r['amp'],
-              f"{r['step_ms']:.1f}", f"{r['clips_per_s']:.1f}",
-              f"{r['extract_clips_per_s']:.1f}",
-              f"{r['forward_gflops_per_clip']:.2f}", _cell(r['mfu'], '.1%'),
-              _cell(r['peak_memory_gib'], '.2f'))
-             for r in report['train_step']]
-    kmeans = [(r['method'], r['device'],
-               f"{r['num_points']:,} x {r['dim']}, k={r['num_clusters']}",
-               r['num_iters']) + (
-                   (f"skipped: {r['skipped']}", '', '', '') if 'skipped' in r
-                   else (f"{r['seconds']:.2f}", f"{r['inertia']:.6g}",
-                         f"{r['label_agreement']:.4f}",
-                         _cell(r['peak_memory_gib'], '.2f')))
-              for r in report['kmeans']]
-    errors = [f'{name} FAILED: {error}'
-              for name, error in report.get('errors', {}).items()]
-    return '\n\n'.join(errors + [
-        f"{env['device']}, torch {env['torch']} (CUDA {env['cuda']}), faiss "
-        f"{env['faiss']} ({env['faiss_gpus']} GPUs), dense bf16 peak "
-        f"{_cell(env['peak_bf16_tflops'], '.1f')} TFLOP/s "
-        f"({env['peak_source']}), backend {report['backend']}; checks "
-        'took ' + ', '.join(f'{name} {seconds:.0f} s' for name, seconds in
-                            report.get('seconds', {}).items()),
-        _markdown(('batch', 'video', 'audio', 'amp', 'step ms', 'clips/s',
-                   'extract clips/s', 'fwd GFLOP/clip', 'MFU', 'peak GiB'),
-                  steps),
-        _markdown(('k-means', 'device', 'N x d, k', 'iters', 'seconds',
-                   'inertia', 'labels = Torch', 'peak GiB'), kmeans)])
 
 
 def parse_args(argv=None):

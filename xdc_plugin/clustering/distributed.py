@@ -41,7 +41,7 @@ from xdc_plugin.registry import CLUSTERERS
 _TRANSFORM_ROWS = 4096
 _FEATURE_DTYPES = {'float32': torch.float32, 'float16': torch.float16}
 _MASK64 = (1 << 64) - 1
-# (index, label) pairs a rank receives per round of ``gather_labels``.
+# (index, value) pairs a rank receives per round of ``gather_values``.
 LABEL_GATHER_BYTES = 64 << 20
 
 
@@ -263,38 +263,59 @@ class DistributedKMeans(TorchKMeans):
 def gather_labels(local_labels, local_indices, num_total, collectives=None):
     """The label of every dataset index, on every rank: int32
     ``(num_total,)`` tensor, -1 where no rank holds the index (what
-    ``XDCModel.set_pseudo_labels`` takes).
+    ``XDCModel.set_pseudo_labels`` takes). See ``gather_values``."""
+    collectives = (default_collectives() if collectives is None else
+                   collectives)
+    labels = torch.as_tensor(local_labels).flatten().cpu()
+    problem = None
+    if labels.numel() and not 0 <= int(labels.min()) <= int(
+            labels.max()) < 1 << 31:
+        problem = 'labels must be in [0, 2**31)'
+    _raise_if_any(problem, collectives)
+    return gather_values(labels.to(torch.int32), local_indices, num_total,
+                         -1, collectives)
 
-    Each rank sends its (index, label) pairs as int32, 8 bytes per clip
-    (labels alone would need the shard layout to be known), in rounds of
-    ``LABEL_GATHER_BYTES`` received per rank (plus one copy), whatever the
-    world size.
+
+def gather_values(local_values, local_indices, num_total, fill,
+                  collectives=None):
+    """The value of every dataset index, on every rank: ``(num_total,)``
+    tensor of the values' dtype (int32 or float32), ``fill`` where no rank
+    holds the index.
+
+    Each rank sends its (index, value) pairs as two 4-byte words, 8 bytes
+    per clip (values alone would need the shard layout to be known), in
+    rounds of ``LABEL_GATHER_BYTES`` received per rank (plus one copy),
+    whatever the world size. An index held by two ranks is an error.
     """
     collectives = (default_collectives() if collectives is None else
                    collectives)
     if num_total >= 1 << 31:
         raise ValueError(f'num_total={num_total} does not fit int32 indices')
-    labels = torch.as_tensor(local_labels).flatten().cpu()
+    values = torch.as_tensor(local_values).flatten().cpu()
     indices = torch.as_tensor(local_indices).flatten().cpu()
+    if values.dtype not in (torch.int32, torch.float32):
+        raise TypeError(f'values must be int32 or float32, not {values.dtype}')
     problem = None
-    if labels.shape != indices.shape:
-        problem = (f'{labels.numel()} labels for {indices.numel()} '
-                   'indices')
-    elif labels.numel() and (int(labels.min()) < 0
-                             or int(indices.min()) < 0
-                             or int(indices.max()) >= num_total):
-        problem = (f'labels must be >= 0 and indices in [0, {num_total})')
+    if values.shape != indices.shape:
+        problem = f'{values.numel()} values for {indices.numel()} indices'
+    elif indices.numel() and (int(indices.min()) < 0
+                              or int(indices.max()) >= num_total):
+        problem = f'indices must be in [0, {num_total})'
     _raise_if_any(problem, collectives)
-    pairs = torch.stack([indices, labels], 1).to(torch.int32)
+    pairs = torch.stack([indices.to(torch.int32),
+                         values.view(torch.int32)], 1)
     longest = int(collectives.all_gather_cat(
         torch.tensor([len(pairs)])).max())
     chunk_rows = max(1, LABEL_GATHER_BYTES // (8 * collectives.world_size))
-    full = torch.full((int(num_total), ), -1, dtype=torch.int32)
+    full = torch.full((int(num_total), ), fill, dtype=values.dtype)
+    held = torch.zeros(int(num_total), dtype=torch.bool)
     received = 0
     for start in range(0, longest, chunk_rows):
         part = collectives.all_gather_cat(pairs[start:start + chunk_rows])
-        full[part[:, 0].long()] = part[:, 1]
+        rows = part[:, 0].long()
+        full[rows] = part[:, 1].view(values.dtype)
+        held[rows] = True
         received += len(part)
-    if int((full >= 0).sum()) != received:
+    if int(held.sum()) != received:
         raise ValueError('a dataset index is held by more than one rank')
     return full

@@ -8,12 +8,17 @@ from dataclasses import dataclass
 
 import av
 
-__all__ = ['DecodeError', 'VideoInfo', 'probe', 'AUDIO_SHORT_TOLERANCE']
+__all__ = ['DecodeError', 'VideoInfo', 'probe', 'AUDIO_SHORT_TOLERANCE',
+           'END_SLACK']
 
 # An audio track may end this much before the video: real files often
 # differ by 0.1-0.5 s (avi, mpeg-ps, vp9 of the decoding-robustness set); a
 # 2 s window then holds at most a quarter of padding.
 AUDIO_SHORT_TOLERANCE = 0.5
+# A stream may end this much before the header's duration without being
+# called truncated: the last frame of a QuickTime file can be shown for
+# ~1 s, and a Matroska header gives only the longest stream's duration.
+END_SLACK = 1.0
 
 
 class DecodeError(RuntimeError):

@@ -9,13 +9,14 @@ every index). In a single process, a single-process clusterer
 """
 import dataclasses
 import logging
+import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
 
-from xdc_plugin.clustering import gather_labels
+from xdc_plugin.clustering.distributed import gather_labels, gather_values
 from xdc_plugin.registry import CLUSTERERS
 
 SOURCES = ('video', 'audio', 'joint')
@@ -107,12 +108,6 @@ def cluster_shard(shard, sources, clusterer_cfgs, num_clusters, num_total,
 
 def _gathered_distances(local, indices, num_total, collectives):
     """Every clip's distance to its centre, float32 (N,), NaN where no rank
-    holds the clip; for the round file. Reuses ``gather_labels``' bounded
-    int32 all-gather (8 bytes per clip, as for the labels): a distance is
-    >= 0, so its float32 bits read as int32 are >= 0, and the -1 of a clip
-    held by no rank reads back as a float32 NaN."""
-    # abs: a -0.0 would read as a negative int32.
-    bits = torch.as_tensor(np.abs(np.asarray(local, np.float32))).view(
-        torch.int32)
-    return gather_labels(bits, indices, num_total, collectives).view(
-        torch.float32).numpy()
+    holds the clip; for the round file."""
+    return gather_values(np.asarray(local, np.float32), indices, num_total,
+                         math.nan, collectives).numpy()

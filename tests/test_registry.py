@@ -1,4 +1,5 @@
-"""custom_imports makes every xdc component buildable from host configs."""
+"""custom_imports makes every xdc component buildable from host configs;
+building in the xdc scope warns of nothing."""
 import subprocess
 import sys
 import textwrap
@@ -53,3 +54,25 @@ def test_build_from_an_mmengine_config(tmp_path):
 def test_build_from_an_mmaction_config(tmp_path):
     assert _build(tmp_path, 'mmaction') == \
         'XDCModel mdc CrossModalClusteringHook'
+
+
+BUILD_IN_OUR_SCOPE = textwrap.dedent('''
+    import sys
+    from mmengine.registry import init_default_scope
+    import xdc_plugin.models  # noqa: F401
+    from xdc_plugin.registry import MODELS
+    init_default_scope('xdc')
+    MODELS.build(dict(type='AVDataPreprocessor'))
+    import xdc_plugin.registry
+    assert sys.modules['xdc.registry'] is xdc_plugin.registry
+    assert 'xdc' not in sys.modules  # only the one name mmengine imports
+    print('built')
+''')
+
+
+def test_building_in_the_xdc_scope_logs_no_registry_import_warning():
+    out = subprocess.run([sys.executable, '-c', BUILD_IN_OUR_SCOPE],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().endswith('built')
+    assert 'Failed to import' not in out.stdout + out.stderr

@@ -41,6 +41,19 @@ def alias_torchvision_functional_tensor():
         sys.modules[name] = _functional_tensor
 
 
+# -- mmengine registry scope --------------------------------------------------
+def alias_scope_registry(scope, module):
+    """Before every build under a default scope, mmengine imports
+    ``<scope>.registry`` (``Registry.switch_scope_and_registry``) and, when
+    the scope is not a package name (ours is ``xdc``, the package
+    ``xdc_plugin``), warns "Failed to import `None.registry` make sure the
+    registry.py exists in `None` package" (as users of open-mmlab's own
+    plugins meet it: open-mmlab/mmselfsup#779), although it then finds the
+    registry by scope. Registers ``module`` under that one name in
+    ``sys.modules``, so the import finds it; nothing else is aliased."""
+    sys.modules.setdefault(f'{scope}.registry', module)
+
+
 # -- mmengine config loading --------------------------------------------------
 def _module_name(package):
     try:

@@ -4,6 +4,8 @@ Build a component by ``type='XDCModel'`` under ``default_scope='xdc'``, or by
 ``type='xdc.XDCModel'`` from any mmengine or mmaction2 config that has
 ``custom_imports=dict(imports=['xdc_plugin'])``.
 """
+import sys
+
 import mmengine.registry
 from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
@@ -14,7 +16,10 @@ from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import (DefaultScope, Registry, build_from_cfg,
                                build_model_from_cfg)
 
+from xdc_plugin import compat
+
 SCOPE = 'xdc'
+compat.alias_scope_registry(SCOPE, sys.modules[__name__])
 
 
 def _in_scope(build):

@@ -74,7 +74,8 @@ def test_manifest_model_and_seed_overrides(config, k_overrides, manifest,
         [f'train_dataloader.dataset.ann_file={manifest}',
          'train_dataloader.dataset.label_column=label',
          'model.variant=sdc', 'randomness.seed=7',
-         'custom_hooks.0.interval=3'] + k_overrides, tmp_path)
+         'custom_hooks.0.interval=3', '+custom_hooks.0.feature_bank=True'
+         ] + k_overrides, tmp_path)
     expected = [str(manifest.parent / n) for n in ('a.mp4', 'b.mp4',
                                                    'c.mp4')]
     assert _paths(train) == expected
@@ -85,6 +86,7 @@ def test_manifest_model_and_seed_overrides(config, k_overrides, manifest,
     assert set(model.num_clusters.values()) == {5}
     assert runner.seed == 7 and train.seed == 7
     assert _clustering(runner).interval == 3
+    assert _clustering(runner).feature_bank
     assert runner.work_dir == str(tmp_path / 'work')
     # The two pipelines: random clips for training, centred for features.
     assert [t.mode for t in train.pipeline.transforms[:1]] == ['random']
@@ -107,6 +109,10 @@ def test_paper_recipes_per_source_k_and_schedule(config, k, manifest,
         runner.cfg.train_cfg.max_epochs
     assert schedulers[0]['end'] == schedulers[-1]['begin']
     assert runner.cfg.throughput_estimate.mfu == 0.2
+    # GPU runs: page-locked batches, copied to the device asynchronously.
+    assert runner.train_dataloader.pin_memory
+    assert _clustering(runner)._extract_loader.pin_memory
+    assert runner.model.data_preprocessor._non_blocking
 
 
 def test_ig65m_clusterer_overrides(manifest, tmp_path):

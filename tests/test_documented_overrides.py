@@ -36,7 +36,8 @@ _PLACEHOLDER = re.compile(r'^(\.\.\.|[A-Z][A-Z_0-9]*)$')
 KEYS_REACHING_THE_BUILD = {
     'train_dataloader.dataset.ann_file', 'train_dataloader.dataset.data_root',
     'train_dataloader.dataset.label_column', 'model.num_clusters',
-    'model.variant', 'randomness.seed', 'work_dir'}
+    'model.variant', 'randomness.seed', 'work_dir',
+    'custom_hooks.0.feature_bank'}
 KNOWN_WRONG_IN_DOCS = {}
 
 

@@ -13,7 +13,7 @@ __all__ = ['MediaSource']
 _SEEK_MARGIN = 0.5
 # Demuxers (``format.name`` parts) whose sample index lands a backward seek
 # on the keyframe at or before the time asked: video needs no margin there
-# (a third fewer frames decoded on avobjects' 1 s GOPs).
+# (about 30% fewer frames decoded on avobjects' 1 s GOPs).
 _EXACT_SEEK_FORMATS = frozenset(('mov', 'mp4'))
 # Audio decoded before a window after an exact seek, so that the window's
 # first samples come out as from an unbroken decode: AAC overlaps

@@ -51,7 +51,7 @@ def test_color_jitter_greyscale_and_identity():
     grey = VideoColorJitter(prob=0.0, grayscale_prob=1.0)({'video': video})
     channels = grey['video']
     assert channels.shape == video.shape and channels.dtype == torch.uint8
-    assert torch.equal(channels[:, :, 0], channels[:, :, 1])
+    assert (channels == channels[:, :, :1]).all()
     untouched = VideoColorJitter(prob=0.0, grayscale_prob=0.0)(
         {'video': video})
     assert torch.equal(untouched['video'], video)
@@ -60,12 +60,13 @@ def test_color_jitter_greyscale_and_identity():
 def test_color_jitter_is_one_draw_for_the_sample():
     torch.manual_seed(1)
     frame = torch.randint(0, 200, (1, 1, 3, 40, 60), dtype=torch.uint8)
-    video = frame.expand(1, 3, 3, 40, 60).clone()  # three identical frames
+    video = frame.expand(2, 3, 3, 40, 60).clone()  # 2 clips x 3 frames
     out = VideoColorJitter(brightness=0.8, prob=1.0,
                            grayscale_prob=0.0)({'video': video})['video']
     assert not torch.equal(out, video)
     assert torch.equal(out[0, 0], out[0, 1])
     assert torch.equal(out[0, 1], out[0, 2])
+    assert torch.equal(out[0, 0], out[1, 0])
 
 
 def test_audio_gain_scales_by_the_drawn_decibels():

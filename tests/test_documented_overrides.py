@@ -9,10 +9,6 @@ Where overrides are read: the ``tools/run_net.py`` and
 every recipe), and ``key.sub=VALUE`` in a config's comments (applied to that
 config). ``a|b`` lists alternatives; upper-case or ``...`` values are
 placeholders.
-
-``KNOWN_WRONG_IN_DOCS`` lists the keys the documents get wrong today: their
-overrides are strict expected failures (the key is refused), and a test
-fails once the documents no longer name them, so that the entry goes.
 """
 import glob
 import os.path as osp
@@ -38,7 +34,6 @@ KEYS_REACHING_THE_BUILD = {
     'train_dataloader.dataset.label_column', 'model.num_clusters',
     'model.variant', 'randomness.seed', 'work_dir',
     'custom_hooks.0.feature_bank'}
-KNOWN_WRONG_IN_DOCS = {}
 
 
 def _alternatives(override):
@@ -89,14 +84,6 @@ def _key(override):
     return override.split('=', 1)[0].lstrip('+')
 
 
-def _cases():
-    for where, config, override in DOCUMENTED:
-        reason = KNOWN_WRONG_IN_DOCS.get(_key(override))
-        marks = () if reason is None else pytest.mark.xfail(
-            strict=True, raises=KeyError, reason=reason)
-        yield pytest.param(where, config, override, marks=marks)
-
-
 def test_the_documents_are_read():
     overrides = {o for _, _, o in DOCUMENTED}
     assert {'model.variant=sdc', 'model.variant=cdc', 'randomness.seed=1',
@@ -105,7 +92,7 @@ def test_the_documents_are_read():
     assert {c for _, c, _ in DOCUMENTED} >= set(RECIPES)
 
 
-@pytest.mark.parametrize('where,config,override', _cases())
+@pytest.mark.parametrize('where,config,override', DOCUMENTED)
 def test_documented_override_sets_its_key(where, config, override):
     cfg = load_config(osp.join(REPO, config), [override])
     existing, new = parse_overrides([override])
@@ -119,10 +106,5 @@ def test_documented_override_sets_its_key(where, config, override):
 
 
 def test_documented_keys_reach_the_built_objects():
-    keys = {_key(o) for _, _, o in DOCUMENTED} - set(KNOWN_WRONG_IN_DOCS)
-    assert keys <= KEYS_REACHING_THE_BUILD, keys - KEYS_REACHING_THE_BUILD
-
-
-def test_known_doc_errors_are_still_in_the_documents():
     keys = {_key(o) for _, _, o in DOCUMENTED}
-    assert set(KNOWN_WRONG_IN_DOCS) <= keys, 'fixed: remove the entry'
+    assert keys <= KEYS_REACHING_THE_BUILD, keys - KEYS_REACHING_THE_BUILD

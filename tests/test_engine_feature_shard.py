@@ -27,9 +27,11 @@ def test_first_occurrences_keeps_the_first_row_of_each_index():
 
 
 def test_claim_drops_repeated_rows_and_names_the_missing_indices():
-    shard = FeatureShard.cat([shard_of([5, 2, 5]), shard_of([0], 0.5)])
+    shard = FeatureShard.cat([shard_of([5, 2]), shard_of([5], 0.25),
+                              shard_of([0], 0.5)])
     claimed, missing = claim_rows(shard, 7, LOCAL)
     assert claimed.indices.tolist() == [5, 2, 0]
+    # The first row of index 5 (5.0), not the repeat (5.25).
     assert claimed.features['video'][:, 0].tolist() == [5.0, 2.0, 0.5]
     assert missing.tolist() == [1, 3, 4, 6]
     assert len(FeatureShard.empty({'video': 3})) == 0

@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 import xdc_plugin  # noqa: F401
 from xdc_plugin.clustering.collectives import (LOCAL,
                                                ProcessGroupCollectives)
+from xdc_plugin.engine import round_clustering
 from xdc_plugin.engine.feature_shard import FeatureShard
 from xdc_plugin.engine.round_clustering import (build_clusterer,
                                                 cluster_shard)
@@ -56,14 +57,19 @@ def test_one_process_fits_the_rows_in_index_order(sources):
         assert np.isnan(result.distances[90:]).all()
 
 
-def test_clusterer_config_per_source_and_the_sharded_fallback(caplog):
+def test_clusterer_config_per_source_and_the_sharded_fallback(monkeypatch):
     per_source = dict(video=dict(FAISS, num_iters=3), audio=SHARDED)
     assert build_clusterer(per_source, 'video', 5, 1).num_iters == 3
     assert build_clusterer(per_source, 'video', 5, 1).num_clusters == 5
     with pytest.raises(KeyError, match="source 'joint'"):
         build_clusterer(per_source, 'joint', 5, 1)
-    with caplog.at_level(logging.WARNING, logger='mmengine'):
-        several = build_clusterer(FAISS, 'audio', 5, 2)
+    logged = []
+    monkeypatch.setattr(round_clustering, 'print_log',
+                        lambda msg, **kwargs: logged.append((msg, kwargs)))
+    several = build_clusterer(FAISS, 'audio', 5, 2)
+    (message, kwargs), = logged
+    assert 'FaissKMeans' in message and 'DistributedKMeans' in message
+    assert '2 ranks' in message and kwargs['level'] == logging.WARNING
     assert type(several).__name__ == 'DistributedKMeans'
     assert several.num_iters == 10 and several.seed == 0
     assert type(build_clusterer(FAISS, 'audio', 5, 1)).__name__ == \

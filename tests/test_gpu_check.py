@@ -40,8 +40,9 @@ def test_tiny_sizes_and_later_overrides():
 
 
 def test_peak_given_or_by_name():
-    assert TOOL['environment'](torch.device('cpu'), 500.0)[
-        'peak_source'] == '--peak-tflops'
+    given = TOOL['environment'](torch.device('cpu'), 500.0)
+    assert given['peak_source'] == '--peak-tflops'
+    assert given['peak_bf16_tflops'] == 500.0
     env = TOOL['environment'](torch.device('cpu'), None)
     assert env['peak_bf16_tflops'] is None
     assert 'pass --peak-tflops' in env['peak_source']

@@ -12,6 +12,7 @@ one configuration array by array.
 import argparse
 
 from xdc_plugin.clustering.memory_model import clustering_memory
+from xdc_plugin.evaluation.records import markdown_table
 
 PATHS = (('before: gather on rank 0', dict(sharded=False)),
          ('after: sharded, fp32', dict(sharded=True, feature_dtype='float32')),
@@ -21,16 +22,14 @@ PATHS = (('before: gather on rank 0', dict(sharded=False)),
 def table(sizes, dims, worlds, **kwargs):
     """Markdown table: one row per (N, dim, path), one column per world."""
     header = ['N', 'dim', 'path'] + [f'world {w}' for w in worlds]
-    lines = ['| ' + ' | '.join(header) + ' |',
-             '|' + '---|' * len(header)]
+    rows = []
     for n in sizes:
         for dim in dims:
             for name, path in PATHS:
-                cells = [f'{clustering_memory(n, dim, world_size=w, **path, **kwargs).peak / 2**30:.1f}'  # noqa: E501
-                         for w in worlds]
-                lines.append('| ' + ' | '.join(
-                    [f'{n:,}', str(dim), name] + cells) + ' |')
-    return '\n'.join(lines)
+                rows.append([f'{n:,}', dim, name] + [
+                    f'{clustering_memory(n, dim, world_size=w, **path, **kwargs).peak / 2**30:.1f}'  # noqa: E501
+                    for w in worlds])
+    return markdown_table(header, rows)
 
 
 def main(argv=None):

@@ -48,6 +48,7 @@ from xdc_plugin.clustering import (DistributedKMeans, FaissKMeans,
                                    TorchKMeans)
 from xdc_plugin.clustering.collectives import ProcessGroupCollectives
 from xdc_plugin.engine.config import load_config
+from xdc_plugin.engine.feature_extraction import extract_batch
 from xdc_plugin.engine.gpu_report import SCHEMA, format_tables
 from xdc_plugin.models.flops import (forward_flops, model_flops_utilisation,
                                      peak_bf16_tflops)
@@ -187,8 +188,7 @@ def check_train_step(cfg, args, device, amp, tflops=None):
 
         def extract():  # the clustering hook's pass: eval mode, no grad
             with torch.no_grad(), optim_wrapper.optim_context(ddp):
-                data = model.data_preprocessor(batch)
-                model.extract_feat(data['video'], data['audio'])
+                extract_batch(model, batch)
 
         extract_time = seconds_per_call(extract, device, args.warmup,
                                         args.iters)

@@ -63,19 +63,20 @@ class ProcessGroupCollectives:
             return tensor, _gloo_group()
         return tensor, None
 
-    def all_reduce_sum(self, tensor):
-        """Sum over ranks (in place where possible); returns the result on
-        ``tensor``'s device."""
+    def _all_reduce(self, tensor, op):
+        """``op`` over ranks (in place where possible); returns the result
+        on ``tensor``'s device."""
         routed, group = self._route(tensor.contiguous())
-        torch_dist.all_reduce(routed, group=group)
+        torch_dist.all_reduce(routed, op=op, group=group)
         return routed.to(tensor.device)
 
+    def all_reduce_sum(self, tensor):
+        return self._all_reduce(tensor, torch_dist.ReduceOp.SUM)
+
     def all_reduce_min(self, tensor):
-        """Element-wise minimum over ranks (gloo takes no int16: use int32
-        or wider); returns the result on ``tensor``'s device."""
-        routed, group = self._route(tensor.contiguous())
-        torch_dist.all_reduce(routed, op=torch_dist.ReduceOp.MIN, group=group)
-        return routed.to(tensor.device)
+        """Element-wise minimum (gloo takes no int16: use int32 or
+        wider)."""
+        return self._all_reduce(tensor, torch_dist.ReduceOp.MIN)
 
     def all_gather_cat(self, tensor):
         """Every rank's ``tensor`` (first dimensions may differ) concatenated

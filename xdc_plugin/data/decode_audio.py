@@ -22,10 +22,7 @@ def decode_audio(src: MediaSource, start, duration, sample_rate,
     before ``video_end`` (the video's end) inside the window, unless
     ``pad_short_audio``."""
     container = src.container
-    if not container.streams.audio:
-        raise DecodeError(src.path, 'the file has no audio stream',
-                          'no_audio')
-    stream = container.streams.audio[0]
+    stream = container.streams.audio[0]  # decode_clips checked there is one
     # Header promise: the stream's own duration, else the container's (only
     # the longest stream's, hence the slack).
     _, promised = stream_span(container, stream)

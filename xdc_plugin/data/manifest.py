@@ -112,6 +112,11 @@ def _rows(reader):
             yield [v.strip() for v in values]
 
 
+def _root(ann_file, data_root):
+    """The folder the manifest's relative paths start from."""
+    return data_root or osp.dirname(osp.abspath(ann_file))
+
+
 def _read_csv(ann_file, data_root, label_column):
     with _open_csv(ann_file) as f:
         reader = csv.reader(f, skipinitialspace=True)
@@ -119,7 +124,7 @@ def _read_csv(ann_file, data_root, label_column):
         rows = [dict(zip(header, values)) for values in _rows(reader)]
     if not rows:
         raise ValueError(f'{ann_file} lists no file')
-    root = data_root or osp.dirname(osp.abspath(ann_file))
+    root = _root(ann_file, data_root)
     paths, labels, first_row, duplicates = [], [], {}, []
     for i, row in enumerate(rows):
         if not row.get('path'):
@@ -206,7 +211,7 @@ def summarize_manifest(ann_file, data_root=None, label_column=None,
                 sample[slot] = path
     if not count:
         raise ValueError(f'{ann_file} lists no file')
-    root = data_root or osp.dirname(osp.abspath(ann_file))
+    root = _root(ann_file, data_root)
     missing = [p for p in (osp.normpath(osp.join(root, s)) for s in sample)
                if not osp.isfile(p)]
     return ManifestSummary(str(ann_file), header, label_column, count,

@@ -23,9 +23,11 @@ from mmengine.registry import init_default_scope
 
 from xdc_plugin.clustering.memory_model import clustering_memory
 from xdc_plugin.data.manifest import summarize_manifest
+from xdc_plugin.engine.extract_loader import extract_dataset_cfg
 from xdc_plugin.engine.round_clustering import build_clusterer
-from xdc_plugin.engine.run_cost import (Rate, Rates, duration,
-                                        merge_rates, rates_from_estimate,
+from xdc_plugin.engine.run_cost import (Rate, Rates, clustering_rounds,
+                                        duration, merge_rates,
+                                        rates_from_estimate,
                                         rates_from_gpu_check, run_times)
 from xdc_plugin.registry import DATASETS, HOOKS, MODELS
 
@@ -234,8 +236,8 @@ def run(cfg, args, echo=print):
     if built.clustering is None:
         echo(f'no {HOOK_TYPE}: nothing is clustered')
         return report
-    extract_cfg = dict(train_cfg,
-                       **built.clustering.extract_dataloader['dataset'])
+    extract_cfg = extract_dataset_cfg(train_cfg,
+                                      built.clustering.extract_dataloader)
     if extract_cfg.get('ann_file') != train_cfg.get('ann_file'):
         check_data('extraction data', extract_cfg, args, echo)
     sources = clustering_sources(built)
@@ -255,7 +257,7 @@ def run(cfg, args, echo=print):
     epochs, interval = cfg.train_cfg.max_epochs, built.clustering.interval
     final = built.clustering.evaluate_after_train
     echo(f'schedule: {epochs} epochs of {n:,} clips, a clustering round '
-         f'every {interval} epochs ({-(-epochs // interval)} rounds' +
+         f'every {interval} epochs ({clustering_rounds(epochs, interval)} rounds' +
          (' and a final one)' if final else ')'))
     rates = gather_rates(args, cfg, model, train_cfg)
     times = run_times(n, world, epochs, interval, sources, rates, final)

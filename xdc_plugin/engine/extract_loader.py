@@ -9,6 +9,15 @@ def _file_list(dataset):
     return [dataset.get_data_info(i)['path'] for i in range(len(dataset))]
 
 
+def extract_dataset_cfg(train_dataset_cfg, extract_dataloader):
+    """The extraction dataset's config: the train dataset's, with the keys
+    of ``extract_dataloader.dataset`` replacing its own."""
+    dataset = copy.deepcopy(dict(train_dataset_cfg))
+    dataset.update(copy.deepcopy(dict(extract_dataloader.get('dataset',
+                                                             {}))))
+    return dataset
+
+
 def build_extract_loader(runner, extract_dataloader):
     """``Runner.build_dataloader`` of ``extract_dataloader`` whose ``dataset``
     keys replace those of ``runner.cfg.train_dataloader.dataset`` (so that
@@ -20,9 +29,8 @@ def build_extract_loader(runner, extract_dataloader):
     the train dataset's files in the same order, or ``ValueError``.
     """
     cfg = copy.deepcopy(dict(extract_dataloader))
-    dataset = copy.deepcopy(dict(runner.cfg.train_dataloader['dataset']))
-    dataset.update(cfg.get('dataset', {}))
-    cfg['dataset'] = dataset
+    cfg['dataset'] = extract_dataset_cfg(runner.cfg.train_dataloader['dataset'],
+                                         extract_dataloader)
     cfg.setdefault('sampler', dict(type='DefaultSampler', shuffle=False,
                                    round_up=False))
     cfg.setdefault('collate_fn', dict(type='default_collate'))

@@ -13,6 +13,13 @@ def unwrap(model):
     return model.module if is_model_wrapper(model) else model
 
 
+def extract_batch(model, batch):
+    """Pooled encoder features of one collated batch, as a round extracts
+    them (the caller sets eval mode and the grad context)."""
+    data = model.data_preprocessor(batch, False)
+    return data, model.extract_feat(data['video'], data['audio'])
+
+
 @torch.no_grad()
 def extract_shard(model, loader):
     """``FeatureShard`` of the clips ``loader`` gives this rank: the pooled
@@ -31,8 +38,7 @@ def extract_shard(model, loader):
     model.eval()
     parts = [FeatureShard.empty(model.feat_dims)]
     for batch in loader:
-        data = model.data_preprocessor(batch, False)
-        feats = model.extract_feat(data['video'], data['audio'])
+        data, feats = extract_batch(model, batch)
         parts.append(FeatureShard(
             data['index'].long().cpu(),
             {m: f.float().cpu() for m, f in feats.items()}))

@@ -1,17 +1,12 @@
 """What ``tools/gpu_check.py`` writes: the JSON report's schema name and its
 tables in markdown (train step, k-means)."""
+from xdc_plugin.evaluation.records import markdown_table
 
 SCHEMA = 'xdc-gpu-check/1'
 
 
 def _cell(value, fmt):
     return 'n/a' if value is None else format(value, fmt)
-
-
-def _markdown(header, rows):
-    return '\n'.join(['| ' + ' | '.join(header) + ' |',
-                      '|' + '---|' * len(header)] +
-                     ['| ' + ' | '.join(map(str, row)) + ' |' for row in rows])
 
 
 def format_tables(report):
@@ -41,8 +36,8 @@ def format_tables(report):
         f"({env['peak_source']}), backend {report['backend']}; checks "
         'took ' + ', '.join(f'{name} {seconds:.0f} s' for name, seconds in
                             report.get('seconds', {}).items()),
-        _markdown(('batch', 'video', 'audio', 'amp', 'step ms', 'clips/s',
+        markdown_table(('batch', 'video', 'audio', 'amp', 'step ms', 'clips/s',
                    'extract clips/s', 'fwd GFLOP/clip', 'MFU', 'peak GiB'),
                   steps),
-        _markdown(('k-means', 'device', 'N x d, k', 'iters', 'seconds',
+        markdown_table(('k-means', 'device', 'N x d, k', 'iters', 'seconds',
                    'inertia', 'labels = Torch', 'peak GiB'), kmeans)])

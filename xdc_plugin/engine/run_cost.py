@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from xdc_plugin.models.flops import forward_flops
+from xdc_plugin.models.flops import TRAIN_FORWARDS, forward_flops
 
 
 @dataclass
@@ -94,7 +94,7 @@ def rates_from_estimate(estimate, model, video_shape, audio_shape):
     flops = forward_flops(model, video_shape, audio_shape)['total']
     budget = estimate['mfu'] * estimate['peak_tflops'] * 1e12
     origin = f"estimate: {estimate['label']}"
-    return Rates(train=Rate(budget / (3 * flops), origin),
+    return Rates(train=Rate(budget / (TRAIN_FORWARDS * flops), origin),
                  extract=Rate(budget / flops, origin),
                  kmeans=Rate(estimate['kmeans_tflops'], origin, 'TFLOP'))
 
@@ -117,6 +117,12 @@ def duration(seconds):
     if seconds < 72 * 3600:
         return f'{seconds / 3600:,.2f} h'
     return f'{seconds / 86400:,.1f} days'
+
+
+def clustering_rounds(epochs, interval):
+    """Rounds that refresh the pseudo-labels: one at every ``interval``-th
+    epoch from epoch 0 (the final report's round not counted)."""
+    return math.ceil(epochs / interval)
 
 
 def run_times(num_clips, world_size, epochs, interval, sources, rates,
@@ -145,7 +151,7 @@ def run_times(num_clips, world_size, epochs, interval, sources, rates,
         times['kmeans on rank 0'] = flops / (rates.kmeans.value * 1e12)
         times['kmeans sharded'] = times['kmeans on rank 0'] / world_size
     if {'epoch', 'extract', 'kmeans sharded'} <= set(times):
-        rounds = math.ceil(epochs / interval) + int(final_round)
+        rounds = clustering_rounds(epochs, interval) + int(final_round)
         for path in ('on rank 0', 'sharded'):
             clustering = times['extract'] + times[f'kmeans {path}']
             times[f'round ({path})'] = interval * times['epoch'] + clustering

@@ -56,13 +56,17 @@ def format_markdown(records: Iterable[dict], row_key: str,
             f"{100 * r['accuracy']:.1f} ± {100 * r['std']:.1f}")
     header = [row_key] + [f'{p} {m} {metric}' for p, m, metric in columns]
     header += [title for title, _ in extra]
-    lines = ['| ' + ' | '.join(header) + ' |',
-             '|' + '---|' * len(header)]
-    for row in rows:
-        values = [str(row)] + [cells.get((row,) + c, '-') for c in columns]
-        values += [text(row) for _, text in extra]
-        lines.append('| ' + ' | '.join(values) + ' |')
-    return '\n'.join(lines)
+    return markdown_table(header, [
+        [str(row)] + [cells.get((row,) + c, '-') for c in columns] +
+        [text(row) for _, text in extra] for row in rows])
+
+
+def markdown_table(header, rows):
+    """A markdown table of ``header`` and ``rows`` (cells as ``str()``)."""
+    return '\n'.join(['| ' + ' | '.join(map(str, header)) + ' |',
+                      '|' + '---|' * len(header)] +
+                     ['| ' + ' | '.join(map(str, row)) + ' |'
+                      for row in rows])
 
 
 def write_json(records: List[dict], path: str) -> None:

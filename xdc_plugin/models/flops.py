@@ -20,6 +20,8 @@ PEAK_BF16_TFLOPS = (
     ('H100 NVL', 835.5), ('H100 PCIe', 756.5), ('H100', 989.5),
     ('B200', 2250.0), ('A100', 312.0), ('L40S', 362.0), ('L40', 181.0),
     ('L4', 121.0), ('A10', 125.0))
+# A training step (forward + backward) counted in forwards.
+TRAIN_FORWARDS = 3
 
 
 def forward_flops(model, video_shape, audio_shape):
@@ -61,8 +63,8 @@ def peak_bf16_tflops(device_name):
 
 
 def model_flops_utilisation(forward_flops_per_clip, clips_per_s, tflops):
-    """Training MFU: forward+backward counted as 3 forwards; None without a
-    peak."""
+    """Training MFU: forward+backward counted as ``TRAIN_FORWARDS``
+    forwards; None without a peak."""
     if not tflops:
         return None
-    return 3 * forward_flops_per_clip * clips_per_s / (tflops * 1e12)
+    return TRAIN_FORWARDS * forward_flops_per_clip * clips_per_s / (tflops * 1e12)

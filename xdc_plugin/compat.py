@@ -103,6 +103,38 @@ def package_utils_without_pkg_resources():
         mm_config.is_installed, mm_config.get_installed_path = saved
 
 
+@contextlib.contextmanager
+def safe_yaml_configs():
+    """Within this block mmengine reads YAML with PyYAML's safe loader.
+
+    mmengine 0.10.7's ``YamlHandler`` defaults to ``yaml.Loader`` (or
+    ``CLoader``), which builds any Python object a tag names: a recipe, a
+    ``_base_`` or a config dumped by someone else that holds
+    ``!!python/object/apply:os.system [...]`` runs a command when loaded
+    (``mmengine/fileio/handlers/yaml_handler.py``; no upstream issue
+    found). The handlers of ``.yaml``/``.yml`` load with ``SafeLoader`` here (a Python
+    tag is a ``yaml.constructor.ConstructorError``); the originals are back
+    after the block.
+    """
+    import yaml
+    from mmengine.fileio.handlers import YamlHandler, file_handlers
+    loader = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
+
+    class SafeYamlHandler(YamlHandler):
+
+        def load_from_fileobj(self, file, **kwargs):
+            kwargs['Loader'] = loader
+            return yaml.load(file, **kwargs)
+
+    formats = ('yaml', 'yml')
+    saved = {fmt: file_handlers.get(fmt) for fmt in formats}
+    file_handlers.update({fmt: SafeYamlHandler() for fmt in formats})
+    try:
+        yield
+    finally:
+        file_handlers.update(saved)
+
+
 # -- mmengine distributed launcher -------------------------------------------
 def init_dist_pytorch(backend='nccl', **kwargs):
     """Initialise ``torch.distributed`` for the ``pytorch`` launcher.
@@ -230,7 +262,8 @@ def install_missing_mmaction_drn():
 
 __all__ = [
     'ATOMIC_LOCAL_BACKEND', 'alias_torchvision_functional_tensor',
-    'package_utils_without_pkg_resources', 'init_dist_pytorch',
+    'package_utils_without_pkg_resources', 'safe_yaml_configs',
+    'init_dist_pytorch',
     'register_atomic_local_backend', 'atomic_backend_args',
     'torch_load_default', 'install_missing_mmaction_drn'
 ]

@@ -13,7 +13,8 @@ import os.path as osp
 import yaml
 from mmengine.config import Config
 
-from xdc_plugin.compat import package_utils_without_pkg_resources
+from xdc_plugin.compat import (package_utils_without_pkg_resources,
+                               safe_yaml_configs)
 
 
 _PACKAGE = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -44,9 +45,18 @@ class ConfigTypeError(TypeError):
     """An override gives a value of the wrong type for its key."""
 
 
+class ConfigOverrideError(ValueError):
+    """An override that is not ``KEY=VALUE`` with a plain YAML value."""
+
+
+class ConfigFileError(ValueError):
+    """A config file that cannot be read safely (a YAML Python tag, bad
+    YAML)."""
+
+
 def _split(item):
     if '=' not in item:
-        raise ValueError(f'override {item!r} is not KEY=VALUE')
+        raise ConfigOverrideError(f'override {item!r} is not KEY=VALUE')
     return item.split('=', 1)
 
 
@@ -60,7 +70,13 @@ def parse_overrides(overrides):
     for item in overrides:
         key, text = _split(item)
         target = new if key.startswith('+') else existing
-        target[key.lstrip('+')] = yaml.safe_load(text)
+        try:
+            target[key.lstrip('+')] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            problem = ' '.join(str(exc).split())
+            raise ConfigOverrideError(
+                f'override {item!r}: its value is not plain YAML '
+                f'({problem})') from exc
     return existing, new
 
 
@@ -122,9 +138,20 @@ def checked_value(key, current, value, text):
 
 
 def load_config(path, overrides=()):
-    """Read a config file (YAML, Python or JSON) and apply overrides."""
-    with package_utils_without_pkg_resources():
-        cfg = Config.fromfile(path)
+    """Read a config file (YAML, Python or JSON) and apply overrides.
+
+    YAML (the file and its ``_base_`` files) is read with PyYAML's safe
+    loader: a Python tag is refused, never run. A Python config is code
+    and runs as such: use only Python configs you trust."""
+    try:
+        with package_utils_without_pkg_resources(), safe_yaml_configs():
+            cfg = Config.fromfile(path)
+    except yaml.YAMLError as exc:
+        problem = ' '.join(str(exc).split())
+        raise ConfigFileError(
+            f'{path} (or one of its _base_ files) is not a plain YAML '
+            f'config: {problem}. Python tags are refused, never run.'
+        ) from exc
     existing, new = parse_overrides(overrides)
     texts = dict(_split(item) for item in overrides)
     for key in existing:

@@ -21,7 +21,8 @@ from xdc_plugin.engine.checkpoint import (SafeResumeRunner,
                                           checkpoint_problem,
                                           find_resume_checkpoint,
                                           refuse_untrusted)
-from xdc_plugin.engine.config import (ConfigKeyError, ConfigTypeError,
+from xdc_plugin.engine.config import (ConfigFileError, ConfigKeyError,
+                                      ConfigOverrideError, ConfigTypeError,
                                       load_config, shipped_config)
 from xdc_plugin.engine.lock import WorkDirBusyError, WorkDirLock
 
@@ -177,7 +178,8 @@ def cli(argv=None):
     ends the program with its message instead of a traceback."""
     try:
         return main(argv)
-    except (ConfigKeyError, ConfigTypeError, ResumeError,
+    except (ConfigFileError, ConfigKeyError, ConfigOverrideError,
+            ConfigTypeError, ResumeError,
             UntrustedCheckpointError, WorkDirBusyError,
             dry_run.DryRunError) as exc:
         raise SystemExit(f'error: {exc}') from exc

@@ -173,7 +173,10 @@ def _assert_same(result, labels, inertia, centroids, rel=1e-6):
                                atol=1e-5)
 
 
-@pytest.mark.parametrize('name', ['blobs', 'pca', 'fp16', 'duplicates'])
+# Not 'duplicates': its rows tie between centroids at every step, and a tie
+# is decided by the rounding of a matrix product, which depends on how many
+# rows share it (seen on an AVX-512 machine); see the next test.
+@pytest.mark.parametrize('name', ['blobs', 'pca', 'fp16'])
 def test_ranks_match_torch_kmeans_from_the_same_start(ranked, single, name):
     reference = single[name]
     rel = 1e-5 if name == 'pca' else 1e-6
@@ -193,8 +196,13 @@ def test_ranks_match_torch_kmeans_from_the_same_start(ranked, single, name):
 
 
 def test_empty_clusters_are_resplit_the_same_way(ranked, single):
-    assert single['duplicates'].num_resplit == 3
+    reference = single['duplicates']
+    assert reference.num_resplit == 3
     for out in ranked:
+        # Duplicate points: the same start on any sharding, and every
+        # cluster filled (how many needed a re-split depends on the ties).
+        np.testing.assert_allclose(out['duplicates_init'], reference.init)
+        assert int(out['duplicates_num_resplit']) >= 1
         counts = out['duplicates_counts']
         assert (counts > 0).all() and counts.sum() == 12
     x, labels, centroids = resplit_case()

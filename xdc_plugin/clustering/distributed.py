@@ -16,7 +16,9 @@ statistic all-reduced (``clustering.collectives``):
   a pseudo-random key (a bijective hash of index and seed) and the sample is
   the rows with the smallest keys, found by a bisection on the key with
   all-reduced counts; the sample, and so the whole fit, does not depend on
-  the world size or on how the rows are spread over ranks;
+  the world size or on how the rows are spread over ranks (except where a
+  row is equally near two centroids, e.g. duplicate points: the rounding of
+  the distance product, which depends on how many rows it holds, decides);
 * ``max_points_per_centroid`` trains on the rows with the smallest keys in
   the same way; the final assignment and re-split cover every row.
 

@@ -54,7 +54,8 @@ class CrossModalClusteringHook(Hook):
         balance_by: the source whose clusters the train sampler balances
             (needs a sampler with ``set_pseudo_labels``), or None.
         save_assignments: write ``clusters/round_<r>.npz`` to the work dir
-            (``xdc_plugin.clustering.round_file``; the cluster gallery's
+            (with one part file per rank, each written by its rank;
+            ``xdc_plugin.clustering.round_file``; the cluster gallery's
             input).
         evaluate_after_train: cluster once more after the last epoch, on
             extracted features, to report the quality of the trained
@@ -193,7 +194,7 @@ class CrossModalClusteringHook(Hook):
         self.history.extend(records)
         runner.logger.info(format_round(records))
         publish_round(runner, records, results, dataset, model.variant,
-                      self.save_assignments)
+                      self.save_assignments, collectives)
         if apply:
             model.set_pseudo_labels(
                 {s: r.labels for s, r in results.items()})

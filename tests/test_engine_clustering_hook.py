@@ -120,7 +120,12 @@ def test_round_sets_labels_resets_heads_and_clears_head_momentum(tmp_path):
     assert f'agreement NMI={agreement:.3f}' in runner.logs[-1]
 
 
-def test_labels_are_kept_between_rounds_and_refreshed_on_schedule(tmp_path):
+def test_labels_are_kept_between_rounds_and_refreshed_on_schedule(
+        tmp_path, monkeypatch):
+    read = []
+    get_labels = ToyAVDataset.get_labels
+    monkeypatch.setattr(ToyAVDataset, 'get_labels',
+                        lambda self: read.append(1) or get_labels(self))
     model = build_model('xdc')
     runner = _fake_runner(model, 12, tmp_path)
     hook = make_hook(interval=2)
@@ -134,6 +139,8 @@ def test_labels_are_kept_between_rounds_and_refreshed_on_schedule(tmp_path):
     hook.before_train_epoch(runner)
     assert len(hook.history) == 2 * rounds
     assert {r['round'] for r in hook.history} == {0, 1}
+    # The dataset's labels (a pass over every clip): read once per run.
+    assert len(read) == 1
 
 
 def test_checkpoint_carries_the_history_only(tmp_path):

@@ -97,6 +97,7 @@ class CrossModalClusteringHook(Hook):
         self.probe = {} if probe is True else probe
         self.history = []
         self._extract_loader = None
+        self._ground_truth = None
         self._bank = None
         self._resumed_mid_epoch = False
 
@@ -104,6 +105,9 @@ class CrossModalClusteringHook(Hook):
     def before_train(self, runner):
         self._extract_loader = build_extract_loader(runner,
                                                     self.extract_dataloader)
+        # Read once: a pass over every clip's info (seconds per million
+        # clips), and the labels never change during the run.
+        self._ground_truth = self._extract_loader.dataset.get_labels()
         model = unwrap(runner.model)
         if self.balance_by and self.balance_by not in model.cluster_sources:
             raise ValueError(f'balance_by={self.balance_by!r} is not among '
@@ -182,7 +186,7 @@ class CrossModalClusteringHook(Hook):
             shard, model.cluster_sources, self.clusterer_cfgs,
             model.num_clusters, len(dataset), collectives,
             with_distances=self.save_assignments)
-        ground_truth = dataset.get_labels()
+        ground_truth = self._ground_truth
         probe = None
         if self.probe is not None:
             probe = probe_shard(shard, ground_truth, collectives,

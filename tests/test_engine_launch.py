@@ -85,6 +85,33 @@ def test_resume_continues_with_the_checkpointed_labels(trained, tmp_path):
                                epoch1['state_dict']['pseudo_labels'])
 
 
+def test_a_checkpoint_with_int64_labels_resumes(trained, tmp_path):
+    """Checkpoints written before the labels were int32 hold them as int64
+    under the same key: they resume on the same labels."""
+    run_dir, _ = trained
+    checkpoint = torch.load(run_dir / 'work' / 'epoch_1.pth',
+                            weights_only=False)
+    labels = checkpoint['state_dict']['pseudo_labels']
+    assert labels.dtype == torch.int32
+    checkpoint['state_dict']['pseudo_labels'] = labels.long()
+    work = tmp_path / 'resumed'
+    work.mkdir()
+    torch.save(checkpoint, work / 'epoch_1.pth')
+    args = tiny_demo_args(run_dir, max_epochs=2) + [
+        'custom_hooks.0.interval=2',
+        '+custom_hooks.0.evaluate_after_train=false']
+    args[args.index('--work-dir') + 1] = str(work)
+    resumed = launch.main(args + ['--resume', str(work / 'epoch_1.pth')])
+    assert resumed.epoch == 2
+    hook = next(h for h in resumed.hooks
+                if type(h).__name__ == 'CrossModalClusteringHook')
+    assert [r['round'] for r in hook.history] == [0, 0]  # no new round
+    assert resumed.model.pseudo_labels.dtype == torch.int32
+    torch.testing.assert_close(resumed.model.pseudo_labels, labels)
+    saved = torch.load(work / 'epoch_2.pth', weights_only=False)
+    torch.testing.assert_close(saved['state_dict']['pseudo_labels'], labels)
+
+
 def test_run_net_script_rejects_a_wrong_key(tmp_path):
     out = subprocess.run(
         [sys.executable, osp.join(REPO, 'tools', 'run_net.py'), '--cfg',

@@ -278,11 +278,11 @@ def _write_worker(rank, world_size, init_file, out_dir, dataset, results,
     dataset.get_data_info = lambda i: read.append(i) or get_data_info(i)
     write = round_file._write_npz
 
-    def recorded_write(arrays, path, backend_args):
+    def recorded_write(arrays, path, *args, **kwargs):
         if rank == fail_rank:
             raise OSError(28, 'No space left on device')
         written.append(osp.basename(path))
-        write(arrays, path, backend_args)
+        write(arrays, path, *args, **kwargs)
 
     round_file._write_npz = recorded_write
     error = None

@@ -159,9 +159,9 @@ def part_bounds(num_clips, num_parts):
     return [num_clips * p // num_parts for p in range(num_parts + 1)]
 
 
-def _write_npz(arrays, path, backend_args):
+def _write_npz(arrays, path, backend_args, compress=True):
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    (np.savez_compressed if compress else np.savez)(buffer, **arrays)
     fileio.put(buffer.getvalue(), path, backend_args=backend_args)
 
 
@@ -271,12 +271,12 @@ def save_round(path, round_id, epoch, results, dataset=None, variant=None,
     if failed:
         raise RoundFileError(f'{path}: {failed} other rank(s) could not write '
                              'their part of the round (see their error)')
-    if rank == 0:
+    if rank == 0:  # uncompressed: centroids (K x D floats) barely compress
         run = dict(variant=variant, config=config, metrics=metrics or {},
                    agreement=agreement or {})
         _write_npz(_index_arrays(round_id, epoch, results, dataset,
                                  num_clips, num_parts, write_id, run),
-                   path, backend_args)
+                   path, backend_args, compress=False)
 
 
 # -- reading ------------------------------------------------------------------

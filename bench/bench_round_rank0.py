@@ -23,9 +23,10 @@ collective (NCCL's default timeout is 10 minutes).
   (``probe_shard`` with no protocol): unchanged (measured once, shown in
   both columns), every rank.
 * probe jobs, before: rank 0 runs ``probe_round`` on the gathered sample
-  (``--probe-samples`` x ``--probe-dim``, every class of ``--classes``)
-  while the others wait; after: every rank runs its share
-  (``probe_shard`` on that sample). Its cost does not depend on N.
+  (``--probe-samples`` rows of 2 modalities of ``--probe-dim``, every
+  class of ``--classes``) while the others wait; after: every rank runs
+  its share (``probe_shard`` on that sample). Its cost does not depend on
+  N.
 
 Threads: one per rank (torchrun sets ``OMP_NUM_THREADS=1`` when it starts
 more than one process). Memory per rank is printed (``VmHWM``): at 10M
@@ -150,10 +151,12 @@ def _worker(rank, world, opts, init_file, out_dir):
                             all_reduce_sum=lambda tensor: tensor)
     pipeline = ig65m_extract_pipeline()
     probe = dict(folds=opts['folds'], max_samples=opts['probe_samples'])
-    labels, sample = planted_sample(opts['probe_samples'], opts['probe_dim'],
-                                    opts['classes'])
+    sample = {}
+    for seed, modality in enumerate(SOURCES):
+        labels, sample[modality] = planted_sample(
+            opts['probe_samples'], opts['probe_dim'], opts['classes'], seed)
     mine = torch.arange(rank, len(labels), world)
-    sample_shard = FeatureShard(mine, {'video': sample[mine]})
+    sample_shard = FeatureShard(mine, {m: f[mine] for m, f in sample.items()})
     rows = []
     for n in opts['sizes']:
         dataset = synthetic_dataset(n, opts['classes'], pipeline)
@@ -176,7 +179,7 @@ def _worker(rank, world, opts, init_file, out_dir):
         clock.time(('probe sample', 'unchanged'), lambda: probe_shard(
             shard, ground_truth, collectives, protocols=(), **probe))
         clock.time(('probe jobs', 'before'), lambda: rank == 0 and
-                   probe_round({'video': sample}, labels, **probe))
+                   probe_round(sample, labels, **probe))
         clock.time(('probe jobs', 'after'), lambda: probe_shard(
             sample_shard, labels, collectives, **probe))
         torch_dist.barrier()

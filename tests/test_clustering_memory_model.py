@@ -38,10 +38,10 @@ def test_sharded_features_shrink_with_the_world():
     fp16 = clustering_memory(N, 512, K, 64, feature_dtype='float16')
     assert fp16.phases['cluster']['preprocessed shard'] == \
         math.ceil(N / 64) * 512 * 2
-    # What no world size removes: the label buffer and its update, the
-    # gathered int32 labels, the bounded receive buffer.
+    # What no world size removes: the int32 label buffer and its update,
+    # the gathered int32 labels, the bounded receive buffer.
     labels = clustering_memory(N, 512, K, 512).phases['labels']
-    assert labels['label buffer (old, new rows, stack)'] == 3 * 2 * N * 8
+    assert labels['label buffer (old, new rows, stack)'] == 3 * 2 * N * 4
     assert labels['gathered labels (int32)'] == 2 * N * 4
     assert labels['received pairs'] == 2 * LABEL_GATHER_BYTES
 

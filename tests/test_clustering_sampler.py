@@ -130,11 +130,13 @@ def test_set_pseudo_labels_validation_and_reset():
         sampler.set_pseudo_labels(np.zeros(9, int))
     with pytest.raises(ValueError, match='every pseudo-label is -1'):
         sampler.set_pseudo_labels(np.full(10, -1))
-    with pytest.raises(ValueError, match='>= -1'):
-        sampler.set_pseudo_labels(np.full(10, -2))
+    for wrong in (-2, 2**31):  # out of int32 labels' range
+        with pytest.raises(ValueError, match=r'in \[-1, 2\*\*31\)'):
+            sampler.set_pseudo_labels(np.full(10, wrong))
     with pytest.raises(ValueError, match='integers'):
         sampler.set_pseudo_labels(np.zeros(10))
     sampler.set_pseudo_labels(np.array([0] * 9 + [1]))
+    assert sampler.pseudo_labels.dtype == np.int32
     assert np.bincount(np.array([0] * 9 + [1])[list(sampler)]).tolist() == \
         [5, 5]
     sampler.set_pseudo_labels(None)

@@ -11,6 +11,7 @@ from mmengine.dataset import BaseDataset, DefaultSampler, default_collate
 from sklearn.metrics import normalized_mutual_info_score
 from torch.utils.data import DataLoader
 
+from xdc_plugin.clustering.round_file import load_round, round_path
 from xdc_plugin.engine import CrossModalClusteringHook
 from xdc_plugin.registry import DATASETS, MODELS
 
@@ -25,7 +26,8 @@ class ToyAVDataset(BaseDataset):
         super().__init__(pipeline=list(pipeline))
 
     def load_data_list(self):
-        return [dict(path=f'clip{i}.mp4') for i in range(self.num)]
+        return [dict(path=f'clip{i}.mp4', label=i % 3)
+                for i in range(self.num)]
 
     def get_labels(self):
         return np.arange(self.num) % 3
@@ -108,17 +110,22 @@ def test_round_sets_labels_resets_heads_and_clears_head_momentum(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(head_before, heads))
     # Cluster quality is logged against the dataset's labels.
     assert 'NMI=' in runner.logs[-1] and 'round 0' in runner.logs[-1]
-    saved = np.load(tmp_path / 'clusters' / 'round_0.npz')
-    np.testing.assert_array_equal(saved['audio_labels'],
+    saved = load_round(round_path(str(tmp_path), 0)).sources
+    np.testing.assert_array_equal(saved['audio'].labels,
                                   model.pseudo_labels[1].numpy())
     # The agreement of the two modalities' clusters is logged too.
-    agreement = normalized_mutual_info_score(saved['video_labels'],
-                                             saved['audio_labels'])
+    agreement = normalized_mutual_info_score(saved['video'].labels,
+                                             saved['audio'].labels)
     assert hook.history[0]['xmodal_nmi'] == pytest.approx(agreement)
     assert f'agreement NMI={agreement:.3f}' in runner.logs[-1]
 
 
-def test_labels_are_kept_between_rounds_and_refreshed_on_schedule(tmp_path):
+def test_labels_are_kept_between_rounds_and_refreshed_on_schedule(
+        tmp_path, monkeypatch):
+    read = []
+    get_labels = ToyAVDataset.get_labels
+    monkeypatch.setattr(ToyAVDataset, 'get_labels',
+                        lambda self: read.append(1) or get_labels(self))
     model = build_model('xdc')
     runner = _fake_runner(model, 12, tmp_path)
     hook = make_hook(interval=2)
@@ -132,6 +139,8 @@ def test_labels_are_kept_between_rounds_and_refreshed_on_schedule(tmp_path):
     hook.before_train_epoch(runner)
     assert len(hook.history) == 2 * rounds
     assert {r['round'] for r in hook.history} == {0, 1}
+    # The dataset's labels (a pass over every clip): read once per run.
+    assert len(read) == 1
 
 
 def test_checkpoint_carries_the_history_only(tmp_path):

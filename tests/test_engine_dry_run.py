@@ -7,7 +7,8 @@ import pytest
 
 from xdc_plugin.clustering.memory_model import clustering_memory
 from xdc_plugin.engine import dry_run
-from xdc_plugin.engine.launch import cli, main
+from xdc_plugin.engine.config import load_config, shipped_config
+from xdc_plugin.engine.launch import build_parser, cli, main
 from xdc_plugin.engine.run_cost import Rate, Rates, run_times
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -85,6 +86,25 @@ def test_ig65m_shards_float16_rows(tmp_path, capsys):
                           feat_dim=64).peak / 2**30)
     assert '0 of 200 sampled are missing\n' in capsys.readouterr().out
     assert report['seconds']['run (sharded)'] > 0
+
+
+def test_the_default_timeout_outlasts_a_round_of_the_largest_recipe():
+    """``env_cfg.dist_cfg.timeout`` bounds how long a rank waits in one
+    collective. In a round the longest wait is the features and k-means
+    (a rank done with its shard waits for the slowest one): estimated here
+    for xdc_ig65m.yaml at 65M clips on the 128 ranks it is written for,
+    from the recipe's own throughput estimate (as the dry run prints it),
+    with room for a data loader 10 times slower than that."""
+    cfg = load_config(shipped_config('xdc_ig65m.yaml'))
+    world = 128
+    built = dry_run.build_run(cfg, world)
+    rates = dry_run.gather_rates(build_parser().parse_args([]), cfg,
+                                 built.model, cfg.train_dataloader.dataset)
+    times = run_times(65_000_000, world, cfg.train_cfg.max_epochs,
+                      built.clustering.interval,
+                      dry_run.clustering_sources(built), rates)
+    round_seconds = times['extract'] + times['kmeans sharded']
+    assert 0 < 10 * round_seconds < cfg.env_cfg.dist_cfg.timeout
 
 
 def test_measured_rates_from_gpu_check(tmp_path, capsys):

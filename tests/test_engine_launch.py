@@ -1,15 +1,22 @@
 """tools/run_net.py end to end on a tiny demo set: train, resume, SLURM."""
+import datetime
 import os
 import os.path as osp
+import socket
 import stat
 import subprocess
 import sys
+import textwrap
 
 import pytest
 import torch
 from conftest import tiny_demo_args
+from mmengine.config import Config
+from mmengine.dist import utils as mmengine_dist
 
 from xdc_plugin.engine import launch, slurm
+from xdc_plugin.engine.config import (ConfigTypeError, load_config,
+                                      shipped_config)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CFG = osp.join(REPO, 'configs', 'xdc_demo.yaml')
@@ -78,6 +85,33 @@ def test_resume_continues_with_the_checkpointed_labels(trained, tmp_path):
                                epoch1['state_dict']['pseudo_labels'])
 
 
+def test_a_checkpoint_with_int64_labels_resumes(trained, tmp_path):
+    """Checkpoints written before the labels were int32 hold them as int64
+    under the same key: they resume on the same labels."""
+    run_dir, _ = trained
+    checkpoint = torch.load(run_dir / 'work' / 'epoch_1.pth',
+                            weights_only=False)
+    labels = checkpoint['state_dict']['pseudo_labels']
+    assert labels.dtype == torch.int32
+    checkpoint['state_dict']['pseudo_labels'] = labels.long()
+    work = tmp_path / 'resumed'
+    work.mkdir()
+    torch.save(checkpoint, work / 'epoch_1.pth')
+    args = tiny_demo_args(run_dir, max_epochs=2) + [
+        'custom_hooks.0.interval=2',
+        '+custom_hooks.0.evaluate_after_train=false']
+    args[args.index('--work-dir') + 1] = str(work)
+    resumed = launch.main(args + ['--resume', str(work / 'epoch_1.pth')])
+    assert resumed.epoch == 2
+    hook = next(h for h in resumed.hooks
+                if type(h).__name__ == 'CrossModalClusteringHook')
+    assert [r['round'] for r in hook.history] == [0, 0]  # no new round
+    assert resumed.model.pseudo_labels.dtype == torch.int32
+    torch.testing.assert_close(resumed.model.pseudo_labels, labels)
+    saved = torch.load(work / 'epoch_2.pth', weights_only=False)
+    torch.testing.assert_close(saved['state_dict']['pseudo_labels'], labels)
+
+
 def test_run_net_script_rejects_a_wrong_key(tmp_path):
     out = subprocess.run(
         [sys.executable, osp.join(REPO, 'tools', 'run_net.py'), '--cfg',
@@ -86,6 +120,74 @@ def test_run_net_script_rejects_a_wrong_key(tmp_path):
     assert out.returncode != 0
     assert "unknown config key 'train_cfg.max_epoch'" in out.stderr
     assert 'max_epochs' in out.stderr
+
+
+def dist_config(launcher, **dist_cfg):
+    return Config(dict(launcher=launcher,
+                       env_cfg=dict(dist_cfg=dict(backend='nccl',
+                                                  **dist_cfg))))
+
+
+GROUP_TIMEOUTS = textwrap.dedent('''
+    from mmengine.config import Config
+    from xdc_plugin.clustering.collectives import _gloo_group
+    from xdc_plugin.compat import default_group_timeout
+    from xdc_plugin.engine import launch
+    launch.init_distributed(Config(dict(launcher='pytorch', env_cfg=dict(
+        dist_cfg=dict(backend='nccl', timeout=1234)))))
+    side = _gloo_group()
+    print(default_group_timeout().total_seconds(),
+          side._get_backend(side._device_types[0]).options._timeout
+          .total_seconds())
+''')
+
+
+def test_the_configured_timeout_reaches_the_cpu_groups():
+    """A real gloo group (CPU): the default group and the gloo side group
+    of the clustering collectives both wait ``dist_cfg.timeout``."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, RANK='0', LOCAL_RANK='0', WORLD_SIZE='1',
+               MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
+               CUDA_VISIBLE_DEVICES='')
+    out = subprocess.run([sys.executable, '-c', GROUP_TIMEOUTS], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ['1234.0', '1234.0']
+
+
+@pytest.mark.parametrize('launcher', ['pytorch', 'slurm'])
+def test_the_default_timeout_reaches_init_process_group_on_gpus(
+        launcher, monkeypatch):
+    """The recipes' timeout (an hour, not NCCL's 10 minutes) reaches torch
+    through mmengine's launchers (GPU machines: CUDA mocked), which take
+    seconds and give torch a ``timedelta``."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'set_device', lambda device: None)
+    monkeypatch.setattr(torch.distributed, 'init_process_group',
+                        lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(mmengine_dist.mp, 'get_start_method',
+                        lambda allow_none: 'fork')
+    for name, value in dict(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1',
+                            SLURM_PROCID='0', SLURM_NTASKS='1',
+                            SLURM_LOCALID='0', SLURM_NODELIST='localhost',
+                            MASTER_ADDR='127.0.0.1',
+                            MASTER_PORT='29500').items():
+        monkeypatch.setenv(name, value)
+    cfg = load_config(shipped_config('xdc_ig65m.yaml'))
+    cfg.launcher = launcher
+    launch.init_distributed(cfg)
+    assert calls == [dict(backend='nccl',
+                          timeout=datetime.timedelta(hours=1))]
+
+
+@pytest.mark.parametrize('timeout', [0, -5, '600', True])
+def test_a_timeout_that_is_not_a_positive_number_is_refused(timeout):
+    with pytest.raises(ConfigTypeError, match='env_cfg.dist_cfg.timeout '
+                       'must be a positive number of seconds'):
+        launch.init_distributed(dist_config('pytorch', timeout=timeout))
 
 
 def test_slurm_task_environment_maps_to_torch_distributed():

@@ -53,6 +53,7 @@ def test_one_process_fits_the_rows_in_index_order(sources):
         np.testing.assert_allclose(result.distances[:90], plain.distances,
                                    rtol=1e-6)
         # Indices 90-99 were held by no rank: no label, NaN distance.
+        assert result.labels.dtype == np.int32  # 4 bytes per clip
         assert (result.labels[90:] == -1).all()
         assert np.isnan(result.distances[90:]).all()
 

@@ -165,9 +165,10 @@ def test_set_pseudo_labels_accepts_numpy_and_any_n():
     model = make_model('sdc')
     model.set_pseudo_labels(
         {s: v.numpy() for s, v in labels_for(model).items()})
-    assert model.pseudo_labels.dtype == torch.long
+    assert model.pseudo_labels.dtype == torch.int32
     assert model.pseudo_labels.shape == (2, N)
-    torch.testing.assert_close(model.pseudo_labels[1], LABELS['audio'])
+    torch.testing.assert_close(model.pseudo_labels[1].long(),
+                               LABELS['audio'])
     model.set_pseudo_labels({'video': torch.zeros(3, dtype=torch.int32),
                              'audio': torch.ones(3, dtype=torch.int32)})
     assert model.pseudo_labels.shape == (2, 3)
@@ -295,3 +296,32 @@ def test_builds_under_another_default_scope():
 def test_bad_variant():
     with pytest.raises(ValueError, match='variant'):
         make_model('bogus')
+
+
+def test_pseudo_labels_are_int32_in_host_memory_on_any_device():
+    model = make_model('xdc')
+    model.set_pseudo_labels(labels_for(model))
+    assert model.pseudo_labels.dtype == torch.int32
+    # Not a buffer: never moved with the model, never broadcast by DDP.
+    assert 'pseudo_labels' not in dict(model.named_buffers())
+    model.to('meta')
+    assert model.pseudo_labels.device == torch.device('cpu')
+    assert model.video_encoder.stem[0].weight.device.type == 'meta'
+    state = model.state_dict()
+    assert state['pseudo_labels'].dtype == torch.int32
+    assert state['pseudo_labels'].device == torch.device('cpu')
+
+
+def test_int64_labels_of_older_checkpoints_load_as_int32():
+    model = make_model('xdc')
+    model.set_pseudo_labels(labels_for(model))
+    state = copy.deepcopy(model.state_dict())
+    state['pseudo_labels'] = state['pseudo_labels'].long()  # as saved before
+    fresh = make_model('xdc')
+    fresh.load_state_dict(state)
+    assert fresh.pseudo_labels.dtype == torch.int32
+    torch.testing.assert_close(fresh.pseudo_labels, model.pseudo_labels)
+    # Without labels in the checkpoint: a missing key, as for a buffer.
+    del state['pseudo_labels']
+    missing = make_model('xdc').load_state_dict(state, strict=False)
+    assert missing.missing_keys == ['pseudo_labels']

@@ -18,6 +18,8 @@ import pytest
 import submitit
 import torch
 
+from xdc_plugin.clustering.round_file import load_round, part_path, round_path
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 START_FAILURE = osp.join(os.environ.get('XDC_SLURM_DIR', '/var/lib/xdc-slurm'),
                          'start_failure.txt')
@@ -133,8 +135,14 @@ def finished(job_id, folder):
 
 
 def final_clusters(work_dir):
-    with np.load(work_dir / 'clusters' / 'round_final.npz') as arrays:
-        return {k: arrays[k] for k in arrays.files}
+    """Labels and centroids of the final round, whose two parts the two
+    tasks wrote."""
+    path = round_path(str(work_dir), 'final')
+    assert all(osp.isfile(part_path(path, p, 2)) for p in (0, 1))
+    loaded = load_round(path)
+    return {f'{source}_{name}': getattr(clusters, name)
+            for source, clusters in loaded.sources.items()
+            for name in ('labels', 'centroids')}
 
 
 @pytest.fixture(scope='module')

@@ -10,6 +10,7 @@ Swapping the host framework means revisiting only this module.
 Imports only the standard library and torch at module level.
 """
 import contextlib
+import datetime
 import functools
 import importlib
 import importlib.abc
@@ -136,21 +137,40 @@ def safe_yaml_configs():
 
 
 # -- mmengine distributed launcher -------------------------------------------
-def init_dist_pytorch(backend='nccl', **kwargs):
-    """Initialise ``torch.distributed`` for the ``pytorch`` launcher.
+def init_dist_pytorch(backend='nccl', timeout=None, **kwargs):
+    """Initialise ``torch.distributed`` for the ``pytorch`` launcher;
+    ``timeout``: seconds (mmengine's ``dist_cfg`` convention) that any
+    collective of the group may wait, None for torch's default.
 
     mmengine 0.10.7's ``pytorch`` launcher always calls
     ``torch.cuda.set_device`` (``mmengine/dist/utils.py``; no upstream issue
     found, open-mmlab/mmengine#1017 is the nearest), so it cannot run on a
     CPU-only machine. Without a GPU we initialise a gloo process group
-    ourselves (the Runner then finds it initialised and skips its own);
-    with one, mmengine's launcher runs unchanged.
+    ourselves (the Runner then finds it initialised and skips its own),
+    converting ``timeout`` to the ``timedelta`` torch takes as mmengine
+    does; with one, mmengine's launcher runs unchanged.
     """
     if torch.cuda.is_available():
         from mmengine.dist import init_dist
-        init_dist('pytorch', backend=backend, **kwargs)
+        init_dist('pytorch', backend=backend, timeout=timeout, **kwargs)
     else:
+        if timeout is not None:
+            kwargs['timeout'] = datetime.timedelta(seconds=timeout)
         torch.distributed.init_process_group(backend='gloo', **kwargs)
+
+
+def default_group_timeout():
+    """How long a collective of the default process group may wait: the
+    ``timeout`` it was initialised with (``env_cfg.dist_cfg.timeout``).
+
+    ``torch.distributed.new_group`` gives a group its backend's default
+    timeout, not the default group's, and torch has no public getter of a
+    group's timeout, so it is read from the group's backend options (no
+    upstream issue found; pytorch/pytorch#54524, on the store of a new
+    group, is the nearest).
+    """
+    group = torch.distributed.distributed_c10d._get_default_group()
+    return group._get_backend(group._device_types[0]).options._timeout
 
 
 # -- atomic local writes ------------------------------------------------------

@@ -10,6 +10,8 @@ import functools
 import torch
 import torch.distributed as torch_dist
 
+from xdc_plugin.compat import default_group_timeout
+
 
 class LocalCollectives:
     """One process holds every row: each collective returns its input."""
@@ -34,8 +36,10 @@ LOCAL = LocalCollectives()
 def _gloo_group():
     # new_group is itself a collective: every rank reaches this on its first
     # CPU collective under NCCL, in the same order, since the clustering code
-    # is symmetric across ranks.
-    return torch_dist.new_group(backend='gloo')
+    # is symmetric across ranks. It takes its backend's default timeout (30
+    # min for gloo), not the default group's: given the run's here.
+    return torch_dist.new_group(backend='gloo',
+                                timeout=default_group_timeout())
 
 
 class ProcessGroupCollectives:

@@ -13,9 +13,10 @@ a reduced tensor): read it as the clustering's share of a rank's memory.
 * ``sharded=True`` is ``DistributedKMeans.fit_sharded`` on each rank's
   ``ceil(N / world)`` rows, then ``gather_labels``.
 
-Both keep the model's int64 label buffer (one row per clustering source)
-and replace it through ``XDCModel.set_pseudo_labels``, which holds the new
-rows, their stack and the old buffer at once.
+Both keep the model's label buffer (one row per clustering source; int64
+in the release that gathered on rank 0, int32 since) and replace it through
+``XDCModel.set_pseudo_labels``, which holds the new rows, their stack and
+the old buffer at once.
 """
 import math
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ from xdc_plugin.clustering.distributed import LABEL_GATHER_BYTES
 from xdc_plugin.clustering.kmeans.ops import BLOCK_ELEMENTS
 
 _FEATURE_BYTES = {'float32': 4, 'float16': 2}
+# Bytes of a pseudo-label: int64 on the path that gathered on rank 0, int32
+# on the sharded one (the code of this release).
+_GATHERED_LABEL_BYTES, _LABEL_BYTES = 8, 4
 
 
 @dataclass
@@ -97,16 +101,15 @@ def clustering_memory(num_clips, dim, num_clusters, world_size,
                      num_sources, num_redo)
 
 
-def _label_update(num_clips, num_sources):
-    """``set_pseudo_labels``: new int64 rows, their stack, the old
-    buffer."""
+def _label_update(num_clips, num_sources, label_bytes):
+    """``set_pseudo_labels``: new rows, their stack, the old buffer."""
     return {'label buffer (old, new rows, stack)':
-            3 * num_sources * num_clips * 8}
+            3 * num_sources * num_clips * label_bytes}
 
 
 def _gathered(n, dim, k, feat_dim, modalities, sources, num_redo):
     features = modalities * n * feat_dim * 4
-    buffer = {'label buffer': sources * n * 8}
+    buffer = {'label buffer': sources * n * _GATHERED_LABEL_BYTES}
     pca = n * feat_dim * 4 + n * dim * 4 if dim < feat_dim else 0
     return MemoryEstimate({
         'gather': dict(buffer, **{
@@ -120,7 +123,7 @@ def _gathered(n, dim, k, feat_dim, modalities, sources, num_redo):
             'assignment': _assignment(n, dim, k),
             'centroids, statistics': _centroids(dim, k, num_redo),
             'labels of earlier sources': (sources - 1) * n * 8}),
-        'labels': dict(_label_update(n, sources), **{
+        'labels': dict(_label_update(n, sources, _GATHERED_LABEL_BYTES), **{
             'features': features,
             'labels (results, by index, pickled)': sources * n * 24}),
     })
@@ -146,12 +149,12 @@ def sharded_fit_phases(rows, num_total, dim, num_clusters,
 def _sharded(n, dim, k, world, feature_dtype, feat_dim, modalities,
              sources, num_redo):
     rows = math.ceil(n / world)
-    held = {'label buffer': sources * n * 8,
+    held = {'label buffer': sources * n * _LABEL_BYTES,
             'features': modalities * rows * feat_dim * 4}
     phases = {name: dict(held, **terms) for name, terms in
               sharded_fit_phases(rows, n, dim, k, feature_dtype,
                                  num_redo).items()}
-    phases['labels'] = dict(_label_update(n, sources), **{
+    phases['labels'] = dict(_label_update(n, sources, _LABEL_BYTES), **{
         'features': held['features'],
         'gathered labels (int32)': sources * n * 4,
         'received pairs': 2 * LABEL_GATHER_BYTES})

@@ -1,6 +1,7 @@
 """What a round file records of the extraction dataset: file paths, labels
 and class names, the window each clip was cut at (read from the dataset's
-own pipeline), and per-cluster label statistics."""
+own pipeline), for any contiguous range of clips (each rank writes its
+own), and per-cluster label statistics."""
 import json
 import os.path as osp
 from dataclasses import dataclass
@@ -27,52 +28,73 @@ def _transform(dataset, kind):
     return next((t for t in transforms if isinstance(t, kind)), None)
 
 
-def clip_windows(dataset):
-    """The extraction window of every clip, by running the dataset's own
-    ``SampleClip`` on each sample's info; None when the pipeline has no
-    single deterministic clip (random or several clips per file)."""
+def _window_sampler(dataset):
+    """``(SampleClip, clip_cfg)`` of a pipeline that cuts one deterministic
+    clip per file (its ``SampleClip`` gives each clip's window; the clip
+    configuration holds the log-mel settings), else None."""
     sampler = _transform(dataset, SampleClip)
     decoder = _transform(dataset, DecodeAVClip)
     logmel = _transform(dataset, AudioLogMel)
     if (sampler is None or decoder is None or sampler.mode == 'random'
             or sampler.num_clips != 1):
         return None
-    cut = [sampler.transform(dict(dataset.get_data_info(i)))
-           for i in range(len(dataset))]
     clip_cfg = dict(num_frames=sampler.num_frames,
                     audio_duration=decoder.audio_duration,
                     sample_rate=decoder.sample_rate)
     if logmel is not None:
         clip_cfg.update(n_mels=logmel.n_mels, hop_ms=logmel.hop_ms,
                         win_ms=logmel.win_ms)
-    return ClipWindows(
-        start_sec=np.array([c['clip_starts'][0] for c in cut], np.float64),
-        frame_rate=np.array([c['frame_rate'] for c in cut], np.float64),
-        clip_cfg=clip_cfg)
+    return sampler, clip_cfg
 
 
-def dataset_arrays(dataset):
-    """Arrays and meta entries describing ``dataset`` (an ``AVClipDataset``;
-    any entry may be absent for a dataset that lacks paths, labels or
-    windows)."""
-    arrays, meta = {}, {}
-    if hasattr(dataset, 'get_data_info'):
-        # UTF-8 JSON bytes: 1 byte per character (a numpy str array takes
-        # 4), any character allowed.
-        paths = [osp.abspath(dataset.get_data_info(i)['path'])
-                 for i in range(len(dataset))]
-        arrays['paths_json'] = np.frombuffer(
-            json.dumps(paths).encode('utf-8'), np.uint8)
-    if hasattr(dataset, 'get_labels'):
-        arrays['gt_labels'] = np.asarray(dataset.get_labels(), np.int64)
+def dataset_meta(dataset):
+    """What a round records of ``dataset`` as a whole: ``classes`` (None
+    without class names) and, when the pipeline cuts one deterministic clip
+    per file, ``clip_cfg``."""
     classes = (getattr(dataset, 'metainfo', None) or {}).get('classes')
-    meta['classes'] = list(classes) if classes else None
-    windows = clip_windows(dataset)
-    if windows is not None:
-        arrays['clip_start_sec'] = windows.start_sec
-        arrays['clip_frame_rate'] = windows.frame_rate
-        meta['clip_cfg'] = windows.clip_cfg
-    return arrays, meta
+    meta = dict(classes=list(classes) if classes else None)
+    window = _window_sampler(dataset)
+    if window is not None:
+        meta['clip_cfg'] = window[1]
+    return meta
+
+
+def clip_arrays(dataset, start, stop):
+    """What a round records of the clips ``[start, stop)`` of ``dataset``
+    (an ``AVClipDataset``; nothing for a dataset without
+    ``get_data_info``), reading each clip's data info once:
+
+    * ``paths_json``: UTF-8 JSON of the absolute file paths (1 byte per
+      character where a numpy str array takes 4; any character allowed);
+    * ``gt_labels``: int32 labels, -1 where unlabelled or where the data
+      info has no ``label`` (evaluation only);
+    * ``clip_start_sec``, ``clip_frame_rate``: the window of each clip, by
+      running the dataset's own ``SampleClip`` on the clip's info, when
+      the pipeline cuts one deterministic clip (see ``ClipWindows``).
+
+    The same arrays for any range (empty ones for an empty range), so that
+    the ranges of all ranks join.
+    """
+    if not hasattr(dataset, 'get_data_info'):
+        return {}
+    window = _window_sampler(dataset)
+    paths, labels, starts, rates = [], [], [], []
+    for i in range(start, stop):
+        info = dataset.get_data_info(i)
+        paths.append(osp.abspath(info['path']))
+        labels.append(info.get('label', -1))
+        if window is not None:
+            cut = window[0].transform(info)
+            starts.append(cut['clip_starts'][0])
+            rates.append(cut['frame_rate'])
+    arrays = dict(
+        paths_json=np.frombuffer(json.dumps(paths).encode('utf-8'),
+                                 np.uint8),
+        gt_labels=np.asarray(labels, np.int32))
+    if window is not None:
+        arrays.update(clip_start_sec=np.asarray(starts, np.float64),
+                      clip_frame_rate=np.asarray(rates, np.float64))
+    return arrays
 
 
 def cluster_label_stats(labels, gt_labels, num_clusters):

@@ -1,20 +1,30 @@
 """The per-round cluster file ``work_dir/clusters/round_<r>.npz``.
 
 The only code that writes or reads it (``round_dataset.py`` gathers what
-it records of the dataset). A round file holds, for every
-clustering source (``video``, ``audio``, ``joint``): each clip's cluster and
-its distance to that cluster's centre in the space k-means ran in, the
-centroids and the preprocessing state of that space, per-cluster size and,
-when the dataset has labels, purity, majority label and label counts. Beside
-them: the dataset's file paths, labels and class names, the time window each
-clip was cut at for feature extraction, the round's id, epoch, variant and
-quality metrics. Everything is a plain array or a JSON string, so the file
-loads with ``allow_pickle=False``.
+it records of the dataset). A round records, for every clustering source
+(``video``, ``audio``, ``joint``): each clip's cluster and its distance to
+that cluster's centre in the space k-means ran in, the centroids and the
+preprocessing state of that space, per-cluster size and, when the dataset
+has labels, purity, majority label and label counts. Beside them: the
+dataset's file paths, labels and class names, the time window each clip
+was cut at for feature extraction, the round's id, epoch, variant and
+quality metrics. Everything is a plain array or a JSON string, so the files
+load with ``allow_pickle=False``.
 
-Format 1 (before per-clip distances were saved) held only
-``<source>_labels`` and ``<source>_centroids``; it still loads, with
+Format 3 is written by every rank: rank r of W writes the part file
+``round_<r>.part-<r>-of-<W>.npz`` with what the round records of the clips
+``[N r / W, N (r + 1) / W)``, so no rank touches the other ranks' clips
+(the time is that of N / W clips); once every part is written, rank 0
+writes ``round_<r>.npz`` itself: the round's id, metrics, centroids and
+state, and the number of parts. A round is listed once that file exists.
+Per-cluster label statistics are computed when the round is loaded.
+
+Format 2 (one file written by rank 0, with the label statistics) and
+format 1 (before per-clip distances were saved: only ``<source>_labels``
+and ``<source>_centroids``) still load, format 1 with
 ``ClusterRound.missing`` naming what it lacks.
 """
+import hashlib
 import io
 import json
 import os.path as osp
@@ -24,14 +34,16 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Union
 
 import numpy as np
+import torch
 from mmengine import fileio
 
+from xdc_plugin.clustering.collectives import LOCAL
 from xdc_plugin.clustering.preprocess import FeaturePreprocessor
-from xdc_plugin.clustering.round_dataset import (ClipWindows,
+from xdc_plugin.clustering.round_dataset import (ClipWindows, clip_arrays,
                                                  cluster_label_stats,
-                                                 dataset_arrays)
+                                                 dataset_meta)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 SOURCES = ('video', 'audio', 'joint')
 _ROUND_NAME = re.compile(r'^round_(\d+|final)\.npz$')
 
@@ -55,7 +67,7 @@ class RoundFileError(ValueError):
 class SourceClusters:
     """One clustering source of a round (arrays over the N clips or the K
     clusters; optional fields are None when the file lacks them)."""
-    labels: np.ndarray                      # (N,) int64, -1: not extracted
+    labels: np.ndarray                      # (N,) int32, -1: not extracted
     centroids: np.ndarray                   # (K, D') float32
     counts: np.ndarray                      # (K,) int64
     distances: Optional[np.ndarray] = None  # (N,) float32, NaN where -1
@@ -89,7 +101,7 @@ class ClusterRound:
     variant: Optional[str] = None
     config: Optional[str] = None
     paths: Optional[List[str]] = None
-    gt_labels: Optional[np.ndarray] = None
+    gt_labels: Optional[np.ndarray] = None  # (N,) int, -1: unlabelled
     classes: Optional[List[str]] = None
     windows: Optional[ClipWindows] = None
     metrics: Dict[str, dict] = field(default_factory=dict)
@@ -134,45 +146,76 @@ def list_round_files(work_dir):
 
 
 # -- writing ------------------------------------------------------------------
-def save_round(path, round_id, epoch, results, dataset=None, variant=None,
-               config=None, metrics=None, agreement=None, backend_args=None):
-    """Write a round file at ``path`` (through mmengine's file backends).
+def part_path(path, part, num_parts):
+    """The file of part ``part`` (of ``num_parts``) of the round file
+    ``path``: ``round_<r>.part-<part>-of-<num_parts>.npz``."""
+    stem, ext = osp.splitext(path)
+    return f'{stem}.part-{part:05d}-of-{num_parts:05d}{ext}'
 
-    Args:
-        results: ``{source: ClusterResult}`` with labels over the whole
-            dataset (-1 for clips not extracted, whose distance is NaN).
-        dataset: the extraction dataset (paths, labels, classes and clip
-            windows are read from it), or None.
-        metrics: ``{source: {'nmi', 'ari', 'purity'}}`` against the labels.
-        agreement: cross-modal agreement (``{'xmodal_nmi': float}``).
-        backend_args: mmengine file backend arguments (the hook passes an
-            atomic local backend).
-    """
-    _checked_round_id(round_id, path)
-    arrays, meta = ({}, {}) if dataset is None else dataset_arrays(dataset)
-    gt_labels = arrays.get('gt_labels')
-    meta.update(round=round_id, epoch=int(epoch), variant=variant,
-                config=config, metrics=metrics or {},
-                agreement=agreement or {}, sources=list(results),
-                preprocess={})
+
+def part_bounds(num_clips, num_parts):
+    """Clip ``i`` belongs to part ``p`` when ``bounds[p] <= i <
+    bounds[p + 1]``: contiguous ranges, sizes within one of each other."""
+    return [num_clips * p // num_parts for p in range(num_parts + 1)]
+
+
+def _write_npz(arrays, path, backend_args, compress=True):
+    buffer = io.BytesIO()
+    (np.savez_compressed if compress else np.savez)(buffer, **arrays)
+    fileio.put(buffer.getvalue(), path, backend_args=backend_args)
+
+
+def _checked_results(results):
+    """The number of clips of ``results`` after checking its sources and
+    the shapes of its labels and distances."""
+    sizes = set()
     for source, result in results.items():
         if source not in SOURCES:
             raise ValueError(f'unknown clustering source {source!r}')
-        labels = np.asarray(result.labels, np.int64)
-        distances = np.asarray(result.distances, np.float32)
-        if distances.shape != labels.shape:
-            raise ValueError(f'{source}: {len(distances)} distances for '
-                             f'{len(labels)} labels')
-        arrays.update({f'{source}_labels': labels,
-                       f'{source}_centroids': result.centroids,
-                       f'{source}_counts': result.counts,
-                       f'{source}_distances': distances})
-        if gt_labels is not None and (gt_labels >= 0).any():
-            table, purity, majority = cluster_label_stats(
-                labels, gt_labels, result.num_clusters)
-            arrays.update({f'{source}_label_counts': table,
-                           f'{source}_purity': purity,
-                           f'{source}_majority': majority})
+        if np.shape(result.distances) != np.shape(result.labels):
+            raise ValueError(f'{source}: {np.size(result.distances)} '
+                             f'distances for {np.size(result.labels)} labels')
+        sizes.add(len(result.labels))
+    if len(sizes) != 1:
+        raise ValueError(f'the sources cluster different numbers of clips: '
+                         f'{sorted(sizes)}')
+    return sizes.pop()
+
+
+def _write_id(round_id, epoch, results):
+    """The same string on every rank for the same round (the results are
+    identical everywhere) and another for another fit: ties the parts to
+    their index file, so that a part left by an earlier write of the same
+    round is never read as this one's."""
+    digest = hashlib.sha1(f'{round_id}/{epoch}'.encode())
+    for source, result in results.items():
+        digest.update(source.encode())
+        digest.update(np.ascontiguousarray(result.centroids).tobytes())
+    return digest.hexdigest()
+
+
+def _part_arrays(results, dataset, start, stop, write_id):
+    arrays = {} if dataset is None else clip_arrays(dataset, start, stop)
+    for source, result in results.items():
+        arrays[f'{source}_labels'] = np.asarray(result.labels[start:stop],
+                                                np.int32)
+        arrays[f'{source}_distances'] = np.asarray(
+            result.distances[start:stop], np.float32)
+    arrays.update(format_version=np.array(FORMAT_VERSION),
+                  rows=np.array([start, stop]), write_id=np.array(write_id))
+    return arrays
+
+
+def _index_arrays(round_id, epoch, results, dataset, num_clips, num_parts,
+                  write_id, run):
+    meta = {} if dataset is None else dataset_meta(dataset)
+    meta.update(run, round=round_id, epoch=int(epoch), sources=list(results),
+                preprocess={}, num_clips=num_clips, num_parts=num_parts,
+                write_id=write_id)
+    arrays = {}
+    for source, result in results.items():
+        arrays[f'{source}_centroids'] = result.centroids
+        arrays[f'{source}_counts'] = result.counts
         if result.preprocess is not None:
             state = dict(result.preprocess)
             for name in FeaturePreprocessor.STATE_ARRAYS:
@@ -180,11 +223,60 @@ def save_round(path, round_id, epoch, results, dataset=None, variant=None,
                 if value is not None:
                     arrays[f'{source}_pca_{name}'] = value
             meta['preprocess'][source] = state
-    arrays['format_version'] = np.array(FORMAT_VERSION)
-    arrays['meta'] = np.array(json.dumps(meta))
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    fileio.put(buffer.getvalue(), path, backend_args=backend_args)
+    arrays.update(format_version=np.array(FORMAT_VERSION),
+                  meta=np.array(json.dumps(meta)))
+    return arrays
+
+
+def save_round(path, round_id, epoch, results, dataset=None, variant=None,
+               config=None, metrics=None, agreement=None, backend_args=None,
+               collectives=LOCAL):
+    """Write a round at ``path`` (through mmengine's file backends); with
+    several ranks, every rank calls it with the same arguments.
+
+    Rank r of W writes part r (the clips ``[N r / W, N (r + 1) / W)``);
+    when every rank has written its part, rank 0 writes ``path``. A rank
+    whose part could not be written raises its error, and every other rank
+    a ``RoundFileError`` (no rank is left waiting in a collective).
+
+    Args:
+        results: ``{source: ClusterResult}`` with labels and distances over
+            the whole dataset, identical on every rank (-1 for clips not
+            extracted, whose distance is NaN).
+        dataset: the extraction dataset (paths, labels, classes and clip
+            windows are read from it), or None.
+        metrics: ``{source: {'nmi', 'ari', 'purity'}}`` against the labels.
+        agreement: cross-modal agreement (``{'xmodal_nmi': float}``).
+        backend_args: mmengine file backend arguments (the hook passes an
+            atomic local backend).
+        collectives: the ranks' collectives (``LOCAL``: one process writes
+            a single part).
+    """
+    _checked_round_id(round_id, path)
+    rank, num_parts = collectives.rank, collectives.world_size
+    error = None
+    try:
+        num_clips = _checked_results(results)
+        write_id = _write_id(round_id, epoch, results)
+        bounds = part_bounds(num_clips, num_parts)
+        _write_npz(_part_arrays(results, dataset, bounds[rank],
+                                bounds[rank + 1], write_id),
+                   part_path(path, rank, num_parts), backend_args)
+    except Exception as exc:  # re-raised below, once every rank knows
+        error = exc
+    failed = int(collectives.all_reduce_sum(
+        torch.tensor(int(error is not None))))
+    if error is not None:
+        raise error
+    if failed:
+        raise RoundFileError(f'{path}: {failed} other rank(s) could not write '
+                             'their part of the round (see their error)')
+    if rank == 0:  # uncompressed: centroids (K x D floats) barely compress
+        run = dict(variant=variant, config=config, metrics=metrics or {},
+                   agreement=agreement or {})
+        _write_npz(_index_arrays(round_id, epoch, results, dataset,
+                                 num_clips, num_parts, write_id, run),
+                   path, backend_args, compress=False)
 
 
 # -- reading ------------------------------------------------------------------
@@ -216,7 +308,7 @@ def _load_v1(path, arrays):
     sources = {}
     for source in SOURCES:
         if f'{source}_labels' in arrays:
-            labels = arrays[f'{source}_labels'].astype(np.int64)
+            labels = arrays[f'{source}_labels'].astype(np.int32)
             centroids = arrays[f'{source}_centroids']
             sources[source] = SourceClusters(
                 labels=labels, centroids=centroids,
@@ -229,10 +321,18 @@ def _load_v1(path, arrays):
                  'metrics', 'run'])
 
 
-def _load_v2(path, arrays, meta):
+def _decoded_paths(paths_json):
+    return json.loads(paths_json.tobytes().decode('utf-8'))
+
+
+def _record(path, version, arrays, meta, paths):
+    """The ``ClusterRound`` of a format-2 file or a joined format-3 round
+    (``arrays``: every array of the round; ``paths``: the file paths or
+    None)."""
     def optional(key):
         return arrays.get(key)
 
+    round_id = _checked_round_id(meta['round'], path)
     sources = {}
     for source in meta['sources']:
         state = meta['preprocess'].get(source)
@@ -241,7 +341,7 @@ def _load_v2(path, arrays, meta):
                 name: optional(f'{source}_pca_{name}')
                 for name in FeaturePreprocessor.STATE_ARRAYS})
         sources[source] = SourceClusters(
-            labels=arrays[f'{source}_labels'],
+            labels=arrays[f'{source}_labels'].astype(np.int32, copy=False),
             centroids=arrays[f'{source}_centroids'],
             counts=arrays[f'{source}_counts'],
             distances=arrays[f'{source}_distances'], preprocess=state,
@@ -252,29 +352,73 @@ def _load_v2(path, arrays, meta):
     if 'clip_start_sec' in arrays:
         windows = ClipWindows(arrays['clip_start_sec'],
                               arrays['clip_frame_rate'], meta['clip_cfg'])
-    round_id = _checked_round_id(meta['round'], path)
-    paths = optional('paths_json')
-    if paths is not None:
-        paths = json.loads(paths.tobytes().decode('utf-8'))
     record = ClusterRound(
-        path=path, version=FORMAT_VERSION, round_id=round_id,
-        sources=sources, epoch=meta['epoch'], variant=meta['variant'],
-        config=meta['config'],
-        paths=paths,
-        gt_labels=optional('gt_labels'), classes=meta['classes'],
-        windows=windows, metrics=meta['metrics'],
-        agreement=meta['agreement'])
+        path=path, version=version, round_id=round_id, sources=sources,
+        epoch=meta['epoch'], variant=meta['variant'], config=meta['config'],
+        paths=paths, gt_labels=optional('gt_labels'),
+        classes=meta.get('classes'), windows=windows,
+        metrics=meta['metrics'], agreement=meta['agreement'])
     record.missing = [name for name, absent in (
         ('paths', paths is None), ('labels', record.gt_labels is None),
         ('windows', windows is None)) if absent]
     return record
 
 
-def load_round(path):
-    """Read a round file of any format version -> ``ClusterRound``.
+def _load_v2(path, arrays, meta):
+    paths = arrays.get('paths_json')
+    return _record(path, 2, arrays, meta,
+                   None if paths is None else _decoded_paths(paths))
 
-    Raises ``RoundFileError`` for a file that is not a round file or was
-    written by a newer version of this code.
+
+def _read_parts(path, meta):
+    """The part files of a format-3 round, checked against its index."""
+    num_parts = meta['num_parts']
+    bounds = part_bounds(meta['num_clips'], num_parts)
+    parts = []
+    for p in range(num_parts):
+        try:
+            part = _open_arrays(part_path(path, p, num_parts))
+        except RoundFileError as e:
+            raise RoundFileError(f'{path}: incomplete round: part {p} of '
+                                 f'{num_parts} is missing or unreadable '
+                                 f'({e})') from e
+        if (str(part.get('write_id')) != meta['write_id'] or
+                part['rows'].tolist() != bounds[p:p + 2]):
+            raise RoundFileError(
+                f'{path}: part {p} of {num_parts} belongs to another write '
+                'of this round (a run stopped while writing it again?)')
+        parts.append(part)
+    return parts
+
+
+def _load_v3(path, arrays, meta):
+    parts = _read_parts(path, meta)
+    per_clip = set(parts[0]) - {'format_version', 'rows', 'write_id',
+                                'paths_json'}
+    arrays = dict(arrays, **{key: np.concatenate([p[key] for p in parts])
+                             for key in per_clip})
+    paths = None
+    if 'paths_json' in parts[0]:
+        paths = [clip for p in parts
+                 for clip in _decoded_paths(p['paths_json'])]
+    gt_labels = arrays.get('gt_labels')
+    if gt_labels is not None and (gt_labels >= 0).any():
+        for source in meta['sources']:
+            stats = cluster_label_stats(
+                arrays[f'{source}_labels'], gt_labels,
+                len(arrays[f'{source}_centroids']))
+            arrays.update(zip((f'{source}_label_counts', f'{source}_purity',
+                               f'{source}_majority'), stats))
+    return _record(path, 3, arrays, meta, paths)
+
+
+def load_round(path):
+    """Read a round of any format version -> ``ClusterRound`` (format 3:
+    its index file ``path`` and its parts).
+
+    Raises ``RoundFileError`` for a file that is not a round file, a round
+    whose parts are missing or from another write, or a file written by a
+    newer version of this code.
     """
     arrays = _open_arrays(path)
     if 'format_version' not in arrays:
@@ -287,7 +431,8 @@ def load_round(path):
         raise RoundFileError(f'{path}: format {version} is newer than this '
                              f'code reads ({FORMAT_VERSION}); update '
                              'xdc_plugin')
+    load = _load_v2 if version == 2 else _load_v3
     try:
-        return _load_v2(path, arrays, json.loads(str(arrays['meta'])))
+        return load(path, arrays, json.loads(str(arrays['meta'])))
     except (KeyError, TypeError, json.JSONDecodeError) as e:
         raise RoundFileError(f'{path}: incomplete round file (no {e})') from e

@@ -54,7 +54,7 @@ class PseudoClassBalancedSampler(DefaultSampler):
 
     @property
     def pseudo_labels(self):
-        """The current pseudo-labels (int64 (N,), a copy) or ``None``."""
+        """The current pseudo-labels (int32 (N,), a copy) or ``None``."""
         return None if self._labels is None else self._labels.copy()
 
     @property
@@ -79,9 +79,10 @@ class PseudoClassBalancedSampler(DefaultSampler):
         if labels.size and not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(f'pseudo-labels must be integers, got '
                              f'{labels.dtype}')
-        labels = labels.astype(np.int64)
-        if (labels < -1).any():
-            raise ValueError('pseudo-labels must be >= -1 (-1: unlabelled)')
+        if labels.size and (labels.min() < -1 or labels.max() >= 2**31):
+            raise ValueError('pseudo-labels must be in [-1, 2**31) (-1: '
+                             'unlabelled)')
+        labels = labels.astype(np.int32)
         labelled = np.flatnonzero(labels >= 0)
         if len(labelled) == 0:
             raise ValueError('every pseudo-label is -1: nothing to sample')

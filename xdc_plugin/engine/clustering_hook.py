@@ -54,7 +54,8 @@ class CrossModalClusteringHook(Hook):
         balance_by: the source whose clusters the train sampler balances
             (needs a sampler with ``set_pseudo_labels``), or None.
         save_assignments: write ``clusters/round_<r>.npz`` to the work dir
-            (``xdc_plugin.clustering.round_file``; the cluster gallery's
+            (with one part file per rank, each written by its rank;
+            ``xdc_plugin.clustering.round_file``; the cluster gallery's
             input).
         evaluate_after_train: cluster once more after the last epoch, on
             extracted features, to report the quality of the trained
@@ -96,6 +97,7 @@ class CrossModalClusteringHook(Hook):
         self.probe = {} if probe is True else probe
         self.history = []
         self._extract_loader = None
+        self._ground_truth = None
         self._bank = None
         self._resumed_mid_epoch = False
 
@@ -103,6 +105,9 @@ class CrossModalClusteringHook(Hook):
     def before_train(self, runner):
         self._extract_loader = build_extract_loader(runner,
                                                     self.extract_dataloader)
+        # Read once: a pass over every clip's info (seconds per million
+        # clips), and the labels never change during the run.
+        self._ground_truth = self._extract_loader.dataset.get_labels()
         model = unwrap(runner.model)
         if self.balance_by and self.balance_by not in model.cluster_sources:
             raise ValueError(f'balance_by={self.balance_by!r} is not among '
@@ -181,7 +186,7 @@ class CrossModalClusteringHook(Hook):
             shard, model.cluster_sources, self.clusterer_cfgs,
             model.num_clusters, len(dataset), collectives,
             with_distances=self.save_assignments)
-        ground_truth = dataset.get_labels()
+        ground_truth = self._ground_truth
         probe = None
         if self.probe is not None:
             probe = probe_shard(shard, ground_truth, collectives,
@@ -193,7 +198,7 @@ class CrossModalClusteringHook(Hook):
         self.history.extend(records)
         runner.logger.info(format_round(records))
         publish_round(runner, records, results, dataset, model.variant,
-                      self.save_assignments)
+                      self.save_assignments, collectives)
         if apply:
             model.set_pseudo_labels(
                 {s: r.labels for s, r in results.items()})

@@ -90,8 +90,14 @@ def prepare_config(args):
 
 
 def init_distributed(cfg):
-    """Initialise the process group now (the Runner then keeps it)."""
+    """Initialise the process group now (the Runner then keeps it), with
+    ``env_cfg.dist_cfg`` (``timeout``: seconds any collective may wait)."""
     dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}))
+    timeout = dist_cfg.get('timeout')
+    if timeout is not None and (type(timeout) not in (int, float)
+                                or not timeout > 0):
+        raise ConfigTypeError('env_cfg.dist_cfg.timeout must be a positive '
+                              f'number of seconds, got {timeout!r}')
     if cfg.launcher == 'pytorch':
         compat.init_dist_pytorch(**dist_cfg)
     elif cfg.launcher == 'slurm':

@@ -78,7 +78,7 @@ def cluster_shard(shard, sources, clusterer_cfgs, num_clusters, num_total,
 
     Returns:
         ``{source: ClusterResult}`` identical on every rank, with ``labels``
-        int64 ``(num_total,)`` (-1: held by no rank) and ``distances``
+        int32 ``(num_total,)`` (-1: held by no rank) and ``distances``
         float32 ``(num_total,)`` (NaN: held by no rank) or None.
     """
     world = collectives.world_size
@@ -100,7 +100,7 @@ def cluster_shard(shard, sources, clusterer_cfgs, num_clusters, num_total,
             distances = _gathered_distances(result.distances, indices,
                                             num_total, collectives)
         labels = gather_labels(result.labels, indices, num_total,
-                               collectives).numpy().astype(np.int64)
+                               collectives).numpy()
         results[source] = dataclasses.replace(result, labels=labels,
                                               distances=distances)
     return results

@@ -1,12 +1,14 @@
 """The per-round probe on sharded features: a bounded sample of labelled
-rows comes to the main process, which runs
-``xdc_plugin.evaluation.round_probe.probe_round`` on it."""
+rows reaches every rank, which runs its share of the jobs of
+``xdc_plugin.evaluation.round_probe.probe_jobs``; the scores are
+gathered, so no rank probes while the others wait."""
 import numpy as np
 import torch
 from mmengine import dist
 
 from xdc_plugin.clustering.distributed import index_keys, smallest_keys_mask
-from xdc_plugin.evaluation.round_probe import MAX_SAMPLES, probe_round
+from xdc_plugin.evaluation.round_probe import (MAX_SAMPLES, mean_scores,
+                                               probe_jobs)
 
 
 def probe_shard(shard, labels, collectives, **probe_kwargs):
@@ -15,8 +17,10 @@ def probe_shard(shard, labels, collectives, **probe_kwargs):
 
     At most ``max_samples`` labelled rows are probed (those whose index has
     the smallest seeded key: the same sample whatever the world size), so
-    the gather is bounded (5000 x 512 floats = 10 MB by default), and
-    ``probe_round`` uses them all.
+    the gather is bounded (5000 x 512 floats = 10 MB by default). Rank r of
+    W runs the jobs r, r + W, ... (one per protocol, modality and fold) and
+    the scores are all-gathered: the scalars are those of ``probe_round``
+    on the sample, in a W-th of its time.
     """
     labels = torch.as_tensor(np.asarray(labels, np.int64))
     max_samples = probe_kwargs.get('max_samples', MAX_SAMPLES)
@@ -32,10 +36,11 @@ def probe_shard(shard, labels, collectives, **probe_kwargs):
     indices = indices[order]
     features = {m: collectives.all_gather_cat(f)[order]
                 for m, f in sample.features.items()}
-    scalars = [None]
-    if dist.is_main_process():
-        scalars[0] = probe_round(features, labels[indices].numpy(),
-                                 **probe_kwargs)
-    if collectives.world_size > 1:
-        dist.broadcast_object_list(scalars, src=0)
-    return scalars[0]
+    jobs = probe_jobs(features, labels[indices].numpy(), **probe_kwargs)
+    rank, world = collectives.rank, collectives.world_size
+    scored = [(j, jobs[j][0], jobs[j][1]())
+              for j in range(rank, len(jobs), world)]
+    if world > 1:
+        scored = sorted(s for part in dist.all_gather_object(scored)
+                        for s in part)
+    return mean_scores([(name, score) for _, name, score in scored])

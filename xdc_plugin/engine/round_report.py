@@ -55,17 +55,16 @@ def round_scalars(records):
 
 
 def publish_round(runner, records, results, dataset, variant,
-                  save_assignments):
+                  save_assignments, collectives):
     """The round's scalars to the message hub (every rank; the next log
     line shows them) and, on the main process, to the visualizer's backends
     (TensorBoard when configured; at the current iteration, to line up with
-    the losses); the round file to the work dir (main process)."""
+    the losses); the round file to the work dir (every rank writes its part
+    of the clips, see ``round_file.save_round``)."""
     scalars = round_scalars(records)
     for key, value in scalars.items():
         runner.message_hub.update_scalar(key, value)
-    if not dist.is_main_process():
-        return
-    if scalars:
+    if scalars and dist.is_main_process():
         runner.visualizer.add_scalars(scalars, step=runner.iter)
     if save_assignments:
         first = records[0]
@@ -76,7 +75,8 @@ def publish_round(runner, records, results, dataset, variant,
                             for r in records},
                    agreement={k: first[k] for k in ('xmodal_nmi', )
                               if k in first},
-                   backend_args=atomic_backend_args(runner.work_dir))
+                   backend_args=atomic_backend_args(runner.work_dir),
+                   collectives=collectives)
 
 
 def format_round(records):

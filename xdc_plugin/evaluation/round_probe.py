@@ -7,9 +7,15 @@ It is an estimate, sized to be cheap beside a clustering round: at most
 (fewer when the smallest class is smaller), a short ``C`` grid. Labels it
 cannot use (none, one class, classes of a single sample) give no scalars
 and a warning: the probe never stops training.
+
+The work is a list of independent jobs, one per (protocol, modality,
+fold) (``probe_jobs``), so that several ranks can share it
+(``engine.round_probe_sample``); each scalar is the mean of its jobs'
+scores, in job order, whoever ran them.
 """
+import functools
 import logging
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -24,12 +30,23 @@ MAX_SAMPLES = 5000
 
 
 def probe_round(features: Mapping[str, object], labels,
-                seen: Optional[np.ndarray] = None, folds: int = 5,
-                protocols: Sequence[str] = ('linear', 'knn'),
-                max_samples: int = MAX_SAMPLES, cs: Sequence[float] = PROBE_CS,
-                seed: int = 0) -> Dict[str, float]:
+                **kwargs) -> Dict[str, float]:
     """Mean k-fold scores per modality: ``{'<modality>_linear_top1': ...,
-    '<modality>_knn_top1': ...}`` (0-1).
+    '<modality>_knn_top1': ...}`` (0-1); every job of ``probe_jobs``
+    (same arguments) run here."""
+    jobs = probe_jobs(features, labels, **kwargs)
+    return mean_scores([(name, job()) for name, job in jobs])
+
+
+def probe_jobs(features: Mapping[str, object], labels,
+               seen: Optional[np.ndarray] = None, folds: int = 5,
+               protocols: Sequence[str] = ('linear', 'knn'),
+               max_samples: int = MAX_SAMPLES,
+               cs: Sequence[float] = PROBE_CS,
+               seed: int = 0) -> List[Tuple[str, object]]:
+    """The probe as ``(scalar name, job)`` pairs, ``job()`` giving the top-1
+    of one fold (0-1); the linear jobs (the costly ones) first. Empty, with
+    a warning, when the labels cannot be probed.
 
     Args:
         features: modality -> ``(N, D)`` array or CPU tensor, row i = dataset
@@ -44,7 +61,7 @@ def probe_round(features: Mapping[str, object], labels,
         keep = np.flatnonzero(labelled_rows(labels))
     except LabelError as exc:
         logger.warning('per-round probe skipped: %s', exc)
-        return {}
+        return []
     rng = np.random.default_rng(seed)
     if len(keep) > max_samples:
         keep = np.sort(rng.choice(keep, max_samples, replace=False))
@@ -53,16 +70,32 @@ def probe_round(features: Mapping[str, object], labels,
     if min(folds, smallest) < 2:
         logger.warning('per-round probe skipped: a class has a single '
                        'labelled sample')
-        return {}
+        return []
     splits = stratified_splits(kept_labels, min(folds, int(smallest)), seed)
-    scalars = {}
-    for modality, matrix in features.items():
-        matrix = np.asarray(matrix)[keep]
-        if 'linear' in protocols:
-            scalars[f'{modality}_linear_top1'] = float(np.mean(linear_probe(
-                matrix, kept_labels, splits, cs=cs, seed=seed)['top1']))
-        if 'knn' in protocols:
-            scalars[f'{modality}_knn_top1'] = float(np.mean(knn_probe(
-                matrix, kept_labels, splits, ks=(1,), recall_ks=())[
-                    'knn@1']))
-    return scalars
+    matrices = {m: np.asarray(x)[keep] for m, x in features.items()}
+    fold_scores = dict(linear=functools.partial(_linear_fold, cs=cs,
+                                                seed=seed),
+                       knn=_knn_fold)
+    return [(f'{modality}_{protocol}_top1',
+             functools.partial(fold_scores[protocol], matrix, kept_labels,
+                               split))
+            for protocol in ('linear', 'knn') if protocol in protocols
+            for modality, matrix in matrices.items() for split in splits]
+
+
+def _linear_fold(matrix, labels, split, cs, seed):
+    return linear_probe(matrix, labels, [split], cs=cs, seed=seed)['top1'][0]
+
+
+def _knn_fold(matrix, labels, split):
+    return knn_probe(matrix, labels, [split], ks=(1, ),
+                     recall_ks=())['knn@1'][0]
+
+
+def mean_scores(scored):
+    """``{name: mean score}`` of ``(name, score)`` pairs (in their
+    order)."""
+    scores = {}
+    for name, score in scored:
+        scores.setdefault(name, []).append(score)
+    return {name: float(np.mean(values)) for name, values in scores.items()}

@@ -19,11 +19,15 @@ model only consumes labels. For ``mdc`` each encoder's loss is the sum of its
 two cross-entropies, which is what summing the returned ``loss_*`` terms
 gives.
 
-Pseudo-labels are model state: a LongTensor buffer ``pseudo_labels`` of shape
+Pseudo-labels are model state: an int32 tensor ``pseudo_labels`` of shape
 ``(len(cluster_sources), N)`` indexed by dataset index, ``-1`` meaning "no
-label". It is saved in ``state_dict()`` and restored on load whatever N the
-model currently holds, so checkpoints carry the labels and a resumed run
-continues on the same targets.
+label". It stays in host memory whatever device the model is on (at 65M
+clips it would take 0.5 GB of every GPU): each step looks up its batch's
+labels there and sends those to the logits' device. It is saved in
+``state_dict()`` under ``pseudo_labels`` and restored on load whatever N
+the model currently holds (int64 labels of older checkpoints too), so
+checkpoints carry the labels and a resumed run continues on the same
+targets.
 """
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -37,6 +41,7 @@ from xdc_plugin.registry import MODELS
 
 MODALITIES = ('video', 'audio')
 SOURCES = ('video', 'audio', 'joint')
+LABEL_DTYPE = torch.int32
 
 
 def _build(cfg):
@@ -135,16 +140,12 @@ class XDCModel(BaseModel):
                 num_classes=self.num_clusters[source], dropout=head_dropout))
         self.heads = nn.ModuleDict(heads)
 
-        self.register_buffer(
-            'pseudo_labels',
-            torch.empty(len(self.cluster_sources), 0, dtype=torch.long))
-        # DistributedDataParallel would broadcast this (possibly large)
-        # buffer from rank 0 at every forward, and only the tensor it saw at
-        # wrap time: set_pseudo_labels replaces it. Every rank sets the same
-        # labels itself, so DDP is told to skip it (the attribute that
-        # DistributedDataParallel._set_params_and_buffers_to_ignore_for_model
-        # sets).
-        self._ddp_params_and_buffers_to_ignore = ['pseudo_labels']
+        # A plain attribute, not a buffer: ``.to(device)`` leaves it in host
+        # memory and DistributedDataParallel never broadcasts it (every rank
+        # sets the same labels itself); the state dict methods below save
+        # and load it.
+        self.pseudo_labels = torch.empty(len(self.cluster_sources), 0,
+                                         dtype=LABEL_DTYPE)
 
     # ------------------------------------------------------------ helpers
     @staticmethod
@@ -178,10 +179,10 @@ class XDCModel(BaseModel):
         """Replace the pseudo-labels.
 
         Args:
-            labels: dict source -> LongTensor or ndarray ``(N,)``, one entry
-                for each of ``cluster_sources`` and nothing else; values in
-                ``[0, num_clusters[source])`` or -1 (unlabelled). N is the
-                dataset size and may differ from the previous one.
+            labels: dict source -> integer tensor or ndarray ``(N,)``, one
+                entry for each of ``cluster_sources`` and nothing else;
+                values in ``[0, num_clusters[source])`` or -1 (unlabelled).
+                N is the dataset size and may differ from the previous one.
         """
         given = set(labels)
         if given != set(self.cluster_sources):
@@ -197,46 +198,53 @@ class XDCModel(BaseModel):
             if row.is_floating_point() or row.is_complex():
                 raise TypeError(f'pseudo-labels of {source!r} must be '
                                 f'integers, got {row.dtype}')
-            row = row.long().cpu()
             k = self.num_clusters[source]
             if row.numel() and (row.min() < -1 or row.max() >= k):
                 raise ValueError(
                     f'pseudo-labels of {source!r} must be in [-1, {k}), got '
                     f'[{int(row.min())}, {int(row.max())}]')
-            rows.append(row)
+            rows.append(row.cpu().to(LABEL_DTYPE))
         if len({row.numel() for row in rows}) > 1:
             raise ValueError('pseudo-labels of all sources must have the same '
                              'length, got ' + str(
                                  {s: r.numel() for s, r in
                                   zip(self.cluster_sources, rows)}))
-        self.pseudo_labels = torch.stack(rows).to(self.pseudo_labels.device)
+        self.pseudo_labels = torch.stack(rows)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + 'pseudo_labels'] = self.pseudo_labels
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata,
                               strict, missing_keys, unexpected_keys,
                               error_msgs):
-        # Resize the label buffer to the checkpoint's N first; a different
-        # number of sources (another variant) is left to the usual
-        # size-mismatch error.
+        # Any N; int64 labels (checkpoints before int32) are converted. A
+        # different number of sources (another variant) is an error.
         key = prefix + 'pseudo_labels'
-        saved = state_dict.get(key)
-        if (isinstance(saved, torch.Tensor) and saved.dim() == 2
-                and saved.shape[0] == self.pseudo_labels.shape[0]
-                and saved.shape != self.pseudo_labels.shape):
-            self.pseudo_labels = torch.empty(
-                saved.shape, dtype=self.pseudo_labels.dtype,
-                device=self.pseudo_labels.device)
+        saved = state_dict.pop(key, None)
+        if saved is None:
+            missing_keys.append(key)
+        elif (saved.dim() != 2 or saved.shape[0] != len(self.cluster_sources)
+              or saved.is_floating_point()):
+            error_msgs.append(
+                f'pseudo_labels: the checkpoint holds {saved.dtype} labels of '
+                f'shape {tuple(saved.shape)}; this {self.variant} model needs '
+                f'{len(self.cluster_sources)} rows of integers')
+        else:
+            self.pseudo_labels = saved.to('cpu', LABEL_DTYPE, copy=True)
         super()._load_from_state_dict(state_dict, prefix, local_metadata,
                                       strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
     def _targets_for(self, index):
-        """Pseudo-labels ``(num_sources, B)`` of the samples ``index``."""
+        """Pseudo-labels ``(num_sources, B)`` int64 of the samples ``index``
+        (looked up in host memory)."""
         if self.num_labelled_samples == 0:
             raise RuntimeError(
                 'XDCModel has no pseudo-labels: call set_pseudo_labels() '
                 '(the clustering hook does) before training with '
                 "mode='loss'")
-        index = index.to(self.pseudo_labels.device).long()
+        index = index.cpu().long()
         if index.numel() and (index.min() < 0 or
                               index.max() >= self.num_labelled_samples):
             raise RuntimeError(
@@ -244,7 +252,7 @@ class XDCModel(BaseModel):
                 f'[{int(index.min())}, {int(index.max())}] but labels cover '
                 f'N={self.num_labelled_samples} samples; the labels are '
                 'stale or belong to another dataset')
-        return self.pseudo_labels[:, index]
+        return self.pseudo_labels[:, index].long()
 
     # ------------------------------------------------------------ forward
     def extract_feat(self, video=None, audio=None):
@@ -294,14 +302,16 @@ class XDCModel(BaseModel):
         if index is None:
             raise RuntimeError("mode='loss' needs the dataset `index` of "
                                'each sample to look up its pseudo-labels')
-        targets = self._targets_for(index)
+        # Looked up before the forward: with a device index, its copy to
+        # the host waits for the batch's copies only.
+        targets = self._targets_for(index).to(video.device,
+                                              non_blocking=True)
         logits = self.head_logits(self.extract_feat(video, audio))
         out = {}
         for modality, source in self.targets:
             name = self.head_name(modality, source)
             logit = logits[name]
-            target = targets[self.cluster_sources.index(source)].to(
-                logit.device)
+            target = targets[self.cluster_sources.index(source)]
             valid = target >= 0
             num_valid = valid.sum()
             # Mean over labelled samples; a fully unlabelled batch gives 0

@@ -1,6 +1,6 @@
-"""What a round file records of the extraction dataset: file paths, labels
-and class names, the window each clip was cut at (read from the dataset's
-own pipeline), and per-cluster label statistics."""
+"""What a round file records of the extraction dataset: file paths and the
+dataset root, labels and class names, the window each clip was cut at (read
+from the dataset's own pipeline), and per-cluster label statistics."""
 import json
 import os.path as osp
 from dataclasses import dataclass
@@ -51,6 +51,17 @@ def clip_windows(dataset):
         clip_cfg=clip_cfg)
 
 
+def dataset_root(dataset):
+    """The folder the dataset reads its files under: its ``data_root``,
+    else its manifest's folder (where the manifest's relative paths start);
+    None when it has neither. The cluster gallery reads clips only there."""
+    root = getattr(dataset, 'data_root', None)
+    ann_file = getattr(dataset, 'ann_file', None)
+    if not root and ann_file:
+        root = osp.dirname(osp.abspath(ann_file))
+    return osp.abspath(root) if root else None
+
+
 def dataset_arrays(dataset):
     """Arrays and meta entries describing ``dataset`` (an ``AVClipDataset``;
     any entry may be absent for a dataset that lacks paths, labels or
@@ -63,6 +74,7 @@ def dataset_arrays(dataset):
                  for i in range(len(dataset))]
         arrays['paths_json'] = np.frombuffer(
             json.dumps(paths).encode('utf-8'), np.uint8)
+        meta['data_root'] = dataset_root(dataset)
     if hasattr(dataset, 'get_labels'):
         arrays['gt_labels'] = np.asarray(dataset.get_labels(), np.int64)
     classes = (getattr(dataset, 'metainfo', None) or {}).get('classes')

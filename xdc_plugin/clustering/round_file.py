@@ -6,10 +6,10 @@ clustering source (``video``, ``audio``, ``joint``): each clip's cluster and
 its distance to that cluster's centre in the space k-means ran in, the
 centroids and the preprocessing state of that space, per-cluster size and,
 when the dataset has labels, purity, majority label and label counts. Beside
-them: the dataset's file paths, labels and class names, the time window each
-clip was cut at for feature extraction, the round's id, epoch, variant and
-quality metrics. Everything is a plain array or a JSON string, so the file
-loads with ``allow_pickle=False``.
+them: the dataset's file paths and root folder, labels and class names, the
+time window each clip was cut at for feature extraction, the round's id,
+epoch, variant and quality metrics. Everything is a plain array or a JSON
+string, so the file loads with ``allow_pickle=False``.
 
 Format 1 (before per-clip distances were saved) held only
 ``<source>_labels`` and ``<source>_centroids``; it still loads, with
@@ -89,6 +89,7 @@ class ClusterRound:
     variant: Optional[str] = None
     config: Optional[str] = None
     paths: Optional[List[str]] = None
+    data_root: Optional[str] = None  # the dataset's folder (None: unknown)
     gt_labels: Optional[np.ndarray] = None
     classes: Optional[List[str]] = None
     windows: Optional[ClipWindows] = None
@@ -256,11 +257,19 @@ def _load_v2(path, arrays, meta):
     paths = optional('paths_json')
     if paths is not None:
         paths = json.loads(paths.tobytes().decode('utf-8'))
+        if not (isinstance(paths, list) and all(isinstance(p, str)
+                                                for p in paths)):
+            raise RoundFileError(f'{path}: paths_json is not a list of '
+                                 'paths')
+    data_root = meta.get('data_root')
+    if not (data_root is None or isinstance(data_root, str)):
+        raise RoundFileError(f'{path}: data_root {data_root!r} is not a '
+                             'path')
     record = ClusterRound(
         path=path, version=FORMAT_VERSION, round_id=round_id,
         sources=sources, epoch=meta['epoch'], variant=meta['variant'],
         config=meta['config'],
-        paths=paths,
+        paths=paths, data_root=data_root,
         gt_labels=optional('gt_labels'), classes=meta['classes'],
         windows=windows, metrics=meta['metrics'],
         agreement=meta['agreement'])

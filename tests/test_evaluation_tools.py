@@ -165,3 +165,11 @@ def test_avobjects_table_on_a_tiny_run(avobjects_dir, tmp_path, capsys):
     saved = json.loads((tmp_path / 'work' / 'table.json').read_text())
     assert saved == records
     assert table in capsys.readouterr().out
+
+
+def test_avobjects_table_names_a_bad_override_in_one_line(tmp_path):
+    with pytest.raises(SystemExit) as info:
+        TABLE['main'](['--work-root', str(tmp_path), 'train_cfg.max_epochs'])
+    assert str(info.value) == ("error: override 'train_cfg.max_epochs' is "
+                               'not KEY=VALUE')
+    assert list(tmp_path.iterdir()) == []

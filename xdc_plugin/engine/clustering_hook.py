@@ -27,7 +27,8 @@ from xdc_plugin.engine.feature_extraction import (extract_shard,
                                                   subset_loader, unwrap)
 from xdc_plugin.engine.feature_shard import FeatureShard, claim_rows
 from xdc_plugin.engine.mid_epoch_resume_hook import BATCHES_DONE
-from xdc_plugin.engine.round_clustering import cluster_shard
+from xdc_plugin.engine.round_clustering import (check_cluster_counts,
+                                                cluster_shard)
 from xdc_plugin.engine.round_probe_sample import probe_shard
 from xdc_plugin.engine.round_report import (format_history, format_round,
                                             publish_round, round_records)
@@ -104,6 +105,9 @@ class CrossModalClusteringHook(Hook):
         self._extract_loader = build_extract_loader(runner,
                                                     self.extract_dataloader)
         model = unwrap(runner.model)
+        check_cluster_counts(self.clusterer_cfgs, {
+            s: model.num_clusters[s] for s in model.cluster_sources},
+            self._extract_loader.dataset)
         if self.balance_by and self.balance_by not in model.cluster_sources:
             raise ValueError(f'balance_by={self.balance_by!r} is not among '
                              f'the sources {model.cluster_sources}')

@@ -65,11 +65,11 @@ def test_knn_and_recall_on_a_hand_computed_case():
 
 
 def test_knn_vote_tie_goes_to_the_closer_class():
-    angles = np.radians([0, 50, 60, 100, 10])
+    angles = np.radians([0, 50, 60, 100, 180, 10])
     x = np.stack([np.cos(angles), np.sin(angles)], 1)
-    labels = np.array([0, 0, 1, 1, 1])
+    labels = np.array([0, 0, 1, 1, 2, 1])
     # Query 10 deg, k=4 -> two A (0, 50) and two B (60, 100): A is closer.
-    split = [(np.arange(4), np.array([4]))]
+    split = [(np.arange(5), np.array([5]))]
     assert knn_probe(x, labels, split, ks=(4,), recall_ks=())[
         'knn@4'] == [0.0]
 

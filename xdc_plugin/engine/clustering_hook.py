@@ -105,9 +105,6 @@ class CrossModalClusteringHook(Hook):
         self._extract_loader = build_extract_loader(runner,
                                                     self.extract_dataloader)
         model = unwrap(runner.model)
-        check_cluster_counts(self.clusterer_cfgs, {
-            s: model.num_clusters[s] for s in model.cluster_sources},
-            self._extract_loader.dataset)
         if self.balance_by and self.balance_by not in model.cluster_sources:
             raise ValueError(f'balance_by={self.balance_by!r} is not among '
                              f'the sources {model.cluster_sources}')
@@ -179,6 +176,8 @@ class CrossModalClusteringHook(Hook):
         start = time.perf_counter()
         model = unwrap(runner.model)
         dataset = self._extract_loader.dataset
+        check_cluster_counts(self.clusterer_cfgs, {
+            s: model.num_clusters[s] for s in model.cluster_sources}, dataset)
         collectives = default_collectives()
         shard, origin = self._round_features(runner, model, collectives)
         results = cluster_shard(

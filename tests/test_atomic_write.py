@@ -1,5 +1,8 @@
-"""xdc_plugin.atomic_write: whole files only, with a plain write's mode."""
+"""xdc_plugin.atomic_write: whole files only, with a plain write's mode,
+never through a link; a failed write says which file and replaces
+nothing."""
 import os
+import stat
 
 import pytest
 
@@ -42,3 +45,42 @@ def test_atomic_write_keeps_the_mode_of_the_file_it_replaces(tmp_path):
     write_atomically(b'new', path)
     assert path.read_bytes() == b'new'
     assert os.stat(path).st_mode & 0o777 == 0o640
+
+
+def test_a_link_at_the_path_is_replaced_not_written_through(tmp_path):
+    target = tmp_path / 'precious'
+    target.write_bytes(b'keep me')
+    target.chmod(0o600)
+    for name in ('last_checkpoint', 'dangling'):
+        link = tmp_path / 'work' / name
+        link.parent.mkdir(exist_ok=True)
+        link.symlink_to(target if name == 'last_checkpoint' else
+                        tmp_path / 'created_through_the_link')
+        write_atomically(b'new', link)
+        assert not link.is_symlink() and link.read_bytes() == b'new'
+        # The mode of a new file (0666 minus the umask), not the target's.
+        assert stat.S_IMODE(os.stat(link).st_mode) != 0o600
+    assert target.read_bytes() == b'keep me'
+    assert not (tmp_path / 'created_through_the_link').exists()
+
+
+def test_a_failed_write_names_the_path_and_replaces_nothing(tmp_path,
+                                                            monkeypatch):
+    import errno
+
+    from xdc_plugin.atomic_write import WriteError
+    path = tmp_path / 'epoch_1.pth'
+    write_atomically(b'previous', path)
+
+    def disk_full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, 'fsync', disk_full)
+    with pytest.raises(WriteError) as info:
+        write_atomically(b'next', path)
+    assert info.value.errno == errno.ENOSPC
+    assert str(info.value) == (
+        f'could not write {path}: No space left on device; nothing was '
+        'replaced (the file there before, if any, is intact)')
+    assert path.read_bytes() == b'previous'
+    assert os.listdir(tmp_path) == ['epoch_1.pth']

@@ -61,6 +61,7 @@ def test_round_trip_keeps_clusters_distances_state_and_dataset(
     assert loaded.agreement == dict(xmodal_nmi=0.4)
     assert loaded.paths == [str(timecode_clips / f'clip{i}.mp4')
                             for i in range(6)]
+    assert loaded.data_root == str(timecode_clips)  # the manifest's folder
     assert loaded.classes == ['cat', 'dog']
     np.testing.assert_array_equal(loaded.gt_labels, [0, 1, 0, 1, 0, 1])
     got = loaded.sources['video']
@@ -191,6 +192,17 @@ def test_unreadable_and_newer_files_raise_a_clear_error(tmp_path):
     np.savez(tmp_path / 'round_4.npz', **arrays)
     with pytest.raises(RoundFileError, match='neither a number nor'):
         load_round(str(tmp_path / 'round_4.npz'))
+    for key, value, says in (
+            ('paths_json', {'a': 1}, 'paths_json is not a list of paths'),
+            ('paths_json', ['a.mp4', 3], 'paths_json is not a list of'),
+            ('meta', dict(meta, data_root=['/']),
+             r"data_root \['/'\] is not")):
+        crafted = dict(arrays, meta=np.array(json.dumps(meta)))
+        crafted[key] = np.array(json.dumps(value)) if key == 'meta' else \
+            np.frombuffer(json.dumps(value).encode(), np.uint8)
+        np.savez(tmp_path / 'round_4.npz', **crafted)
+        with pytest.raises(RoundFileError, match=says):
+            load_round(str(tmp_path / 'round_4.npz'))
     hostile = tmp_path / 'round_3.npz'
     np.savez(hostile, video_labels=np.array([{'a': 1}], dtype=object),
              video_centroids=np.zeros(1))

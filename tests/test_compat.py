@@ -52,6 +52,46 @@ def test_atomic_backend_is_opt_in_through_backend_args(tmp_path):
         'LocalBackend'
 
 
+def test_mmengine_work_dir_writes_replace_links_within_the_block(tmp_path):
+    """What mmengine writes with a plain open (last_checkpoint, the config
+    dump, LocalBackend puts) replaces a planted link within the block and
+    leaves its target; outside it, mmengine's modules are as they were."""
+    from mmengine.config import Config
+    from mmengine.fileio import LocalBackend
+    from mmengine.hooks import checkpoint_hook
+
+    def last_checkpoint(path):  # CheckpointHook's own write
+        with checkpoint_hook.open(path, 'w') as f:
+            f.write('epoch_1.pth')
+
+    writers = {'cfg.py': lambda p: Config(dict(a=1)).dump(p),
+               'cfg.yaml': lambda p: Config(dict(a=1)).dump(p),
+               'put.bin': lambda p: LocalBackend().put(b'x', p),
+               'last_checkpoint': last_checkpoint}
+    target = tmp_path / 'precious'
+    target.write_text('keep me')
+    for name in writers:
+        (tmp_path / name).symlink_to(target)
+    with compat.work_dir_writes_replace_links():
+        for name, write in writers.items():
+            write(str(tmp_path / name))
+            assert not (tmp_path / name).is_symlink(), name
+        with open(tmp_path / 'last_checkpoint') as f:  # reads as usual
+            assert f.read() == 'epoch_1.pth'
+        # A block that fails leaves the file as it was.
+        with pytest.raises(RuntimeError):
+            with checkpoint_hook.open(tmp_path / 'last_checkpoint', 'w') \
+                    as f:
+                f.write('half')
+                raise RuntimeError
+    assert target.read_text() == 'keep me'
+    assert (tmp_path / 'last_checkpoint').read_text() == 'epoch_1.pth'
+    assert (tmp_path / 'cfg.yaml').read_text() == 'a: 1\n'
+    for module in ('mmengine.hooks.checkpoint_hook', 'mmengine.config.config',
+                   'mmengine.fileio.backends.local_backend'):
+        assert 'open' not in vars(sys.modules[module]), module
+
+
 def test_torch_load_default_is_scoped(tmp_path):
     from mmengine.logging import HistoryBuffer
     path = tmp_path / 'ckpt.pth'

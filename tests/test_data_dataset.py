@@ -308,3 +308,26 @@ def test_avobjects_labels(avobjects_dir, tmp_path, logs):
     assert s['video'].shape == (3, 8, 112, 112)
     assert s['audio'].shape == (1, 40, 201)
     assert s['label'] == ds.get_labels()[10]
+
+
+@pytest.mark.timeout(20)
+def test_the_build_refuses_special_files_and_counts_missing_ones(
+        tmp_path, media_dir, logs):
+    import os
+    shutil.copy(media_dir / 'timecode.mp4', tmp_path / 'good.mp4')
+    os.mkfifo(tmp_path / 'fifo.mp4')
+    (tmp_path / 'ann.csv').write_text('path\ngood.mp4\nfifo.mp4\ngone.mp4\n')
+    ds = AVClipDataset(str(tmp_path / 'ann.csv'), pipeline=pipeline(),
+                       check_cache=False, check_workers=0)
+    assert _names(ds) == ['good.mp4']
+    assert ds.skipped == [(str(tmp_path / 'fifo.mp4'), 'unreadable'),
+                          (str(tmp_path / 'gone.mp4'), 'missing')]
+    (msg, _), = logs
+    assert 'skipped 2 of 3 files (missing: 1, unreadable: 1)' in msg
+    # A file that turns into a FIFO after the build is refused when the
+    # sample is decoded, and the next file given instead.
+    os.remove(tmp_path / 'good.mp4')
+    os.mkfifo(tmp_path / 'good.mp4')
+    with pytest.raises(RuntimeError, match='1 of 1 files failed to decode'):
+        ds[0]
+    assert 'good.mp4): unreadable: a FIFO, not a regular file' in logs[-1][0]

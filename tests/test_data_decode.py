@@ -1,4 +1,5 @@
 import csv
+import os
 import os.path as osp
 
 import numpy as np
@@ -215,3 +216,56 @@ def test_realclip_ends_and_resampled_rate(realclips_dir):
         # second repeats the last frame.
         if 'planetblupi' not in name:
             assert len({int(v.float().sum()) for v in video}) > 1, name
+
+
+@pytest.fixture
+def special_files(tmp_path):
+    """A FIFO (no writer: an open blocks for ever), a socket and a
+    character device, each named like a video."""
+    import socket
+    fifo = tmp_path / 'fifo.mp4'
+    os.mkfifo(fifo)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / 'socket.mp4'))
+    yield {fifo: 'a FIFO', tmp_path / 'socket.mp4': 'a socket',
+           '/dev/zero': 'a character device'}
+    sock.close()
+
+
+@pytest.mark.timeout(20)
+def test_special_files_are_refused_by_type_without_an_open(special_files):
+    for path, what in special_files.items():
+        for read in (probe, lambda p: decode_clip(p, 0.0, 8, None, 2.0)):
+            with pytest.raises(DecodeError) as info:
+                read(path)
+            assert info.value.kind == 'unreadable'
+            assert f'{what}, not a regular file' in info.value.reason
+
+
+def test_a_missing_file_is_missing_not_unreadable(tmp_path, media_dir):
+    for path in (tmp_path / 'gone.mp4',
+                 media_dir / 'timecode.mp4' / 'below_a_file.mp4'):
+        with pytest.raises(DecodeError) as info:
+            probe(path)
+        assert info.value.kind == 'missing' and 'no such file' in str(
+            info.value)
+
+
+def test_opening_has_a_time_limit(media_dir, monkeypatch):
+    import xdc_plugin.data.media_info as media_info
+    monkeypatch.setattr(media_info, 'MEDIA_TIMEOUT_S', 1e-9)
+    with pytest.raises(DecodeError, match=r'no answer within 1e-09 s') as \
+            info:
+        probe(media_dir / 'timecode.mp4')
+    assert info.value.kind == 'unreadable'
+
+
+def test_urls_and_protocols_are_never_opened(tmp_path, monkeypatch):
+    """A path is a local file or nothing: FFmpeg's protocols (http,
+    concat, data, ...) are not reached, even from a file named like one."""
+    monkeypatch.chdir(tmp_path)
+    for url in ('http://127.0.0.1:9/x.mp4', 'data:video/mp4;base64,AAAA',
+                'concat:a.mp4|b.mp4'):
+        with pytest.raises(DecodeError) as info:
+            probe(url)
+        assert info.value.kind == 'missing'

@@ -168,3 +168,61 @@ def test_every_realclip_passes(realclips_dir):
                  for r in csv.DictReader(f)]
     results = check_files(paths, progress=False)
     assert [p for p, r in zip(paths, results) if r.status != 'ok'] == []
+
+
+@pytest.mark.timeout(20)
+def test_special_and_missing_files_get_their_kind_at_once(tmp_path,
+                                                          media_dir):
+    """A FIFO (whose open would wait for a writer for ever) and a device
+    are refused by type; a missing file is 'missing', not 'unreadable'."""
+    os.mkfifo(tmp_path / 'fifo.mp4')
+    paths = [str(tmp_path / 'fifo.mp4'), '/dev/zero',
+             str(tmp_path / 'gone.mp4'), str(media_dir / 'timecode.mp4')]
+    for workers in (0, 2):
+        results = check_files(paths, num_workers=workers, progress=False)
+        assert [r.status for r in results] == ['unreadable', 'unreadable',
+                                               'missing', 'ok']
+    assert results[0].detail == 'a FIFO, not a regular file: not opened'
+    assert 'missing' in file_check.STATUSES
+
+
+@pytest.fixture
+def cache_warnings(monkeypatch):
+    import xdc_plugin.data.check_cache as check_cache
+    messages = []
+    monkeypatch.setattr(check_cache, 'print_log',
+                        lambda msg, **kw: messages.append(msg))
+    return messages
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize('bad, why', [
+    ('[1, 2]', 'a JSON list, not an object of file entries'),
+    ('{"a.mp4": 3}', "the entry of 'a.mp4' is not a check result"),
+    ('{"a.mp4": {"stat": [1, 2], "full_decode": true, '
+     '"result": {"status": "fine"}}}', "the entry of 'a.mp4' is not a"),
+    ('not json', 'Expecting value'),
+    (None, 'not a regular file'),  # a FIFO: reading it would block
+])
+def test_a_cache_file_of_the_wrong_shape_is_ignored_and_replaced(
+        listed, checked, cache_warnings, bad, why):
+    manifest, paths = listed
+    settings = CheckSettings()
+    cache = CheckCache(manifest, settings)
+    beside = cache.candidates[0]
+    if bad is None:
+        os.mkfifo(beside)
+    else:
+        with open(beside, 'w') as f:
+            f.write(bad)
+    results = check_files(paths, settings, 0, False, cache)
+    assert [r.status for r in results] == ['ok', 'ok', 'truncated']
+    assert sorted(checked) == ['a.mp4', 'b.mp4', 'c.mp4']
+    assert len(cache_warnings) == 1
+    assert cache_warnings[0].startswith(f'ignoring the check cache {beside}')
+    assert why in cache_warnings[0] and '\n' not in cache_warnings[0]
+    # The bad file was replaced by a good one, used by the next check.
+    assert cache.path == beside and osp.isfile(beside)
+    checked.clear()
+    check_files(paths, settings, 0, False, CheckCache(manifest, settings))
+    assert checked == []

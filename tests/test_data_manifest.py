@@ -131,3 +131,29 @@ def test_folder_scan(tmp_path):
         read_file_list(data_root=str(tmp_path), label_column='label')
     with pytest.raises(ValueError, match='existing data_root'):
         read_file_list(data_root=str(tmp_path / 'nowhere'))
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize('read', [read_file_list, summarize_manifest])
+def test_a_manifest_that_is_no_csv_is_named(tmp_path, read):
+    """A video given as manifest, a FIFO (an open would block), a folder
+    and a missing file: one line naming the file, before any open."""
+    import os
+
+    from conftest import timecode_media
+
+    from xdc_plugin.data.demo import write_mp4
+    from xdc_plugin.data.manifest import ManifestError
+    video = tmp_path / 'clip.mp4'
+    write_mp4(str(video), *timecode_media(1.0), 10)
+    os.mkfifo(tmp_path / 'fifo.csv')
+    for source, says in (
+            (video, 'is not UTF-8 CSV text (a media file?)'),
+            (tmp_path / 'fifo.csv', 'is not a regular file'),
+            (tmp_path, 'is not a regular file'),
+            (tmp_path / 'gone.csv', 'No such file or directory')):
+        with pytest.raises(ManifestError) as info:
+            read(str(source))
+        message = str(info.value)
+        assert message.startswith(f'manifest {source}') and says in message
+        assert '\n' not in message

@@ -9,8 +9,8 @@ from xdc_plugin.data.manifest_check import check_manifest
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOL = osp.join(REPO, 'tools', 'check_manifest.py')
-EXPECTED = {'ok': 2, 'unreadable': 2, 'no_video': 0, 'no_audio': 1,
-            'truncated': 1, 'too_short': 1, 'audio_short': 0}
+EXPECTED = {'ok': 2, 'missing': 0, 'unreadable': 2, 'no_video': 0,
+            'no_audio': 1, 'truncated': 1, 'too_short': 1, 'audio_short': 0}
 
 
 def test_report_counts_on_mixed_folder(media_dir, tmp_path):
@@ -119,3 +119,66 @@ def test_the_build_reads_what_the_tool_checked(manifest, monkeypatch):
         dict(type='PackAVInputs')])
     assert calls == []  # the config's clip settings are the tool's defaults
     assert [s for _, s in ds.skipped] == ['audio_short']
+
+
+@pytest.mark.timeout(300)
+def test_cli_on_a_fifo_and_missing_files_returns_at_once(media_dir,
+                                                         tmp_path):
+    """Before, the check blocked for ever on the FIFO's open. Now it is
+    refused by type, and the missing file has its own row."""
+    import os
+    import subprocess
+    import sys
+    shutil.copy(media_dir / 'timecode.mp4', tmp_path / 'good.mp4')
+    os.mkfifo(tmp_path / 'fifo.mp4')
+    manifest = tmp_path / 'ann.csv'
+    manifest.write_text('path\ngood.mp4\nfifo.mp4\ngone.mp4\n')
+    done = subprocess.run([sys.executable, TOOL, str(manifest), '--no-cache'],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert f'missing          1  {tmp_path / "gone.mp4"}' in lines
+    assert f'unreadable       1  {tmp_path / "fifo.mp4"}' in lines
+    assert 'ok               1  ' in lines
+
+
+@pytest.fixture
+def checked_files(monkeypatch):
+    import xdc_plugin.data.file_check as file_check
+    calls = []
+    real = file_check.check_file
+    monkeypatch.setattr(file_check, 'check_file',
+                        lambda p, s: calls.append(p) or real(p, s))
+    return calls
+
+
+def test_cli_checks_the_output_folder_before_the_files(run, manifest,
+                                                       tmp_path, capsys,
+                                                       checked_files):
+    out = tmp_path / 'nowhere' / 'clean.csv'
+    code, _, err = run(manifest, '--write-clean', out, '--no-cache')
+    assert code == 2 and checked_files == []
+    assert err == (f'error: --write-clean {out}: the folder '
+                   f'{out.parent} does not exist\n')
+    code, _, err = run(manifest, '--write-clean', tmp_path, '--no-cache')
+    assert code == 2 and err == f'error: --write-clean {tmp_path} is a ' \
+        'folder\n'
+    with pytest.raises(SystemExit):
+        run(manifest, '--num-workers', '-1')
+    assert 'argument --num-workers: must be >= 0, got -1' in \
+        capsys.readouterr().err
+    assert checked_files == []
+
+
+@pytest.mark.timeout(60)
+def test_cli_names_a_manifest_that_is_no_csv(run, media_dir, tmp_path):
+    import os
+    video = media_dir / 'timecode.mp4'
+    os.mkfifo(tmp_path / 'fifo.csv')
+    for source, says in ((video, 'is not UTF-8 CSV text (a media file?)'),
+                         (tmp_path / 'fifo.csv', 'is not a regular file'),
+                         (tmp_path / 'gone.csv', 'No such file')):
+        code, out, err = run(source, '--no-cache')
+        assert code == 2 and out == ''
+        assert err.startswith(f'error: manifest {source}') and says in err
+        assert err.count('\n') == 1

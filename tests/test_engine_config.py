@@ -9,9 +9,10 @@ import sys
 
 import pytest
 
-from xdc_plugin.engine.config import (ConfigKeyError, ConfigTypeError,
-                                      load_config, parse_overrides,
-                                      shipped_config)
+from xdc_plugin.engine.config import (ConfigFileError, ConfigKeyError,
+                                      ConfigTypeError, ConfigValueError,
+                                      check_dataloaders, load_config,
+                                      parse_overrides, shipped_config)
 
 CONFIGS = osp.join(osp.dirname(osp.dirname(__file__)), 'configs')
 
@@ -94,6 +95,31 @@ def test_type_check_admits_the_sensible_exceptions():
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
     assert 'model' in cfg
+
+
+def test_a_missing_config_file_is_named(tmp_path):
+    for path, says in ((tmp_path / 'nope.yaml', 'no such file'),
+                       (tmp_path, 'not a regular file')):
+        with pytest.raises(ConfigFileError) as info:
+            load_config(str(path))
+        assert str(info.value) == f'config file {path}: {says}'
+
+
+def test_every_dataloader_is_checked_for_values_torch_refuses():
+    demo = osp.join(CONFIGS, 'xdc_demo.yaml')
+    check_dataloaders(load_config(demo))  # the shipped values pass
+    for override, says in (
+            ('train_dataloader.num_workers=-1',
+             'train_dataloader.num_workers must be an integer >= 0, got -1'),
+            ('custom_hooks.0.extract_dataloader.batch_size=0',
+             'custom_hooks.0.extract_dataloader.batch_size must be an '
+             'integer >= 1, got 0'),
+            ('+train_dataloader.num_workers=two',
+             "train_dataloader.num_workers must be an integer >= 0, got "
+             "'two'")):
+        with pytest.raises(ConfigValueError) as info:
+            check_dataloaders(load_config(demo, [override]))
+        assert str(info.value) == says
 
 
 def test_shipped_configs_are_found_beside_the_package_in_a_checkout():

@@ -44,6 +44,7 @@ def test_kinetics_memory_and_times_from_given_rates(tmp_path, capsys):
                       '600')
     out = capsys.readouterr().out
     assert not osp.exists(tmp_path / 'work')  # nothing written
+    assert f'work dir: {tmp_path / "work"} (to be created)' in out
     assert report['rows'] == 600 and report['world_size'] == 8
     assert "columns ['path', 'label'] (labels: label), 600 rows" in out
     assert '200 of 600 sampled are missing (about 200 in all' in out
@@ -151,6 +152,27 @@ def test_clear_errors(tmp_path, make, extra, message):
              f'train_dataloader.dataset.ann_file={make(tmp_path)}', *SMALL,
              *overrides])
     assert not osp.exists(tmp_path / 'work')
+
+
+def test_a_work_dir_the_run_could_not_write(tmp_path):
+    """Checked up front: its nearest existing folder must be writable (here
+    a file stands in its way), and its lock may not be a link."""
+    manifest = _manifest(tmp_path, rows=20)
+    (tmp_path / 'a_file').write_text('')
+    with pytest.raises(SystemExit) as info:
+        cli(['--cfg', osp.join(REPO, 'configs', 'xdc_kinetics.yaml'),
+             '--dry-run', '--work-dir', str(tmp_path / 'a_file' / 'work'),
+             f'train_dataloader.dataset.ann_file={manifest}', *SMALL])
+    assert str(info.value) == (
+        f'error: the work_dir {tmp_path / "a_file" / "work"} cannot be '
+        f'written: {tmp_path / "a_file"} is not a writable folder')
+    work = tmp_path / 'work'
+    work.mkdir()
+    (work / 'run.lock').symlink_to(tmp_path / 'elsewhere')
+    with pytest.raises(SystemExit, match='run.lock is a symbolic link'):
+        cli(['--cfg', osp.join(REPO, 'configs', 'xdc_kinetics.yaml'),
+             '--dry-run', '--work-dir', str(work),
+             f'train_dataloader.dataset.ann_file={manifest}', *SMALL])
 
 
 def test_a_manifest_without_path_column(tmp_path):

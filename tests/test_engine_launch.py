@@ -2,6 +2,7 @@
 import datetime
 import os
 import os.path as osp
+import shutil
 import socket
 import stat
 import subprocess
@@ -22,9 +23,18 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CFG = osp.join(REPO, 'configs', 'xdc_demo.yaml')
 
 
+# Files the run writes in its work dir by name, planted there as symbolic
+# links to files outside it before the run (the targets must not change).
+PLANTED = ('last_checkpoint', 'xdc_demo.yaml')
+
+
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp('run')
+    (tmp_path / 'work').mkdir()
+    for name in PLANTED:
+        (tmp_path / f'precious_{name}').write_text('keep me')
+        (tmp_path / 'work' / name).symlink_to(tmp_path / f'precious_{name}')
     previous = os.umask(0o022)  # a usual umask: files are 0644
     try:
         runner = launch.main(tiny_demo_args(tmp_path))
@@ -58,6 +68,17 @@ def test_every_file_of_the_run_has_the_mode_of_a_plain_write(trained):
                           or n in ('last_checkpoint', 'xdc_demo.yaml')]
     assert len(written_atomically) >= 5, sorted(modes)
     assert {n: m for n, m in modes.items() if m != 0o644} == {}
+
+
+def test_links_planted_in_the_work_dir_are_replaced_not_followed(trained):
+    tmp_path, _ = trained
+    work = tmp_path / 'work'
+    for name in PLANTED:
+        assert (tmp_path / f'precious_{name}').read_text() == 'keep me'
+        assert not (work / name).is_symlink()
+    assert (work / 'last_checkpoint').read_text() == str(work /
+                                                         'epoch_2.pth')
+    assert 'CrossModalClusteringHook' in (work / 'xdc_demo.yaml').read_text()
 
 
 def test_resume_continues_with_the_checkpointed_labels(trained, tmp_path):
@@ -120,6 +141,8 @@ def test_run_net_script_rejects_a_wrong_key(tmp_path):
     assert out.returncode != 0
     assert "unknown config key 'train_cfg.max_epoch'" in out.stderr
     assert 'max_epochs' in out.stderr
+    # What cli raises is printed as it is: one line, no traceback.
+    assert out.stderr.startswith('error: ') and out.stderr.count('\n') == 1
 
 
 def dist_config(launcher, **dist_cfg):
@@ -229,3 +252,118 @@ def test_export_of_a_demo_model_reloads_through_the_hub(trained, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(reloaded.eval()(clip),
                                    trained_encoder(clip))
+
+
+# --- one line, no traceback, before any expensive work ---------------------
+AVOBJECTS_CFG = osp.join(REPO, 'configs', 'xdc_avobjects.yaml')
+
+
+def _one_line_error(argv):
+    """The message ``cli`` exits with (what the command line prints)."""
+    with pytest.raises(SystemExit) as info:
+        launch.cli([str(a) for a in argv])
+    message = str(info.value.code)
+    assert message.startswith('error: ') and '\n' not in message, message
+    return message
+
+
+def _on_manifest(tmp_path, manifest, *extra):
+    return ['--cfg', AVOBJECTS_CFG, '--work-dir', tmp_path / 'work',
+            f'train_dataloader.dataset.ann_file={manifest}',
+            'train_dataloader.num_workers=0',
+            'custom_hooks.0.extract_dataloader.num_workers=0',
+            'model.video_encoder.width=0.125',
+            'model.audio_encoder.width=0.125', *extra]
+
+
+def test_config_problems_are_one_line_before_any_work(tmp_path):
+    work = tmp_path / 'work'
+    assert _one_line_error(['--cfg', tmp_path / 'nope.yaml']) == (
+        f'error: config file {tmp_path / "nope.yaml"}: no such file')
+    assert _one_line_error(['--cfg', DEMO_CFG, '--work-dir', work,
+                            'train_cfg.max_epochs']) == (
+        "error: override 'train_cfg.max_epochs' is not KEY=VALUE")
+    for key in ('train_dataloader', 'custom_hooks.0.extract_dataloader'):
+        for extra in ([], ['--dry-run']):
+            assert _one_line_error(
+                ['--cfg', DEMO_CFG, '--work-dir', work, *extra,
+                 f'{key}.num_workers=-1']) == (
+                f'error: {key}.num_workers must be an integer >= 0, got -1')
+    assert not work.exists()
+
+
+@pytest.mark.parametrize('text, says', [
+    ('', 'has no "path" column'),
+    ('path,coarse_label\n', 'lists no file'),
+    (None, 'is not UTF-8 CSV text (a media file?)'),
+])
+def test_a_manifest_that_lists_nothing_stops_training_with_one_line(
+        tmp_path, media_dir, text, says):
+    manifest = tmp_path / 'train.csv'
+    if text is None:  # a video given as the manifest
+        manifest = media_dir / 'timecode.mp4'
+    else:
+        manifest.write_text(text)
+    message = _one_line_error(_on_manifest(tmp_path, manifest))
+    assert str(manifest) in message and says in message
+    assert not (tmp_path / 'work' / 'epoch_1.pth').exists()
+
+
+def test_more_clusters_than_clips_stops_before_round_0(tmp_path, media_dir):
+    for name in ('a.mp4', 'b.mp4'):
+        shutil.copy(media_dir / 'timecode.mp4', tmp_path / name)
+    manifest = tmp_path / 'train.csv'
+    manifest.write_text('path,coarse_label\na.mp4,x\nb.mp4,y\ngone.mp4,x\n')
+    message = _one_line_error(_on_manifest(tmp_path, manifest))
+    assert message == (
+        "error: k=8 clusters for 'video' is more than the 2 clips of the "
+        'dataset (1 more files were skipped at its build): lower '
+        'model.num_clusters or give more data')
+    assert not (tmp_path / 'work' / 'clusters').exists()  # no round ran
+
+
+def test_a_read_only_work_dir_is_one_line(tmp_path, monkeypatch):
+    work = tmp_path / 'work'
+    work.mkdir()
+    work.chmod(0o555)
+    if os.access(work, os.W_OK):  # root writes anyway: as a user would see
+        real = os.access
+        monkeypatch.setattr(os, 'access', lambda path, mode: False if str(
+            path) == str(work) else real(path, mode))
+    try:
+        message = _one_line_error(tiny_demo_args(tmp_path))
+    finally:
+        work.chmod(0o755)
+    assert message == (f'error: cannot write in the work_dir {work}: '
+                       'Permission denied')
+    assert os.listdir(work) == []
+
+
+def test_disk_full_on_save_is_one_line_and_keeps_the_checkpoint_before(
+        tmp_path, monkeypatch):
+    """The save of epoch_1.pth fails with ENOSPC (as fsync reports it): one
+    line naming the file; the epoch_1.pth and last_checkpoint that were
+    there are intact and no temporary file is left."""
+    import errno
+    work = tmp_path / 'work'
+    work.mkdir()
+    (work / 'epoch_1.pth').write_bytes(b'the previous checkpoint')
+    (work / 'last_checkpoint').write_text(str(work / 'epoch_1.pth'))
+    real = os.fsync
+
+    def fsync(fd):
+        if os.readlink(f'/proc/self/fd/{fd}').endswith('-epoch_1.pth'):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+    monkeypatch.setattr(os, 'fsync', fsync)
+    message = _one_line_error(tiny_demo_args(tmp_path, max_epochs=1) + [
+        '+custom_hooks.0.evaluate_after_train=false'])
+    assert message == (
+        f'error: could not write {work / "epoch_1.pth"}: No space left on '
+        'device; nothing was replaced (the file there before, if any, is '
+        'intact); the checkpoints saved before and last_checkpoint are '
+        'intact')
+    assert (work / 'epoch_1.pth').read_bytes() == b'the previous checkpoint'
+    assert (work / 'last_checkpoint').read_text() == str(work /
+                                                         'epoch_1.pth')
+    assert not [n for n in os.listdir(work) if n.startswith('.tmp-')]

@@ -126,3 +126,26 @@ def test_every_rank_stops_when_the_work_dir_is_busy(tmp_path, holder):
     for out in outputs:  # rank 1 learns it from rank 0, and does not hang
         assert f'busy: {tmp_path / "work"} is in use by run PID ' \
                f'{holder.pid}' in out, out[-2000:]
+
+
+def test_a_link_planted_as_the_lock_is_never_written_through(tmp_path):
+    from xdc_plugin.engine import launch
+    from xdc_plugin.engine.lock import WorkDirError
+    work = tmp_path / 'work'
+    work.mkdir()
+    target = tmp_path / 'precious'
+    target.write_text('keep me')
+    for points_to in (target, tmp_path / 'would_be_created'):
+        (work / 'run.lock').symlink_to(points_to)
+        with pytest.raises(WorkDirError) as info:
+            with WorkDirLock(str(work)):
+                pass
+        assert str(info.value) == (
+            f'{work / "run.lock"} is a symbolic link; the run writes its '
+            'lock there and never through a link: remove it')
+        with pytest.raises(SystemExit, match='^error: .* is a symbolic link'):
+            launch.cli(tiny_demo_args(tmp_path))
+        (work / 'run.lock').unlink()
+    assert target.read_text() == 'keep me'
+    assert not (tmp_path / 'would_be_created').exists()
+    assert os.listdir(work) == [] and not osp.exists(tmp_path / 'data')

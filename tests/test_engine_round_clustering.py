@@ -110,3 +110,26 @@ def test_two_processes_give_the_single_process_labels(tmp_path, cfg):
             np.testing.assert_allclose(ranked[f'{source}_centroids'],
                                        result.centroids, rtol=1e-5,
                                        atol=1e-6)
+
+
+def test_more_clusters_than_clips_is_found_before_extraction():
+    from xdc_plugin.engine.round_clustering import (TooFewClipsError,
+                                                    check_cluster_counts)
+
+    class Clips(list):  # 5 clips kept of 6 listed
+        skipped = [('gone.mp4', 'missing')]
+
+    clips = Clips(range(5))
+    one_cfg = dict(type='FaissKMeans')
+    check_cluster_counts(one_cfg, dict(video=5, audio=4), clips)
+    with pytest.raises(TooFewClipsError) as info:
+        check_cluster_counts(one_cfg, dict(video=5, audio=6), clips)
+    assert str(info.value) == (
+        "k=6 clusters for 'audio' is more than the 5 clips of the dataset "
+        '(1 more files were skipped at its build): lower model.num_clusters '
+        'or give more data')
+    # A source's own clusterer config sets its k.
+    per_source = dict(video=dict(type='FaissKMeans', num_clusters=7),
+                      audio=dict(type='FaissKMeans'))
+    with pytest.raises(TooFewClipsError, match="k=7 clusters for 'video'"):
+        check_cluster_counts(per_source, dict(video=2, audio=2), clips)

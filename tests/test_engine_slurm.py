@@ -112,3 +112,27 @@ def test_rendezvous_port_follows_the_job_id(monkeypatch):
     assert slurm.rendezvous_port() == slurm.PORT_BASE + 3457
     monkeypatch.delenv('SLURM_JOB_ID')
     assert slurm.rendezvous_port() == 29500
+
+
+def test_submit_checks_the_run_arguments_before_submitting(tmp_path,
+                                                           capsys):
+    import os.path as osp
+    import runpy
+    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    main = runpy.run_path(osp.join(repo, 'tools', 'submit_slurm.py'))['main']
+    demo = osp.join(repo, 'configs', 'xdc_demo.yaml')
+    for run_args, says in (
+            (['--cfg', demo, 'train_cfg.max_epochs'],
+             "override 'train_cfg.max_epochs' is not KEY=VALUE"),
+            (['--cfg', str(tmp_path / 'nope.yaml')],
+             f'config file {tmp_path / "nope.yaml"}: no such file'),
+            (['--cfg', demo, 'train_dataloader.num_workers=-1'],
+             'train_dataloader.num_workers must be an integer >= 0')):
+        with pytest.raises(SystemExit) as info:
+            main(['--gpus-per-node', '0', '--tasks-per-node', '1',
+                  '--cluster', 'debug', '--folder', str(tmp_path / 'jobs'),
+                  '--', *run_args])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f'error: {says}') and err.count('\n') == 1
+    assert not (tmp_path / 'jobs').exists()  # nothing was submitted

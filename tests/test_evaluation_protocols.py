@@ -65,11 +65,11 @@ def test_knn_and_recall_on_a_hand_computed_case():
 
 
 def test_knn_vote_tie_goes_to_the_closer_class():
-    angles = np.radians([0, 50, 60, 100, 10])
+    angles = np.radians([0, 50, 60, 100, 180, 10])
     x = np.stack([np.cos(angles), np.sin(angles)], 1)
-    labels = np.array([0, 0, 1, 1, 1])
+    labels = np.array([0, 0, 1, 1, 2, 1])
     # Query 10 deg, k=4 -> two A (0, 50) and two B (60, 100): A is closer.
-    split = [(np.arange(4), np.array([4]))]
+    split = [(np.arange(5), np.array([5]))]
     assert knn_probe(x, labels, split, ks=(4,), recall_ks=())[
         'knn@4'] == [0.0]
 
@@ -120,3 +120,21 @@ def test_label_errors_say_what_to_do():
         evaluate_features({'video': x}, np.zeros(10))
     with pytest.raises(ValueError, match='unknown protocol'):
         evaluate_features({'video': x}, labels, ('svm',))
+
+
+def test_a_k_not_below_the_training_part_is_left_out(caplog):
+    """With 8 training rows, knn@10 would vote over the whole training part
+    and recall@10 be 1: they are not reported; a k of 8 neither."""
+    x, labels = _planted(n=12)
+    split = [(np.arange(8), np.arange(8, 12))]
+    with caplog.at_level('WARNING'):
+        result = knn_probe(x, labels, split, ks=(1, 8, 10),
+                           recall_ks=(1, 5, 8, 10))
+    assert sorted(result) == ['knn@1', 'recall@1', 'recall@5']
+    assert ('knn@8, knn@10, recall@8, recall@10 left out: a training part '
+            'has 8 rows') in caplog.text
+    # Through the records: 2 folds of 12 rows leave 6 rows to train on.
+    records = evaluate_features({'video': x}, labels, ('knn', ), folds=2)
+    assert [r['metric'] for r in records] == ['knn@1', 'recall@1',
+                                              'recall@5']
+    assert 'knn@10' not in format_table(records)

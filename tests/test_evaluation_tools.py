@@ -57,7 +57,7 @@ def _run(argv):
     return EVALUATE['main'](argv)
 
 
-def test_kfold_both_protocols_json(clips, tmp_path, capsys):
+def test_kfold_both_protocols_json(clips, tmp_path, capsys, caplog):
     out = tmp_path / 'out.json'
     records = _run(['random', '--cfg', CFG, '--data', str(clips / 'all.csv'),
                     '--label-column', 'colour', '--protocol', 'linear',
@@ -67,7 +67,11 @@ def test_kfold_both_protocols_json(clips, tmp_path, capsys):
     assert 'linear    video     top1' in printed
     assert '12 labelled files evaluated, 1 skipped' in printed
     assert json.loads(out.read_text()) == records
-    assert len(records) == 2 + 2 * 5
+    # 3 folds of 12 files train on 8: knn@10 and recall@10 are left out.
+    assert len(records) == 2 + 2 * 3
+    assert 'knn@10, recall@10 left out: a training part has 8 rows' in \
+        caplog.text
+    assert 'knn@10' not in printed and 'recall@5' in printed
     for record in records:
         for key in ('protocol', 'modality', 'metric', 'accuracy', 'std',
                     'folds', 'num_samples', 'encoder'):
@@ -160,8 +164,17 @@ def test_avobjects_table_on_a_tiny_run(avobjects_dir, tmp_path, capsys):
     assert lines[2].startswith('| random |') and lines[2].endswith('| - |')
     assert lines[3].startswith('| xdc |') and lines[3].endswith(' min |')
     xdc = [r for r in records if r['variant'] == 'xdc']
-    assert len(xdc) == 12 and xdc[0]['train_seconds'] > 0
+    # 2 folds of 8 files train on 4: only knn@1, recall@1 of the kNN.
+    assert len(xdc) == 6 and xdc[0]['train_seconds'] > 0
     assert xdc[0]['encoder'].endswith('epoch_1.pth')
     saved = json.loads((tmp_path / 'work' / 'table.json').read_text())
     assert saved == records
     assert table in capsys.readouterr().out
+
+
+def test_avobjects_table_names_a_bad_override_in_one_line(tmp_path):
+    with pytest.raises(SystemExit) as info:
+        TABLE['main'](['--work-root', str(tmp_path), 'train_cfg.max_epochs'])
+    assert str(info.value) == ("error: override 'train_cfg.max_epochs' is "
+                               'not KEY=VALUE')
+    assert list(tmp_path.iterdir()) == []

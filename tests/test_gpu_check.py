@@ -159,3 +159,14 @@ def test_tiny_run_on_the_gpu(tmp_path):
     report = TOOL['main'](['--out', str(tmp_path / 'gpu.json')] + TINY)
     assert report['backend'] == 'nccl' and not report['errors']
     assert all(r['amp'] == 'bfloat16' for r in report['train_step'])
+
+
+def test_a_bad_config_or_override_is_one_line(tmp_path):
+    for argv, says in ((['--cpu', 'train_cfg.max_epochs'],
+                        "override 'train_cfg.max_epochs' is not KEY=VALUE"),
+                       (['--cpu', '--cfg', str(tmp_path / 'nope.yaml')],
+                        f'config file {tmp_path / "nope.yaml"}: no such '
+                        'file')):
+        with pytest.raises(SystemExit) as info:
+            TOOL['main'](argv)
+        assert str(info.value) == f'gpu_check: {says}'

@@ -1,5 +1,6 @@
 """The cluster gallery: pages, ordering, media, failures, old files, CLI."""
 import os
+import os.path as osp
 import shutil
 import wave
 from html.parser import HTMLParser
@@ -253,3 +254,155 @@ def test_joint_clusters_show_picture_and_sound(timecode_clips, tmp_path):
     for clip in clips:
         assert sorted(m.rsplit('.', 1)[1] for m in clip['media']) == [
             'jpg', 'png', 'wav', 'webm']
+
+
+@pytest.fixture
+def request_counter():
+    """A local HTTP server and the list of requests it received."""
+    import http.server
+    import threading
+    seen = []
+
+    class Counting(http.server.BaseHTTPRequestHandler):
+        def handle(self):
+            seen.append(self.client_address)
+            super().handle()
+
+        def do_GET(self):
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Counting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f'http://127.0.0.1:{server.server_address[1]}', seen
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def opened(monkeypatch, tmp_path):
+    """The paths PyAV opens for reading, in this process and the forked
+    media workers (which inherit the patch), read back as a list."""
+    log = tmp_path / 'opened.txt'
+    log.touch()
+    real = av.open
+
+    def spy(file, mode='r', **kwargs):
+        if mode == 'r':
+            with open(log, 'a') as f:
+                f.write(f'{file}\n')
+        return real(file, mode, **kwargs)
+    monkeypatch.setattr(av, 'open', spy)
+    return lambda: log.read_text().splitlines()
+
+
+def _replace_paths(round_file, paths, drop_root=False):
+    """Rewrite a round file's clip paths (and drop its dataset root), as a
+    hand-made round file could hold them."""
+    import json
+    with np.load(round_file) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays['paths_json'] = np.frombuffer(json.dumps(paths).encode(),
+                                         np.uint8)
+    if drop_root:
+        meta = json.loads(str(arrays['meta']))
+        del meta['data_root']
+        arrays['meta'] = np.array(json.dumps(meta))
+    np.savez_compressed(round_file, **arrays)
+
+
+def test_only_files_under_the_dataset_root_are_read(
+        timecode_clips, tmp_path, request_counter, opened, capsys):
+    """A round file listing a URL and files outside the dataset root (one
+    through '..'): no request reaches the server, neither file is opened,
+    each is counted as not read; the other clips are shown."""
+    url, requests = request_counter
+    data = tmp_path / 'data'
+    shutil.copytree(timecode_clips, data)
+    outside = tmp_path / 'outside'
+    outside.mkdir()
+    shutil.copy(timecode_clips / 'clip1.mp4', outside / 'secret.mp4')
+    shutil.copy(timecode_clips / 'clip2.mp4', outside / 'escape.mp4')
+    work = tmp_path / 'work'
+    save_fitted_rounds(work, timecode_extract_set(str(data / 'labelled.csv')),
+                       ['final'])
+    round_file = round_path(str(work), 'final')
+    assert load_round(round_file).data_root == str(data)
+    paths = load_round(round_file).paths
+    hostile = {0: f'{url}/clip0.mp4', 1: str(outside / 'secret.mp4'),
+               2: f'{data}/../outside/escape.mp4'}
+    for i, path in hostile.items():
+        paths[i] = path
+    _replace_paths(round_file, paths)
+    built = len(opened())  # the dataset's build
+
+    assert main([str(work), '--workers', '1']) == 0
+    out, err = capsys.readouterr()
+    assert requests == []
+    shown = opened()[built:]
+    assert not any('outside' in p or p.startswith('http') for p in shown)
+    assert {osp.basename(p) for p in shown} == {'clip3.mp4', 'clip4.mp4',
+                                                'clip5.mp4'}
+    assert f'clips are read only under {data} (the dataset root recorded' \
+        in out
+    assert '0 failed, 3 not read' in out
+    assert ('note: 3 clips not read (outside_root: 2, url: 1): the gallery '
+            'reads only files under the dataset root, never a URL') in err
+    assert f"not read '{url}/clip0.mp4': url: a URL, never fetched" in err
+    assert f"not read '{outside / 'secret.mp4'}': outside_root: outside " \
+        f'the dataset root {data}' in err
+    page = outline(work / 'gallery' / 'index.html')
+    clips = {c['index']: c for s in page.sections.values()
+             for card in s['cards'] for c in card['clips']}
+    assert {i for i, c in clips.items() if c['failed']} == set(hostile)
+    assert 'not read<br>(url)' in (work / 'gallery' / 'index.html').read_text()
+
+    # --data-root chooses another root: now only its files are read.
+    capsys.readouterr()
+    assert main([str(work), '--workers', '1', '--data-root', str(outside),
+                 '--out', str(tmp_path / 'g2')]) == 0
+    out, _ = capsys.readouterr()
+    assert '0 failed, 4 not read' in out and requests == []
+    assert str(outside / 'secret.mp4') in opened()
+
+
+def test_a_round_file_without_a_root_shows_no_clip(timecode_clips, tmp_path,
+                                                   opened):
+    work = tmp_path / 'work'
+    dataset = timecode_extract_set(str(timecode_clips / 'labelled.csv'))
+    save_fitted_rounds(work, dataset, ['final'])
+    round_file = round_path(str(work), 'final')
+    _replace_paths(round_file, load_round(round_file).paths, drop_root=True)
+    before = opened()  # the dataset's build
+    report = build_gallery(str(work), out_dir=str(tmp_path / 'g'),
+                           workers=1, progress=False)
+    assert opened() == before and report.num_clips == 0
+    assert len(report.refused) == 6 and all(
+        why == 'no_root: its round file records no dataset root: pass '
+        '--data-root' for why in report.refused.values())
+    report = build_gallery(str(work), out_dir=str(tmp_path / 'g'),
+                           workers=1, progress=False,
+                           data_root=str(timecode_clips))
+    assert report.refused == {} and report.num_clips == 6
+
+
+def test_bad_arguments_get_one_line(timecode_clips, tmp_path, capsys):
+    dataset = timecode_extract_set(str(timecode_clips / 'labelled.csv'))
+    save_fitted_rounds(tmp_path, dataset, ['final'])
+    for flag in ('--top-clusters', '--clips-per-cluster', '--workers'):
+        with pytest.raises(SystemExit):
+            main([str(tmp_path), flag, '0'])
+        err = capsys.readouterr().err
+        assert f'argument {flag}: must be >= 1, got 0' in err
+    (tmp_path / 'a_file').write_text('')
+    for args, says in (
+            (['--data-root', str(tmp_path / 'nowhere')],
+             f'--data-root {tmp_path / "nowhere"} is not a folder'),
+            (['--out', str(tmp_path / 'a_file')],
+             f'cannot write the gallery into {tmp_path / "a_file"}: ')):
+        assert main([str(tmp_path), *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f'visualize_clusters: {says}')
+        assert err.count('\n') == 1

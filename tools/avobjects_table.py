@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 
-from xdc_plugin.engine.config import load_config
+from xdc_plugin.engine.config import CONFIG_ERRORS, load_config
 from xdc_plugin.evaluation.manifest_eval import evaluate_manifest
 from xdc_plugin.evaluation.records import format_markdown, write_json
 
@@ -97,7 +97,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args.cfg, args.overrides)  # fails early on a bad key
+    try:  # fails early on a bad key
+        cfg = load_config(args.cfg, args.overrides)
+    except CONFIG_ERRORS as exc:
+        raise SystemExit(f'error: {exc}') from exc
     records, train_seconds = [], {}
     for variant in args.variants:
         work_dir = osp.join(args.work_root, variant)

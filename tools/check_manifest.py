@@ -4,14 +4,37 @@
         --label-column coarse_label --write-clean clean.csv
 
 Exits 0 when every file is usable and no row repeats another, 1 otherwise,
-2 when the manifest itself cannot be read (no path column, empty, ...).
+2 when the manifest itself cannot be read (no path column, empty, ...) or
+the ``--write-clean`` folder does not exist (checked before the files).
 The results are cached where the dataset build finds them (same clip
 settings: pass those of your config).
 """
 import argparse
+import os
+import os.path as osp
 import sys
 
 from xdc_plugin.data.manifest_check import check_manifest
+
+
+def _workers(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'must be >= 0, got {value}')
+    return value
+
+
+def _output_problem(out_csv):
+    """Why ``out_csv`` cannot be written (checked before the long check),
+    or None."""
+    folder = osp.dirname(osp.abspath(out_csv))
+    if not osp.isdir(folder):
+        return f'--write-clean {out_csv}: the folder {folder} does not exist'
+    if osp.isdir(out_csv):
+        return f'--write-clean {out_csv} is a folder'
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f'--write-clean {out_csv}: the folder {folder} is not writable'
+    return None
 
 
 def main(argv=None):
@@ -22,7 +45,7 @@ def main(argv=None):
                         "(default: the manifest's folder)")
     parser.add_argument('--label-column', default=None,
                         help='label column (default: "label" if present)')
-    parser.add_argument('--num-workers', type=int, default=None,
+    parser.add_argument('--num-workers', type=_workers, default=None,
                         help='checking threads (default: one per core)')
     parser.add_argument('--num-frames', type=int, default=8)
     parser.add_argument('--frame-rate', type=float, default=None)
@@ -38,6 +61,10 @@ def main(argv=None):
     parser.add_argument('--write-clean', metavar='OUT.csv', default=None,
                         help='write the rows of the good files, each once')
     args = parser.parse_args(argv)
+    problem = args.write_clean and _output_problem(args.write_clean)
+    if problem:
+        print(f'error: {problem}', file=sys.stderr)
+        return 2
     modalities = ('audio', ) if args.audio_only else ('video', 'audio')
     try:
         report = check_manifest(

@@ -16,7 +16,8 @@ Features: per file, the pooled encoder outputs averaged over ``--num-clips``
 (10) uniformly spaced clips (video, centre crop) or audio windows. Protocols:
 ``linear`` (standardised features, logistic regression, C chosen by inner
 cross-validation on the training part) and ``knn`` (cosine; k=1 and 10, and
-retrieval recall@1/5/10). Stratified ``--folds``-fold over one manifest, or
+retrieval recall@1/5/10; a k not below the training part's size is left
+out, with a warning). Stratified ``--folds``-fold over one manifest, or
 the given train/test manifests. Prints a table; ``--json`` writes the
 records (protocol, modality, metric, accuracy, std, folds, num_samples,
 encoder, ...).

@@ -47,7 +47,7 @@ import xdc_plugin  # noqa: F401  (registers the modules)
 from xdc_plugin.clustering import (DistributedKMeans, FaissKMeans,
                                    TorchKMeans)
 from xdc_plugin.clustering.collectives import ProcessGroupCollectives
-from xdc_plugin.engine.config import load_config
+from xdc_plugin.engine.config import CONFIG_ERRORS, load_config
 from xdc_plugin.engine.feature_extraction import extract_batch
 from xdc_plugin.engine.gpu_report import SCHEMA, format_tables
 from xdc_plugin.models.flops import (forward_flops, model_flops_utilisation,
@@ -311,7 +311,10 @@ def main(argv=None):
             f'{torch.__version__}, built with CUDA {torch.version.cuda}). '
             'Run it on a machine with a GPU, or pass --cpu for a smoke run '
             'at tiny sizes.')
-    cfg = load_config(args.cfg, args.overrides)
+    try:
+        cfg = load_config(args.cfg, args.overrides)
+    except CONFIG_ERRORS as exc:
+        raise SystemExit(f'gpu_check: {exc}') from exc
     init_default_scope(cfg.get('default_scope', 'xdc'))
     if args.cpu:
         device, backend = torch.device('cpu'), 'gloo'

@@ -8,15 +8,18 @@
     python tools/submit_slurm.py --gpus-per-node 0 --tasks-per-node 2 \
         --cpus-per-task 1 -- --cfg configs/xdc_demo.yaml
 
-Everything after ``--`` is passed to ``tools/run_net.py``. Jobs requeue
+Everything after ``--`` is passed to ``tools/run_net.py``; its config and
+overrides are checked before anything is submitted. Jobs requeue
 themselves on preemption and resume from the last checkpoint.
 """
 import argparse
 
+from xdc_plugin.engine.config import CONFIG_ERRORS
+from xdc_plugin.engine.launch import build_parser, prepare_config
 from xdc_plugin.engine.slurm import submit
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--nodes', type=int, default=1)
     parser.add_argument('--gpus-per-node', type=int, default=8,
@@ -36,11 +39,15 @@ def main():
     parser.add_argument('--port', type=int,
                         help='rendezvous port (default: from the job id)')
     parser.add_argument('run_args', nargs=argparse.REMAINDER)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.gpus_per_node == 0 and args.tasks_per_node is None:
         parser.error('--gpus-per-node 0 needs --tasks-per-node')
     run_args = args.run_args[1:] if args.run_args[:1] == ['--'] else \
         args.run_args
+    try:  # a bad config stops here, not after a wait in the queue
+        prepare_config(build_parser().parse_args(run_args))
+    except CONFIG_ERRORS as exc:
+        parser.exit(2, f'error: {exc}\n')
     job = submit(run_args, args.folder, nodes=args.nodes,
                  gpus_per_node=args.gpus_per_node,
                  tasks_per_node=args.tasks_per_node,

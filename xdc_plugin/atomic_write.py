@@ -7,25 +7,47 @@ import stat
 import uuid
 
 
+class WriteError(OSError):
+    """A write that failed (disk full, read-only folder, ...): nothing was
+    replaced, the file that was there (if any) is intact. ``errno`` is the
+    failure's; the message names the path."""
+
+    def __str__(self):
+        return self.strerror
+
+
 def write_atomically(data: bytes, path) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same
     folder (created if needed) and ``os.replace``: a process killed while
-    writing never leaves a truncated file under ``path``. The file gets the
-    permissions of a plain ``open`` (those of the file it replaces, else
-    0666 minus the umask), not ``mkstemp``'s 0600, so that colleagues on
-    shared storage can read it."""
+    writing never leaves a truncated file under ``path``, and a symbolic
+    link at ``path`` is replaced, never written through (the temporary file
+    is created exclusively, so no link is followed there either). The file
+    gets the permissions of a plain ``open`` (those of the file it
+    replaces, else 0666 minus the umask), not ``mkstemp``'s 0600, so that
+    colleagues on shared storage can read it.
+
+    Raises ``WriteError`` (an ``OSError`` with the errno) naming the path
+    when the write fails."""
     path = os.fspath(path)
     folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     tmp = osp.join(folder, f'.tmp-{uuid.uuid4().hex}-{osp.basename(path)}')
     try:
+        os.makedirs(folder, exist_ok=True)
         with open(tmp, 'xb') as f:
             with contextlib.suppress(FileNotFoundError):  # as open(path)
-                os.fchmod(f.fileno(), stat.S_IMODE(os.stat(path).st_mode))
+                replaced = os.lstat(path)
+                if stat.S_ISREG(replaced.st_mode):  # not a link's 0777
+                    os.fchmod(f.fileno(), stat.S_IMODE(replaced.st_mode))
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise WriteError(exc.errno, f'could not write {path}: '
+                         f'{exc.strerror}; nothing was replaced (the file '
+                         'there before, if any, is intact)') from exc
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)

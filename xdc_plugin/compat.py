@@ -201,6 +201,84 @@ def register_atomic_local_backend():
     register_backend(ATOMIC_LOCAL_BACKEND, AtomicLocalBackend)
 
 
+class _ReplacingFile:
+    """What ``_open_replacing`` returns for a write: the text or bytes
+    written, written to the file with ``write_atomically`` on a clean
+    close (a block that raises leaves the old file)."""
+
+    def __init__(self, path, binary, encoding):
+        self.path, self.binary, self.encoding = path, binary, encoding
+        self.parts, self.closed = [], False
+
+    def write(self, data):
+        self.parts.append(data)
+        return len(data)
+
+    def close(self):
+        if self.closed:
+            return
+        from xdc_plugin.atomic_write import write_atomically
+        self.closed = True
+        data = b''.join(self.parts) if self.binary else \
+            ''.join(self.parts).encode(self.encoding)
+        write_atomically(data, self.path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.close()
+        self.closed = True
+        return False
+
+
+def _open_replacing(file, mode='r', *args, **kwargs):
+    """``open``, but a file opened to be written ('w', 'wb') is written by
+    ``write_atomically`` when closed: a new file renamed over ``file``."""
+    if mode not in ('w', 'wt', 'wb'):
+        return open(file, mode, *args, **kwargs)
+    return _ReplacingFile(os.fspath(file), 'b' in mode,
+                          kwargs.get('encoding') or 'utf-8')
+
+
+# The mmengine modules that write a work_dir's files with a plain open():
+# ``last_checkpoint``, the config dump (``.py``) and every LocalBackend
+# put (the config dump of a YAML config).
+_WORK_DIR_WRITERS = ('mmengine.hooks.checkpoint_hook',
+                     'mmengine.config.config',
+                     'mmengine.fileio.backends.local_backend')
+
+
+@contextlib.contextmanager
+def work_dir_writes_replace_links():
+    """Within this block mmengine writes ``work_dir/last_checkpoint``
+    (``CheckpointHook``), the config dump (``Runner.dump_config``) and what
+    its ``LocalBackend`` puts through ``xdc_plugin.atomic_write``: a new
+    file renamed over the name.
+
+    mmengine 0.10.7 writes them with ``open(path, 'w')``
+    (``hooks/checkpoint_hook.py``, ``config/config.py``,
+    ``fileio/backends/local_backend.py``; no upstream issue found), which
+    follows a symbolic link planted at that name and overwrites the link's
+    target. Here the link itself is replaced and its target left as it
+    was. Only these modules' name ``open`` is shadowed (their reads go to
+    the builtin ``open``); it is gone after the block.
+    """
+    modules = [importlib.import_module(name) for name in _WORK_DIR_WRITERS]
+    saved = [vars(module).get('open') for module in modules]
+    for module in modules:
+        module.open = _open_replacing
+    try:
+        yield
+    finally:
+        for module, previous in zip(modules, saved):
+            if previous is None:
+                del module.open
+            else:
+                module.open = previous
+
+
 def atomic_backend_args(path):
     """``backend_args`` that make mmengine's file I/O atomic for ``path``,
     or None for a remote URI (``s3://...``), left to its own backend."""
@@ -285,5 +363,6 @@ __all__ = [
     'package_utils_without_pkg_resources', 'safe_yaml_configs',
     'init_dist_pytorch',
     'register_atomic_local_backend', 'atomic_backend_args',
+    'work_dir_writes_replace_links',
     'torch_load_default', 'install_missing_mmaction_drn'
 ]

@@ -1,5 +1,5 @@
-"""What a round file records of the extraction dataset: file paths, labels
-and class names, the window each clip was cut at (read from the dataset's
+"""What a round file records of the extraction dataset: file paths and the
+dataset root, labels and class names, the window each clip was cut at (read from the dataset's
 own pipeline), for any contiguous range of clips (each rank writes its
 own), and per-cluster label statistics."""
 import json
@@ -47,12 +47,25 @@ def _window_sampler(dataset):
     return sampler, clip_cfg
 
 
+def dataset_root(dataset):
+    """The folder the dataset reads its files under: its ``data_root``,
+    else its manifest's folder (where the manifest's relative paths start);
+    None when it has neither. The cluster gallery reads clips only there."""
+    root = getattr(dataset, 'data_root', None)
+    ann_file = getattr(dataset, 'ann_file', None)
+    if not root and ann_file:
+        root = osp.dirname(osp.abspath(ann_file))
+    return osp.abspath(root) if root else None
+
+
 def dataset_meta(dataset):
     """What a round records of ``dataset`` as a whole: ``classes`` (None
-    without class names) and, when the pipeline cuts one deterministic clip
-    per file, ``clip_cfg``."""
+    without class names), ``data_root`` (for a dataset of files) and, when
+    the pipeline cuts one deterministic clip per file, ``clip_cfg``."""
     classes = (getattr(dataset, 'metainfo', None) or {}).get('classes')
     meta = dict(classes=list(classes) if classes else None)
+    if hasattr(dataset, 'get_data_info'):
+        meta['data_root'] = dataset_root(dataset)
     window = _window_sampler(dataset)
     if window is not None:
         meta['clip_cfg'] = window[1]

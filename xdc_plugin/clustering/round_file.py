@@ -6,7 +6,7 @@ it records of the dataset). A round records, for every clustering source
 that cluster's centre in the space k-means ran in, the centroids and the
 preprocessing state of that space, per-cluster size and, when the dataset
 has labels, purity, majority label and label counts. Beside them: the
-dataset's file paths, labels and class names, the time window each clip
+dataset's file paths and root folder, labels and class names, the time window each clip
 was cut at for feature extraction, the round's id, epoch, variant and
 quality metrics. Everything is a plain array or a JSON string, so the files
 load with ``allow_pickle=False``.
@@ -101,6 +101,7 @@ class ClusterRound:
     variant: Optional[str] = None
     config: Optional[str] = None
     paths: Optional[List[str]] = None
+    data_root: Optional[str] = None  # the dataset's folder (None: unknown)
     gt_labels: Optional[np.ndarray] = None  # (N,) int, -1: unlabelled
     classes: Optional[List[str]] = None
     windows: Optional[ClipWindows] = None
@@ -321,8 +322,12 @@ def _load_v1(path, arrays):
                  'metrics', 'run'])
 
 
-def _decoded_paths(paths_json):
-    return json.loads(paths_json.tobytes().decode('utf-8'))
+def _decoded_paths(paths_json, path):
+    paths = json.loads(paths_json.tobytes().decode('utf-8'))
+    if not (isinstance(paths, list) and all(isinstance(p, str)
+                                            for p in paths)):
+        raise RoundFileError(f'{path}: paths_json is not a list of paths')
+    return paths
 
 
 def _record(path, version, arrays, meta, paths):
@@ -352,10 +357,14 @@ def _record(path, version, arrays, meta, paths):
     if 'clip_start_sec' in arrays:
         windows = ClipWindows(arrays['clip_start_sec'],
                               arrays['clip_frame_rate'], meta['clip_cfg'])
+    data_root = meta.get('data_root')
+    if not (data_root is None or isinstance(data_root, str)):
+        raise RoundFileError(f'{path}: data_root {data_root!r} is not a '
+                             'path')
     record = ClusterRound(
         path=path, version=version, round_id=round_id, sources=sources,
         epoch=meta['epoch'], variant=meta['variant'], config=meta['config'],
-        paths=paths, gt_labels=optional('gt_labels'),
+        paths=paths, data_root=data_root, gt_labels=optional('gt_labels'),
         classes=meta.get('classes'), windows=windows,
         metrics=meta['metrics'], agreement=meta['agreement'])
     record.missing = [name for name, absent in (
@@ -367,7 +376,7 @@ def _record(path, version, arrays, meta, paths):
 def _load_v2(path, arrays, meta):
     paths = arrays.get('paths_json')
     return _record(path, 2, arrays, meta,
-                   None if paths is None else _decoded_paths(paths))
+                   None if paths is None else _decoded_paths(paths, path))
 
 
 def _read_parts(path, meta):
@@ -400,7 +409,7 @@ def _load_v3(path, arrays, meta):
     paths = None
     if 'paths_json' in parts[0]:
         paths = [clip for p in parts
-                 for clip in _decoded_paths(p['paths_json'])]
+                 for clip in _decoded_paths(p['paths_json'], path)]
     gt_labels = arrays.get('gt_labels')
     if gt_labels is not None and (gt_labels >= 0).any():
         for source in meta['sources']:

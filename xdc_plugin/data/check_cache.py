@@ -6,17 +6,22 @@ the scanned folder): ``<manifest>.xdc-check-<settings digest>.json``. When
 that folder is not writable, the file goes to the user cache folder
 (``$XDG_CACHE_HOME/xdc_plugin/file_checks``, ``~/.cache/...`` by default).
 An entry is used only while its file has the same size and modification
-time; the settings and ``CHECK_VERSION`` are in the digest.
+time; the settings and ``CHECK_VERSION`` are in the digest. A cache file
+that is not a regular file, not JSON or not of the expected shape is
+ignored with a warning (the check then runs and writes a good one); it is
+written atomically and never through a symlink.
 """
 import hashlib
 import json
 import logging
 import os
 import os.path as osp
+import stat
 
 from mmengine.logging import print_log
 
-from xdc_plugin.data.file_check import FileCheck
+from xdc_plugin.atomic_write import write_atomically
+from xdc_plugin.data.file_check import STATUSES, FileCheck
 
 __all__ = ['CheckCache', 'user_cache_dir']
 
@@ -32,6 +37,28 @@ def _stat_key(path):
     except OSError:
         return None
     return [st.st_size, st.st_mtime_ns]
+
+
+def _read_table(path):
+    """The entries of the cache file ``path``; ``OSError`` or ``ValueError``
+    saying why it cannot be used."""
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block
+        raise ValueError('not a regular file')
+    with open(path, encoding='utf-8') as f:
+        table = json.load(f)
+    if not isinstance(table, dict):
+        raise ValueError(f'a JSON {type(table).__name__}, not an object of '
+                         'file entries')
+    fields = set(FileCheck.__dataclass_fields__)
+    for path_key, entry in table.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get('stat'), list)
+                and isinstance(entry.get('full_decode'), bool)
+                and isinstance(entry.get('result'), dict)
+                and set(entry['result']) <= fields
+                and entry['result'].get('status') in STATUSES):
+            raise ValueError(f'the entry of {path_key!r} is not a check '
+                             'result')
+    return table
 
 
 class CheckCache:
@@ -57,13 +84,12 @@ class CheckCache:
         tables = []
         for candidate in self.candidates:
             try:
-                with open(candidate) as f:
-                    tables.append(json.load(f))
+                tables.append(_read_table(candidate))
             except FileNotFoundError:
                 continue
             except (OSError, ValueError) as e:
-                print_log(f'ignoring the unreadable check cache {candidate}: '
-                          f'{e}', logger='current', level=logging.WARNING)
+                print_log(f'ignoring the check cache {candidate}: {e}',
+                          logger='current', level=logging.WARNING)
         return tables
 
     def lookup(self, paths, full_decode):
@@ -93,17 +119,11 @@ class CheckCache:
             if key is not None:
                 entries[osp.abspath(path)] = dict(
                     stat=key, full_decode=full, result=vars(result))
-        text = json.dumps(entries)
+        data = json.dumps(entries).encode()
         for candidate in self.candidates:
-            tmp = f'{candidate}.{os.getpid()}.tmp'
             try:
-                os.makedirs(osp.dirname(candidate), exist_ok=True)
-                with open(tmp, 'w') as f:  # the umask's permissions
-                    f.write(text)
-                os.replace(tmp, candidate)
+                write_atomically(data, candidate)
             except OSError:
-                if osp.exists(tmp):
-                    os.remove(tmp)
                 continue
             self.path = candidate
             return candidate

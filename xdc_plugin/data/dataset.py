@@ -35,7 +35,8 @@ from torch.utils.data import get_worker_info
 
 from xdc_plugin.data.check_cache import CheckCache
 from xdc_plugin.data.file_check import CheckSettings, check_files
-from xdc_plugin.data.manifest import extensions_for, read_file_list
+from xdc_plugin.data.manifest import (ManifestError, extensions_for,
+                                      read_file_list)
 from xdc_plugin.data.media_info import DecodeError
 from xdc_plugin.data.transforms import (DecodeAVClip, SampleClip,
                                         resize_in_decoder)
@@ -223,7 +224,7 @@ class AVClipDataset(BaseDataset):
                 self.skipped.append((info['path'], result.status))
         self._log_build(len(self.data_list), padded)
         if not kept:
-            raise ValueError(
+            raise ManifestError(
                 f'{type(self).__name__}: no usable file in {self._source!r} '
                 f'({len(self.data_list)} listed, all skipped: '
                 f'{dict(Counter(s for _, s in self.skipped))})')

@@ -14,15 +14,21 @@ clear and strict where it is not:
   ``None``) means unlabelled;
 * rows repeating an earlier row's path are reported as duplicates;
 * a manifest or folder without any file is an error.
+
+Every problem of the manifest itself (missing, not a regular file, not a
+UTF-8 CSV, no ``path`` column, no row) is a ``ManifestError`` naming the
+file, raised before any listed file is opened.
 """
+import contextlib
 import csv
 import os
 import os.path as osp
 import random
+import stat
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
-__all__ = ['FileList', 'read_file_list', 'extensions_for',
+__all__ = ['FileList', 'ManifestError', 'read_file_list', 'extensions_for',
            'ManifestSummary', 'summarize_manifest', 'VIDEO_EXTENSIONS',
            'AUDIO_EXTENSIONS']
 
@@ -37,6 +43,11 @@ def extensions_for(modalities):
     if 'video' in modalities:
         return VIDEO_EXTENSIONS
     return AUDIO_EXTENSIONS + VIDEO_EXTENSIONS
+
+
+class ManifestError(ValueError):
+    """A manifest (or folder) that cannot list a dataset; the message names
+    the file and what is wrong with it."""
 
 
 # Label values that mean "no label" (compared lower-cased).
@@ -85,9 +96,34 @@ def _missing(value):
     return value is None or value.strip().lower() in MISSING_LABELS
 
 
-def _open_csv(ann_file):
-    # utf-8-sig drops a byte-order mark (Excel writes one).
-    return open(ann_file, newline='', encoding='utf-8-sig')
+@contextlib.contextmanager
+def _csv_reader(ann_file):
+    """A ``csv.reader`` of ``ann_file``; a missing file, a FIFO or device
+    (its open would block) or a file that is not UTF-8 CSV text (a video
+    given as manifest) is a ``ManifestError`` naming it."""
+    try:
+        mode = os.stat(ann_file).st_mode
+    except OSError as e:
+        raise ManifestError(f'manifest {ann_file}: {e.strerror}') from None
+    if not stat.S_ISREG(mode):
+        raise ManifestError(f'manifest {ann_file} is not a regular file')
+    try:
+        # utf-8-sig drops a byte-order mark (Excel writes one).
+        with open(ann_file, newline='', encoding='utf-8-sig') as f:
+            yield csv.reader(f, skipinitialspace=True)
+    except UnicodeDecodeError:
+        raise ManifestError(
+            f'manifest {ann_file} is not UTF-8 CSV text (a media file?): '
+            'give the CSV file that lists the media files') from None
+    except csv.Error as e:
+        raise ManifestError(f'manifest {ann_file} is not a CSV file: '
+                            f'{e}') from None
+
+
+def _shown(header, most=8):
+    """The header names for a message: at most ``most``, each shortened."""
+    names = [n if len(n) <= 40 else n[:37] + '...' for n in header[:most]]
+    return names + ['...'] if len(header) > most else names
 
 
 def _header(reader, ann_file, label_column):
@@ -95,13 +131,13 @@ def _header(reader, ann_file, label_column):
     ``path`` column is required, a requested label column too."""
     header = [name.strip() for name in next(reader, [])]
     if 'path' not in header:
-        raise ValueError(f'{ann_file} has no "path" column (columns: '
-                         f'{header})')
+        raise ManifestError(f'{ann_file} has no "path" column (columns: '
+                            f'{_shown(header)})')
     if label_column is None:
         label_column = 'label' if 'label' in header else None
     elif label_column not in header:
-        raise ValueError(f'{ann_file} has no {label_column!r} column; its '
-                         f'columns are {header}')
+        raise ManifestError(f'{ann_file} has no {label_column!r} column; '
+                            f'its columns are {_shown(header)}')
     return header, label_column
 
 
@@ -118,17 +154,16 @@ def _root(ann_file, data_root):
 
 
 def _read_csv(ann_file, data_root, label_column):
-    with _open_csv(ann_file) as f:
-        reader = csv.reader(f, skipinitialspace=True)
+    with _csv_reader(ann_file) as reader:
         header, label_column = _header(reader, ann_file, label_column)
         rows = [dict(zip(header, values)) for values in _rows(reader)]
     if not rows:
-        raise ValueError(f'{ann_file} lists no file')
+        raise ManifestError(f'{ann_file} lists no file')
     root = _root(ann_file, data_root)
     paths, labels, first_row, duplicates = [], [], {}, []
     for i, row in enumerate(rows):
         if not row.get('path'):
-            raise ValueError(f'{ann_file}: line {i + 2} has no path')
+            raise ManifestError(f'{ann_file}: line {i + 2} has no path')
         path = osp.normpath(osp.join(root, row['path']))
         if path in first_row:
             duplicates.append((i, first_row[path]))
@@ -145,7 +180,8 @@ def _scan(folder, extensions):
         osp.join(d, f) for d, _, files in os.walk(folder)
         for f in files if f.lower().endswith(extensions))
     if not paths:
-        raise ValueError(f'{folder} holds no file ending in {extensions}')
+        raise ManifestError(f'{folder} holds no file ending in '
+                            f'{extensions}')
     return FileList(str(folder), paths, [None] * len(paths),
                     rows=[dict(path=osp.relpath(p, folder)) for p in paths])
 
@@ -159,11 +195,11 @@ def read_file_list(ann_file=None, data_root=None, label_column=None,
     if ann_file:
         return _read_csv(ann_file, data_root, label_column)
     if not data_root or not osp.isdir(data_root):
-        raise ValueError(f'give ann_file or an existing data_root folder '
-                         f'(got {data_root!r})')
+        raise ManifestError(f'give ann_file or an existing data_root folder '
+                            f'(got {data_root!r})')
     if label_column is not None:
-        raise ValueError(f'label_column={label_column!r} needs a manifest; '
-                         f'a folder scan has no labels')
+        raise ManifestError(f'label_column={label_column!r} needs a '
+                            'manifest; a folder scan has no labels')
     return _scan(data_root, tuple(extensions))
 
 
@@ -192,25 +228,24 @@ def summarize_manifest(ann_file, data_root=None, label_column=None,
     row manifest streams in about a minute): its header (as
     ``read_file_list`` does), its non-blank rows counted, and the existence
     of ``sample_size`` files drawn uniformly (reservoir sampling seeded by
-    ``seed``). Raises ``ValueError`` for a bad header or an empty manifest,
-    ``OSError`` when the manifest cannot be read."""
+    ``seed``). Raises ``ManifestError`` for a manifest that is missing, not
+    a CSV file, without ``path`` column or empty."""
     rng = random.Random(seed)
     sample, count = [], 0
-    with _open_csv(ann_file) as f:
-        reader = csv.reader(f, skipinitialspace=True)
+    with _csv_reader(ann_file) as reader:
         header, label_column = _header(reader, ann_file, label_column)
         path_at = header.index('path')
         for count, values in enumerate(_rows(reader), 1):
             path = values[path_at] if path_at < len(values) else ''
             if not path:
-                raise ValueError(f'{ann_file}: line {count + 1} has no '
-                                 'path')
+                raise ManifestError(f'{ann_file}: line {count + 1} has no '
+                                    'path')
             if len(sample) < sample_size:
                 sample.append(path)
             elif (slot := rng.randrange(count)) < sample_size:
                 sample[slot] = path
     if not count:
-        raise ValueError(f'{ann_file} lists no file')
+        raise ManifestError(f'{ann_file} lists no file')
     root = _root(ann_file, data_root)
     missing = [p for p in (osp.normpath(osp.join(root, s)) for s in sample)
                if not osp.isfile(p)]

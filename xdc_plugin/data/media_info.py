@@ -2,14 +2,25 @@
 
 ``probe`` reads the headers only; ``DecodeError`` is the one error every
 decoding step raises, with a ``kind`` that says what is wrong.
+
+``open_media`` is the one way a media file is opened (probe, decode, the
+file check, the gallery): only a regular file, never a FIFO, device or
+socket (an open of a FIFO blocks until a writer comes, and no FFmpeg
+timeout interrupts a blocked system call), only through FFmpeg's ``file``
+protocol (a path, or a playlist inside a file, is never fetched from the
+network), and with a time limit on FFmpeg's own work (``MEDIA_TIMEOUT_S``).
 """
 import math
+import os
+import os.path as osp
+import stat
 from dataclasses import dataclass
 
 import av
 
-__all__ = ['DecodeError', 'VideoInfo', 'probe', 'AUDIO_SHORT_TOLERANCE',
-           'END_SLACK']
+__all__ = ['DecodeError', 'VideoInfo', 'probe', 'open_media',
+           'check_media_path', 'AUDIO_SHORT_TOLERANCE', 'END_SLACK',
+           'MEDIA_TIMEOUT_S']
 
 # An audio track may end this much before the video: real files often
 # differ by 0.1-0.5 s (avi, mpeg-ps, vp9 of the decoding-robustness set); a
@@ -19,17 +30,27 @@ AUDIO_SHORT_TOLERANCE = 0.5
 # called truncated: the last frame of a QuickTime file can be shown for
 # ~1 s, and a Matroska header gives only the longest stream's duration.
 END_SLACK = 1.0
+# Seconds FFmpeg may spend opening a file (headers and stream probe) and
+# then on each read, before the file is called unreadable. A local file
+# opens in milliseconds; this bounds a demuxer that loops or a slow network
+# mount. It cannot end a system call that blocks, hence the type check.
+MEDIA_TIMEOUT_S = 60.0
+_FILE_TYPES = ((stat.S_ISFIFO, 'a FIFO'), (stat.S_ISSOCK, 'a socket'),
+               (stat.S_ISCHR, 'a character device'),
+               (stat.S_ISBLK, 'a block device'), (stat.S_ISDIR, 'a folder'))
 
 
 class DecodeError(RuntimeError):
     """A file that cannot give the requested clip.
 
     ``kind`` is one of ``KINDS``; ``reason`` is a human message.
+    ``missing``: no file at the path; ``unreadable``: a file that cannot be
+    opened as media (not a regular file, no permission, unknown format);
     ``audio_short``: the audio track ends well before the video.
     """
 
-    KINDS = ('unreadable', 'no_video', 'no_audio', 'truncated', 'too_short',
-             'audio_short')
+    KINDS = ('missing', 'unreadable', 'no_video', 'no_audio', 'truncated',
+             'too_short', 'audio_short')
 
     def __init__(self, path, reason, kind='unreadable'):
         assert kind in self.KINDS, kind
@@ -60,9 +81,35 @@ class VideoInfo:
     audio_end: float = math.nan
 
 
-def open_media(path):
+def check_media_path(path):
+    """Raise ``DecodeError`` unless ``path`` is an existing regular file
+    (``missing``, or ``unreadable`` naming what it is instead); opens
+    nothing."""
     try:
-        return av.open(str(path), metadata_errors='ignore')
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise DecodeError(path, 'no such file', 'missing') from None
+    except OSError as e:
+        raise DecodeError(path, f'cannot stat: {e.strerror}') from None
+    if not stat.S_ISREG(mode):
+        what = next((name for test, name in _FILE_TYPES if test(mode)),
+                    'a special file')
+        raise DecodeError(path, f'{what}, not a regular file: not opened')
+
+
+def open_media(path):
+    """The PyAV container of the media file ``path`` (see the module doc);
+    ``DecodeError`` when it is missing, not a regular file or unreadable.
+    """
+    check_media_path(path)
+    try:
+        # An absolute path has no protocol prefix for FFmpeg to read.
+        return av.open(osp.abspath(path), metadata_errors='ignore',
+                       container_options={'protocol_whitelist': 'file'},
+                       timeout=MEDIA_TIMEOUT_S)
+    except av.ExitError as e:
+        raise DecodeError(path, f'no answer within {MEDIA_TIMEOUT_S:g} s '
+                          f'({e})') from e
     except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
         raise DecodeError(path, f'cannot open: {e}') from e
 

@@ -27,7 +27,8 @@ from xdc_plugin.engine.feature_extraction import (extract_shard,
                                                   subset_loader, unwrap)
 from xdc_plugin.engine.feature_shard import FeatureShard, claim_rows
 from xdc_plugin.engine.mid_epoch_resume_hook import BATCHES_DONE
-from xdc_plugin.engine.round_clustering import cluster_shard
+from xdc_plugin.engine.round_clustering import (check_cluster_counts,
+                                                cluster_shard)
 from xdc_plugin.engine.round_probe_sample import probe_shard
 from xdc_plugin.engine.round_report import (format_history, format_round,
                                             publish_round, round_records)
@@ -180,6 +181,8 @@ class CrossModalClusteringHook(Hook):
         start = time.perf_counter()
         model = unwrap(runner.model)
         dataset = self._extract_loader.dataset
+        check_cluster_counts(self.clusterer_cfgs, {
+            s: model.num_clusters[s] for s in model.cluster_sources}, dataset)
         collectives = default_collectives()
         shard, origin = self._round_features(runner, model, collectives)
         results = cluster_shard(

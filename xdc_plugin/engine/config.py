@@ -6,6 +6,11 @@ where a float is expected, ``null``, a number written for a string key
 (kept as written) and a float written ``1e-3`` (YAML reads it as a string).
 A leading ``+`` sets a key without these checks: a new key, or a value of
 another type.
+
+``check_dataloaders`` checks the loader values that torch would refuse only
+when the loader is built (``num_workers=-1``), so that the dry run and the
+launcher stop before any work. Every error here is one of
+``CONFIG_ERRORS``: a command line prints its message as one line.
 """
 import difflib
 import os.path as osp
@@ -51,7 +56,15 @@ class ConfigOverrideError(ValueError):
 
 class ConfigFileError(ValueError):
     """A config file that cannot be read safely (a YAML Python tag, bad
-    YAML)."""
+    YAML) or at all (missing)."""
+
+
+class ConfigValueError(ValueError):
+    """A config value that the run would refuse only deep in its build."""
+
+
+CONFIG_ERRORS = (ConfigFileError, ConfigKeyError, ConfigOverrideError,
+                 ConfigTypeError, ConfigValueError)
 
 
 def _split(item):
@@ -143,6 +156,9 @@ def load_config(path, overrides=()):
     YAML (the file and its ``_base_`` files) is read with PyYAML's safe
     loader: a Python tag is refused, never run. A Python config is code
     and runs as such: use only Python configs you trust."""
+    if not osp.isfile(path):
+        raise ConfigFileError(f'config file {path}: ' + (
+            'not a regular file' if osp.exists(path) else 'no such file'))
     try:
         with package_utils_without_pkg_resources(), safe_yaml_configs():
             cfg = Config.fromfile(path)
@@ -172,3 +188,30 @@ def _holds_non_dict(cfg, key):
         return not isinstance(_lookup(cfg, key), dict)
     except ConfigKeyError:
         return False
+
+
+def _dataloaders(node, key=''):
+    """``(dotted key, dict)`` of every ``*dataloader`` dict in ``node``."""
+    items = node.items() if isinstance(node, dict) else \
+        enumerate(node) if isinstance(node, (list, tuple)) else ()
+    for name, value in items:
+        dotted = f'{key}.{name}' if key else str(name)
+        if isinstance(value, dict) and str(name).endswith('dataloader'):
+            yield dotted, value
+        yield from _dataloaders(value, dotted)
+
+
+def check_dataloaders(cfg):
+    """``ConfigValueError`` naming the first dataloader of ``cfg`` (the
+    train, val and test loaders, the clustering hook's
+    ``extract_dataloader``, ...) whose ``num_workers`` is not an integer >=
+    0 or ``batch_size`` not an integer >= 1 (None: no batching)."""
+    for key, loader in _dataloaders(cfg.to_dict()):
+        for name, least in (('num_workers', 0), ('batch_size', 1)):
+            value = loader.get(name, least)
+            if name == 'batch_size' and value is None:
+                continue
+            if type(value) is not int or value < least:
+                raise ConfigValueError(
+                    f'{key}.{name} must be an integer >= {least}, got '
+                    f'{value!r}')

@@ -5,7 +5,7 @@ It builds the model, the optimizer, every hook and, through the clustering
 hook, every clusterer; builds the train and feature-extraction datasets
 with ``lazy_init`` (their arguments are checked, no file is decoded) and
 checks each manifest as ``summarize_manifest`` does (header, rows, a sample
-of files that exist). Then, for the world size of the planned run
+of files that exist) and that the work dir can be written. Then, for the world size of the planned run
 (``--world-size``), it prints the memory per rank of a clustering round
 (``clustering.memory_model``: everything gathered on rank 0, and
 ``DistributedKMeans`` on shards) and the expected time of an epoch, a round
@@ -16,6 +16,7 @@ and the run (``engine.run_cost``), every rate with its origin: measured
 No ``Runner`` is built: it would create the work dir and its logs.
 """
 import os
+import os.path as osp
 from types import SimpleNamespace
 
 from mmengine.optim import build_optim_wrapper
@@ -24,6 +25,7 @@ from mmengine.registry import init_default_scope
 from xdc_plugin.clustering.memory_model import clustering_memory
 from xdc_plugin.data.manifest import summarize_manifest
 from xdc_plugin.engine.extract_loader import extract_dataset_cfg
+from xdc_plugin.engine.lock import LOCK_NAME
 from xdc_plugin.engine.round_clustering import build_clusterer
 from xdc_plugin.engine.run_cost import (Rate, Rates, clustering_rounds,
                                         duration, merge_rates,
@@ -140,6 +142,24 @@ def check_data(name, dataset_cfg, args, echo):
     return found.num_rows
 
 
+def check_work_dir(work_dir):
+    """``DryRunError`` when the run could not write ``work_dir`` (its
+    nearest existing folder is not writable, or its lock is a link, which
+    the run refuses); else a line saying where it writes. Creates
+    nothing."""
+    folder = existing = osp.abspath(work_dir)
+    while not osp.lexists(existing):
+        existing = osp.dirname(existing)
+    if not (osp.isdir(existing) and os.access(existing, os.W_OK | os.X_OK)):
+        raise DryRunError(f'the work_dir {work_dir} cannot be written: '
+                          f'{existing} is not a writable folder')
+    if osp.islink(osp.join(folder, LOCK_NAME)):
+        raise DryRunError(f'{osp.join(folder, LOCK_NAME)} is a symbolic '
+                          'link, which the run refuses: remove it')
+    return f'work dir: {folder}' + ('' if existing == folder else
+                                    ' (to be created)')
+
+
 def clustering_sources(run):
     """Per source: k, dimension clustered, iterations, training rows cap,
     storage dtype, read from the built clusterers."""
@@ -218,6 +238,7 @@ def run(cfg, args, echo=print):
     """The dry run of ``cfg``; returns what it printed as a dict."""
     if args.world_size < 1:
         raise DryRunError(f'--world-size must be >= 1, got {args.world_size}')
+    where = check_work_dir(cfg.work_dir)
     init_default_scope(cfg.get('default_scope', 'xdc'))
     try:
         built = build_run(cfg, args.world_size)
@@ -226,6 +247,7 @@ def run(cfg, args, echo=print):
     model, world = built.model, args.world_size
     echo(f'dry run of {args.cfg} at world size {world}: nothing is trained '
          'or written')
+    echo(where)
     params = sum(p.numel() for p in model.parameters())
     echo(f'built: {type(model).__name__} ({model.variant}, {params:,} '
          f'parameters), {type(built.optim_wrapper).__name__}, '

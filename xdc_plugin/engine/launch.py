@@ -3,7 +3,8 @@
 Before anything is written, the launcher initialises distributed training,
 chooses the checkpoint to resume (a refused or missing one stops the run
 here) and takes the work_dir's lock (rank 0; a second run on the same
-work_dir fails at once).
+work_dir fails at once). mmengine's own writes in the work_dir then replace
+a symbolic link found there instead of writing through it.
 """
 import argparse
 import contextlib
@@ -15,16 +16,19 @@ from mmengine import dist
 from mmengine.logging import print_log
 
 from xdc_plugin import compat
+from xdc_plugin.atomic_write import WriteError
+from xdc_plugin.data.manifest import ManifestError
 from xdc_plugin.engine import dry_run
 from xdc_plugin.engine.checkpoint import (SafeResumeRunner,
                                           UntrustedCheckpointError,
                                           checkpoint_problem,
                                           find_resume_checkpoint,
                                           refuse_untrusted)
-from xdc_plugin.engine.config import (ConfigFileError, ConfigKeyError,
-                                      ConfigOverrideError, ConfigTypeError,
+from xdc_plugin.engine.config import (CONFIG_ERRORS, ConfigTypeError,
+                                      check_dataloaders,
                                       load_config, shipped_config)
-from xdc_plugin.engine.lock import WorkDirBusyError, WorkDirLock
+from xdc_plugin.engine.lock import WorkDirBusyError, WorkDirError, WorkDirLock
+from xdc_plugin.engine.round_clustering import TooFewClipsError
 
 DEFAULT_CONFIG = shipped_config('xdc_demo.yaml')
 
@@ -63,6 +67,7 @@ def build_parser():
 
 def prepare_config(args):
     cfg = load_config(args.cfg, args.overrides)
+    check_dataloaders(cfg)
     if args.work_dir:
         cfg.work_dir = args.work_dir
     cfg.setdefault('work_dir', osp.join(
@@ -166,7 +171,8 @@ def main(argv=None):
         return dry_run.run(cfg, args)
     init_distributed(cfg)
     path, notes = _from_rank0(lambda: choose_checkpoint(args, cfg.work_dir))
-    with work_dir_lock(cfg.work_dir, args.force):
+    with work_dir_lock(cfg.work_dir, args.force), \
+            compat.work_dir_writes_replace_links():
         if path:
             cfg.resume, cfg.load_from = True, path
         runner = SafeResumeRunner.from_cfg(cfg)
@@ -180,12 +186,16 @@ def main(argv=None):
 
 
 def cli(argv=None):
-    """``main`` for the command line: a bad config, checkpoint or work dir
-    ends the program with its message instead of a traceback."""
+    """``main`` for the command line: a bad config, manifest, checkpoint or
+    work dir, too few clips for k, or a failed save (disk full) ends the
+    program with its message instead of a traceback."""
     try:
         return main(argv)
-    except (ConfigFileError, ConfigKeyError, ConfigOverrideError,
-            ConfigTypeError, ResumeError,
-            UntrustedCheckpointError, WorkDirBusyError,
-            dry_run.DryRunError) as exc:
+    except CONFIG_ERRORS + (
+            ResumeError, UntrustedCheckpointError, WorkDirBusyError,
+            WorkDirError, dry_run.DryRunError, ManifestError,
+            TooFewClipsError) as exc:
         raise SystemExit(f'error: {exc}') from exc
+    except WriteError as exc:  # every write of the run is atomic
+        raise SystemExit(f'error: {exc}; the checkpoints saved before and '
+                         'last_checkpoint are intact') from exc

@@ -8,6 +8,10 @@ with them and outlive the run); NFS propagates it to other hosts. A stale
 lock file never blocks anyone. The file names the holder (PID, host,
 command) for the error a second run gets. Closing any descriptor of the
 file releases a POSIX lock, so the holder reads it only through its own.
+
+Taking the lock is also the run's first write: a work_dir that cannot be
+written, or a ``run.lock`` that is a symbolic link (never written through),
+stops the run there with a ``WorkDirError``.
 """
 import errno
 import fcntl
@@ -24,6 +28,11 @@ LOCK_NAME = 'run.lock'
 
 class WorkDirBusyError(RuntimeError):
     """Another run holds the work_dir's lock."""
+
+
+class WorkDirError(RuntimeError):
+    """The work_dir cannot hold a run: not writable, or its lock file is a
+    symbolic link."""
 
 
 def _describe(holder):
@@ -60,9 +69,27 @@ class WorkDirLock:
         except (OSError, ValueError):
             return None
 
+    def _open(self):
+        """The lock file's descriptor, created if needed, never through a
+        link; ``WorkDirError`` when the work_dir cannot be written."""
+        folder = osp.dirname(self.path)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
+                           0o666)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise WorkDirError(
+                    f'{self.path} is a symbolic link; the run writes its '
+                    'lock there and never through a link: remove it') \
+                    from None
+            raise WorkDirError(f'cannot write in the work_dir {folder}: '
+                               f'{exc.strerror}') from None
+
     def __enter__(self):
-        os.makedirs(osp.dirname(self.path), exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = self._open()
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

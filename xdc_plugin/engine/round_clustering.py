@@ -41,11 +41,13 @@ def clustering_inputs(features, sources):
     return inputs
 
 
-def build_clusterer(clusterer_cfgs, source, num_clusters, world_size):
-    """The clusterer of ``source`` (its own config, or the one config of
-    every source; ``num_clusters`` defaults to the model's). With several
-    ranks, a single-process clusterer becomes ``DistributedKMeans`` with
-    the same arguments (logged): no rank may gather the dataset."""
+class TooFewClipsError(ValueError):
+    """More clusters are asked for than the dataset has clips."""
+
+
+def _source_cfg(clusterer_cfgs, source, num_clusters):
+    """The clusterer config of ``source`` (its own, or the one config of
+    every source), ``num_clusters`` (the model's) unless it sets one."""
     cfg = clusterer_cfgs
     if isinstance(cfg, dict) and source in cfg:
         cfg = cfg[source]
@@ -53,6 +55,31 @@ def build_clusterer(clusterer_cfgs, source, num_clusters, world_size):
         raise KeyError(f'no clusterer configured for source {source!r}')
     cfg = dict(cfg)
     cfg.setdefault('num_clusters', num_clusters)
+    return cfg
+
+
+def check_cluster_counts(clusterer_cfgs, num_clusters, dataset):
+    """``TooFewClipsError`` when a source (``num_clusters``: source -> the
+    model's k) would cluster the clips of ``dataset`` into more clusters
+    than it has clips: found before any feature is extracted."""
+    skipped = len(getattr(dataset, 'skipped', ()))
+    for source, default in num_clusters.items():
+        k = _source_cfg(clusterer_cfgs, source, default)['num_clusters']
+        if k > len(dataset):
+            raise TooFewClipsError(
+                f'k={k} clusters for {source!r} is more than the '
+                f'{len(dataset)} clips of the dataset' +
+                (f' ({skipped} more files were skipped at its build)'
+                 if skipped else '') +
+                ': lower model.num_clusters or give more data')
+
+
+def build_clusterer(clusterer_cfgs, source, num_clusters, world_size):
+    """The clusterer of ``source`` (its own config, or the one config of
+    every source; ``num_clusters`` defaults to the model's). With several
+    ranks, a single-process clusterer becomes ``DistributedKMeans`` with
+    the same arguments (logged): no rank may gather the dataset."""
+    cfg = _source_cfg(clusterer_cfgs, source, num_clusters)
     clusterer = CLUSTERERS.build(cfg)
     if world_size > 1 and not hasattr(clusterer, 'fit_sharded'):
         print_log(f'{type(clusterer).__name__} clusters in one process; with '

@@ -13,7 +13,10 @@ calls these too.
   cosine similarity. ``knn@k``: majority vote of the k nearest (ties go to
   the class with the larger summed similarity); ``recall@k``: the fraction
   of test rows with at least one same-label item among their k nearest
-  training rows (the retrieval protocol of the video SSL literature).
+  training rows (the retrieval protocol of the video SSL literature). Only
+  for k below the size of every training part: with k at or above it the
+  "neighbours" are the whole training part (recall@k is then 1 for every
+  class it holds), so such a k is left out, with a warning.
 
 Rows labelled -1 (unknown) are left out and counted. Each protocol returns
 ``{metric: [score per split]}``; :func:`evaluate_features` turns them into
@@ -163,7 +166,9 @@ def knn_probe(features, labels, splits: Sequence[Split],
               ks: Sequence[int] = KNN_KS,
               recall_ks: Sequence[int] = RECALL_KS) -> Dict[str, list]:
     """``knn@k`` accuracy and ``recall@k`` retrieval per split (cosine
-    similarity of test rows to training rows)."""
+    similarity of test rows to training rows), for the ``k`` below the
+    smallest training part (the others are left out with a warning)."""
+    ks, recall_ks = _ks_below_training_size(ks, recall_ks, splits)
     features = _normalised(features)
     labels = np.asarray(labels)
     num_classes = int(labels.max()) + 1
@@ -190,6 +195,21 @@ def knn_probe(features, labels, splits: Sequence[Split],
             hit = (neighbour_labels[:, :k] == truth).any(1)
             out[f'recall@{k}'].append(float(hit.mean()))
     return out
+
+
+def _ks_below_training_size(ks, recall_ks, splits):
+    """``ks`` and ``recall_ks`` less every k that is not below the size of
+    the smallest training part (warned about)."""
+    smallest = min(len(train) for train, _ in splits)
+    dropped = [f'{name}@{k}' for name, values in (('knn', ks),
+                                                  ('recall', recall_ks))
+               for k in values if k >= smallest]
+    if dropped:
+        logger.warning('%s left out: a training part has %d rows, and k '
+                       'must be below that (else the neighbours are the '
+                       'whole training part)', ', '.join(dropped), smallest)
+    return ([k for k in ks if k < smallest],
+            [k for k in recall_ks if k < smallest])
 
 
 def evaluate_features(features: Dict[str, np.ndarray], labels,

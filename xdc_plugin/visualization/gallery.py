@@ -5,19 +5,26 @@ beside them, nothing fetched from the network.
 work dir (all of them feed the quality charts), renders the chosen rounds as
 ``round_<r>.html`` plus ``index.html`` (the final round, or the last one),
 and writes the clips' media under ``media/``.
+
+A round file lists the clips' paths, and whoever wrote it chose them: the
+gallery reads only absolute paths under the dataset root (the one the round
+file records, or ``data_root`` when given), never a URL or anything else,
+which it counts and shows as not read.
 """
-import os
 import os.path as osp
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from xdc_plugin.atomic_write import write_atomically
 from xdc_plugin.clustering.round_file import (RoundFileError,
                                               list_round_files, load_round)
 from xdc_plugin.visualization.charts import quality_chart_svg
 from xdc_plugin.visualization.media import (DEFAULT_CLIP, MediaJob,
-                                            render_all)
+                                            MediaResult, render_all)
 from xdc_plugin.visualization.selection import ORDERINGS, cluster_cards
 
 # (source, heading, what to do with it, media kinds its clips show)
@@ -27,6 +34,8 @@ SECTIONS = (('audio', 'Audio clusters', 'listen', ('audio', )),
 # What a round must hold for its page to be drawn.
 REQUIRED = ('distances', 'paths')
 TEMPLATES = osp.join(osp.dirname(osp.abspath(__file__)), 'templates')
+# A URL scheme (http:, data:, concat:, ...) at the start of a path.
+_URL = re.compile(r'^[A-Za-z][A-Za-z0-9+.-]*:')
 
 
 class GalleryError(RuntimeError):
@@ -41,6 +50,25 @@ class GalleryReport:
     num_clips: int
     failed: Dict[str, str]   # clip path -> why it could not be shown
     notes: List[str] = field(default_factory=list)
+    refused: Dict[str, str] = field(default_factory=dict)  # path -> why
+    # not read (see ``clip_refusal``)
+    read_under: str = ''  # where clips are read from, in words
+
+
+def clip_refusal(path, root):
+    """``(kind, why)`` when the gallery must not read ``path``: a URL, a
+    relative path, no known dataset root, a path outside ``root``; None
+    when it may (a file under ``root``)."""
+    if _URL.match(path):
+        return 'url', 'a URL, never fetched'
+    if not osp.isabs(path):
+        return 'relative', 'not an absolute path'
+    if root is None:
+        return 'no_root', ('its round file records no dataset root: pass '
+                           '--data-root')
+    if osp.commonpath([root, osp.normpath(path)]) != root:
+        return 'outside_root', f'outside the dataset root {root}'
+    return None
 
 
 def load_run(work_dir):
@@ -103,9 +131,11 @@ def _clip_job(round_, index, kinds):
         clip_cfg=cfg, kinds=set(kinds))
 
 
-def _page_sections(round_, top_clusters, clips_per_cluster, jobs):
+def _page_sections(round_, top_clusters, clips_per_cluster, jobs, root,
+                   refused):
     """The sections of a round's page; adds the media they need to
-    ``jobs`` (``{key: MediaJob}``, one per clip across every page)."""
+    ``jobs`` (``{key: MediaJob}``, one per clip across every page) and the
+    clips not read to ``refused`` (``{path: MediaResult}``)."""
     sections = []
     for source, heading, verb, kinds in SECTIONS:
         if source not in round_.sources:
@@ -114,6 +144,12 @@ def _page_sections(round_, top_clusters, clips_per_cluster, jobs):
                                         clips_per_cluster)
         for card in cards:
             for clip in card.clips:
+                refusal = clip_refusal(clip.path, root)
+                if refusal:
+                    refused[clip.path] = MediaResult(
+                        {}, ': '.join(refusal), refused=True)
+                    clip.media_key = f'refused:{clip.path}'
+                    continue
                 job = _clip_job(round_, clip.index, kinds)
                 jobs.setdefault(job.key, job).kinds.update(kinds)
                 clip.media_key = job.key
@@ -136,24 +172,66 @@ def _run_summary(work_dir, round_):
                 num_clips=round_.num_clips, labels=labels)
 
 
+def _clip_roots(rounds, data_root):
+    """``{round id: root}``: ``data_root`` for every round, else the one
+    each round file records (None: none), and a note saying which."""
+    if data_root is not None:
+        root = osp.normpath(osp.abspath(data_root))
+        return {r.round_id: root for r in rounds}, \
+            f'clips are read only under {root} (--data-root)'
+    roots = {r.round_id: osp.normpath(r.data_root) if r.data_root and
+             osp.isabs(r.data_root) else None for r in rounds}
+    known = sorted({root for root in roots.values() if root})
+    where = ' and '.join(known) or 'no folder'
+    return roots, (f'clips are read only under {where} (the dataset root '
+                   'recorded in the round files; --data-root to choose '
+                   'another)')
+
+
+def _refused_note(refused):
+    counts = Counter(m.error.split(':')[0] for m in refused.values())
+    return (f'{len(refused)} clips not read (' + ', '.join(
+        f'{kind}: {n}' for kind, n in sorted(counts.items())) +
+        '): the gallery reads only files under the dataset root, never '
+        'a URL')
+
+
+def _check_arguments(top_clusters, clips_per_cluster, data_root):
+    if top_clusters < 1 or clips_per_cluster < 1:
+        raise GalleryError('top_clusters and clips_per_cluster must be >= '
+                           f'1, got {top_clusters} and {clips_per_cluster}')
+    if data_root is not None and not osp.isdir(data_root):
+        raise GalleryError(f'--data-root {data_root} is not a folder')
+
+
 def build_gallery(work_dir, which='all', top_clusters=12,
                   clips_per_cluster=10, out_dir=None, workers=None,
-                  progress=True):
+                  progress=True, data_root=None):
     """Write the gallery of ``work_dir`` into ``out_dir`` (default
-    ``work_dir/gallery``) -> ``GalleryReport``."""
-    if top_clusters < 1 or clips_per_cluster < 1:
-        raise ValueError('top_clusters and clips_per_cluster must be >= 1')
+    ``work_dir/gallery``) -> ``GalleryReport``. Clips are read only under
+    ``data_root`` (default: the dataset root each round file records)."""
+    _check_arguments(top_clusters, clips_per_cluster, data_root)
     out_dir = out_dir or osp.join(work_dir, 'gallery')
     rounds, notes = load_run(work_dir)
     shown = pick_rounds(rounds, which)
     notes += [_lacking(r, one_line=True) for r in rounds
               if r.missing and r not in shown]
-    jobs, pages = {}, []
+    roots, where = _clip_roots(shown, data_root)
+    jobs, pages, refused = {}, [], {}
     for round_ in shown:
-        pages.append((round_, _page_sections(round_, top_clusters,
-                                             clips_per_cluster, jobs)))
-    media = render_all(jobs, osp.join(out_dir, 'media'), workers, progress)
+        pages.append((round_, _page_sections(
+            round_, top_clusters, clips_per_cluster, jobs,
+            roots[round_.round_id], refused)))
+    if refused:
+        notes.append(_refused_note(refused))
+    try:
+        media = render_all(jobs, osp.join(out_dir, 'media'), workers,
+                           progress)
+    except OSError as e:
+        raise GalleryError(f'cannot write the gallery into {out_dir}: '
+                           f'{e.strerror}') from e
     failed = {jobs[k].path: m.error for k, m in media.items() if m.error}
+    media.update((f'refused:{path}', m) for path, m in refused.items())
 
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True,
@@ -180,9 +258,9 @@ def build_gallery(work_dir, which='all', top_clusters=12,
         for name in ([names[round_.round_id]] +
                      (['index.html'] if round_ is default else [])):
             path = osp.join(out_dir, name)
-            with open(path + '.part', 'w', encoding='utf-8') as f:
-                f.write(html)
-            os.replace(path + '.part', path)
+            write_atomically(html.encode('utf-8'), path)
             written.setdefault(round_.round_id, path)
     return GalleryReport(index=osp.join(out_dir, 'index.html'), pages=written,
-                         num_clips=len(jobs), failed=failed, notes=notes)
+                         num_clips=len(jobs), failed=failed, notes=notes,
+                         refused={p: m.error for p, m in refused.items()},
+                         read_under=where)

@@ -14,6 +14,7 @@ import hashlib
 import multiprocessing
 import os
 import os.path as osp
+import uuid
 import wave
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -72,10 +73,11 @@ class MediaJob:
 
 @dataclass
 class MediaResult:
-    """Files (relative to the media folder) per kind, or why there are none.
-    """
+    """Files (relative to the media folder) per kind, or why there are none
+    (``refused``: the clip was not read at all, see ``gallery.py``)."""
     files: dict
     error: Optional[str] = None
+    refused: bool = False
 
 
 def _clip_start(job, info):
@@ -131,8 +133,9 @@ def _write_webm(path, frames, fps):
 @contextlib.contextmanager
 def _atomic(path):
     """A temporary name for writing ``path``: renamed to it on success,
-    removed on failure, so that a file in the media folder is complete."""
-    tmp = f'{path}.{os.getpid()}.part'
+    removed on failure, so that a file in the media folder is complete.
+    Random, so that no link can be planted there in advance."""
+    tmp = f'{path}.{uuid.uuid4().hex}.part'
     try:
         yield tmp
         os.replace(tmp, path)

@@ -192,16 +192,20 @@ def test_unreadable_and_newer_files_raise_a_clear_error(tmp_path):
     np.savez(tmp_path / 'round_4.npz', **arrays)
     with pytest.raises(RoundFileError, match='neither a number nor'):
         load_round(str(tmp_path / 'round_4.npz'))
-    for key, value, says in (
-            ('paths_json', {'a': 1}, 'paths_json is not a list of paths'),
-            ('paths_json', ['a.mp4', 3], 'paths_json is not a list of'),
-            ('meta', dict(meta, data_root=['/']),
-             r"data_root \['/'\] is not")):
-        crafted = dict(arrays, meta=np.array(json.dumps(meta)))
-        crafted[key] = np.array(json.dumps(value)) if key == 'meta' else \
-            np.frombuffer(json.dumps(value).encode(), np.uint8)
-        np.savez(tmp_path / 'round_4.npz', **crafted)
-        with pytest.raises(RoundFileError, match=says):
+    np.savez(tmp_path / 'round_4.npz', **dict(
+        arrays, meta=np.array(json.dumps(dict(meta, data_root=['/'])))))
+    with pytest.raises(RoundFileError, match=r"data_root \['/'\] is not"):
+        load_round(str(tmp_path / 'round_4.npz'))
+    np.savez(tmp_path / 'round_4.npz', **dict(
+        arrays, meta=np.array(json.dumps(meta))))
+    part = part_path(str(tmp_path / 'round_4.npz'), 0, 1)
+    with np.load(part) as z:
+        part_arrays = dict(z)
+    for paths in ({'a': 1}, ['a.mp4', 3]):  # the paths are in the parts
+        np.savez(part, **part_arrays, paths_json=np.frombuffer(
+            json.dumps(paths).encode(), np.uint8))
+        with pytest.raises(RoundFileError,
+                           match='paths_json is not a list of paths'):
             load_round(str(tmp_path / 'round_4.npz'))
     hostile = tmp_path / 'round_3.npz'
     np.savez(hostile, video_labels=np.array([{'a': 1}], dtype=object),

@@ -12,7 +12,8 @@ from conftest import (TIMECODE_CLIP_CFG, TIMECODE_FPS, save_fitted_rounds,
                       timecode_extract_set)
 from PIL import Image
 
-from xdc_plugin.clustering.round_file import load_round, round_path
+from xdc_plugin.clustering.round_file import (load_round, part_path,
+                                              round_path)
 from xdc_plugin.visualization import build_gallery
 from xdc_plugin.visualization.cli import main
 from xdc_plugin.visualization.media import (DEFAULT_CLIP, MediaJob,
@@ -299,18 +300,23 @@ def opened(monkeypatch, tmp_path):
 
 
 def _replace_paths(round_file, paths, drop_root=False):
-    """Rewrite a round file's clip paths (and drop its dataset root), as a
-    hand-made round file could hold them."""
+    """Rewrite a one-part round's clip paths (in its part file) and drop
+    its dataset root (in its index), as a hand-made round could hold
+    them."""
     import json
-    with np.load(round_file) as z:
+    part = part_path(round_file, 0, 1)
+    with np.load(part) as z:
         arrays = {k: z[k] for k in z.files}
     arrays['paths_json'] = np.frombuffer(json.dumps(paths).encode(),
                                          np.uint8)
+    np.savez_compressed(part, **arrays)
     if drop_root:
+        with np.load(round_file) as z:
+            arrays = {k: z[k] for k in z.files}
         meta = json.loads(str(arrays['meta']))
         del meta['data_root']
         arrays['meta'] = np.array(json.dumps(meta))
-    np.savez_compressed(round_file, **arrays)
+        np.savez(round_file, **arrays)
 
 
 def test_only_files_under_the_dataset_root_are_read(

@@ -152,9 +152,10 @@ def step_environment(ctx):
                  driver=driver_version(), faiss_builds=builds,
                  cuda_visible=torch.cuda.is_available())
     if len(builds) != 1:
-        raise StepFailed(f'installed faiss builds: {builds or "none"}; one '
-                         'is needed (pip install -e ".[gpu]" on a GPU node, '
-                         'after pip uninstall faiss-cpu)')
+        raise StepFailed(f'installed faiss builds: '
+                         f'{", ".join(builds) or "none"}; one is needed (pip '
+                         'install -e ".[gpu]" on a GPU node, after pip '
+                         'uninstall faiss-cpu)')
     import faiss
     found['faiss_gpus'] = (faiss.get_num_gpus() if hasattr(
         faiss, 'get_num_gpus') else 0)

@@ -52,8 +52,9 @@ CUDA_TESTS = [
 FAISS_BUILDS = ('faiss-cpu', 'faiss-gpu', 'faiss-gpu-cu12', 'faiss-gpu-cu11')
 # Each step's time limit, in seconds: 10 minutes in all (--time-scale
 # multiplies them, e.g. for the CPU mode on a slow machine).
-LIMITS = dict(environment=30, cuda_tests=90, gpu_check=150, demo=150,
-              preemption=90, torchrun=90)
+# The demo's includes making its 160 clips.
+LIMITS = dict(environment=20, cuda_tests=80, gpu_check=140, demo=200,
+              preemption=80, torchrun=80)
 USR2_EXIT = 128 + signal.SIGUSR2
 # mmengine's log line of epoch 1, iteration 1 (numbers padded to width).
 FIRST_ITERATION = re.compile(r'Epoch\(train\) *\[ *1\]\[ *1/')

@@ -27,7 +27,10 @@ class Rate:
     unit: str = 'clips'
 
     def __str__(self):
-        return f'{self.value:,.0f} {self.unit}/s/rank ({self.origin})'
+        # a CPU's k-means rate is a small fraction of a TFLOP/s
+        value = (f'{self.value:,.0f}' if self.value >= 10 else
+                 f'{self.value:.3g}')
+        return f'{value} {self.unit}/s/rank ({self.origin})'
 
 
 @dataclass

@@ -7,6 +7,13 @@ from setuptools import find_packages, setup
 # import these.
 BENCH_REQUIRES = ['pytorchvideo==0.1.5', 'fvcore', 'iopath']
 
+# faiss, the CPU or the GPU build: both install the same ``faiss`` module
+# (over each other), so it is an extra that names one of them, never both
+# (``pip install -e ".[cpu]"`` or ``".[gpu]"``). faiss-gpu is Meta's CUDA 12
+# build on PyPI (Linux x86_64; it brings its CUDA 12 runtime wheels, run by
+# any driver that runs CUDA 12 or 13).
+FAISS_BUILDS = {'cpu': ['faiss-cpu>=1.7.4'], 'gpu': ['faiss-gpu>=1.15']}
+
 # configs/ ships as the package data ``xdc_plugin/configs`` (found by
 # ``xdc_plugin.engine.config.shipped_config`` in any kind of install).
 CONFIG_FILES = sorted(
@@ -36,7 +43,6 @@ setup(
         # mmaction2 1.2.0 imports it without declaring it.
         'importlib-metadata',
         'av>=11',
-        'faiss-cpu>=1.7.4',
         'submitit>=1.4',
         'scikit-learn>=1.2',
         # thread limits of the frozen-feature probes (evaluation/protocols)
@@ -49,6 +55,7 @@ setup(
         'pillow',
     ],
     extras_require={
+        **FAISS_BUILDS,
         'bench': BENCH_REQUIRES,
         # live curves: mmengine's TensorboardVisBackend
         'tensorboard': ['tensorboard'],

@@ -1,4 +1,7 @@
-"""FaissKMeans / TorchKMeans: determinism, quality, empty clusters, API."""
+"""FaissKMeans / TorchKMeans: determinism, quality, empty clusters, API,
+the device they run on (faiss's GPU entry points mocked)."""
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +10,7 @@ import xdc_plugin  # noqa: F401
 from xdc_plugin.clustering import (ClusterResult, DistributedKMeans,
                                    FaissKMeans, TorchKMeans, cluster_quality)
 from xdc_plugin.clustering.kmeans import (all_finite, assign,
+                                          faiss_kmeans,
                                           resplit_empty_clusters)
 from xdc_plugin.registry import CLUSTERERS
 
@@ -285,3 +289,60 @@ def test_torch_kmeans_on_cuda_matches_cpu():
         torch.from_numpy(x).cuda())
     assert gpu.inertia == pytest.approx(cpu.inertia, rel=1e-3)
     assert cluster_quality(gpu.labels, cpu.labels)['nmi'] > 0.99
+
+
+class _FakeGpuFaiss:
+    """faiss's GPU entry points on the CPU build: the 'GPU index' is the
+    CPU one, and the device it was asked for is recorded."""
+
+    def __init__(self, monkeypatch, num_gpus=2):
+        import faiss
+        self.devices = []
+        monkeypatch.setattr(faiss, 'get_num_gpus', lambda: num_gpus)
+        monkeypatch.setattr(faiss, 'StandardGpuResources', object,
+                            raising=False)
+        monkeypatch.setattr(faiss, 'index_cpu_to_gpu', self.to_gpu,
+                            raising=False)
+
+    def to_gpu(self, resources, device, index):
+        self.devices.append(device)
+        return index
+
+
+def test_faiss_gpu_uses_the_ranks_own_device_only(monkeypatch):
+    fake = _FakeGpuFaiss(monkeypatch)
+    monkeypatch.setattr(torch.cuda, 'current_device', lambda: 1)
+    x = np.random.default_rng(0).standard_normal((60, 4)).astype(np.float32)
+    result = FaissKMeans(3, use_gpu=True, num_iters=5).fit(x)
+    assert fake.devices == [1]
+    np.testing.assert_array_equal(
+        result.labels, FaissKMeans(3, use_gpu=False, num_iters=5).fit(
+            x).labels)
+    assert fake.devices == [1]  # use_gpu=False: no GPU index
+
+
+def test_faiss_auto_follows_the_features_device(monkeypatch):
+    fake = _FakeGpuFaiss(monkeypatch)
+    clusterer = FaissKMeans(3)
+    assert clusterer._faiss_gpu_device(torch.zeros(4, 2)) is None
+    on_gpu = types.SimpleNamespace(is_cuda=True,
+                                   device=torch.device('cuda', 3))
+    assert clusterer._faiss_gpu_device(on_gpu) == 3
+    assert FaissKMeans(3, use_gpu=True)._faiss_gpu_device(on_gpu) == 3
+    assert FaissKMeans(3, use_gpu=False)._faiss_gpu_device(on_gpu) is None
+    x = np.random.default_rng(0).standard_normal((30, 4)).astype(np.float32)
+    clusterer.fit(x)  # CPU features: CPU faiss
+    assert fake.devices == []
+
+
+def test_faiss_auto_on_gpu_features_without_faiss_gpu_warns(monkeypatch):
+    _FakeGpuFaiss(monkeypatch, num_gpus=0)
+    on_gpu = types.SimpleNamespace(is_cuda=True,
+                                   device=torch.device('cuda', 0))
+    logged = []
+    monkeypatch.setattr(faiss_kmeans, 'print_log',
+                        lambda message, **kwargs: logged.append(message))
+    assert FaissKMeans(3)._faiss_gpu_device(on_gpu) is None
+    assert 'CPU build' in logged[0] and 'pip install -e ".[gpu]"' in logged[0]
+    with pytest.raises(RuntimeError, match='faiss sees no GPU'):
+        FaissKMeans(3, use_gpu=True)._faiss_gpu_device(on_gpu)

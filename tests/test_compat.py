@@ -114,12 +114,13 @@ def _free_port():
 
 
 def test_pytorch_launcher_initialises_gloo_on_cpu():
+    """mmengine's launcher would call torch.cuda.set_device first."""
     env = dict(os.environ, RANK='0', LOCAL_RANK='0', WORLD_SIZE='1',
                MASTER_ADDR='127.0.0.1', MASTER_PORT=str(_free_port()),
                CUDA_VISIBLE_DEVICES='')
     code = ('import torch.distributed as d\n'
             'from xdc_plugin import compat\n'
-            "compat.init_dist_pytorch(backend='nccl')\n"
+            "compat.init_dist_pytorch(backend='gloo')\n"
             'print(d.get_backend(), d.get_world_size())\n')
     out = subprocess.run([sys.executable, '-c', code], env=env,
                          capture_output=True, text=True, timeout=120)
@@ -216,3 +217,20 @@ def test_custom_imports_change_nothing_of_the_host(tmp_path):
         capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith('host unchanged')
+
+
+def test_the_logger_names_the_one_visible_device(monkeypatch):
+    """A task that sees one GPU with local rank 3: mmengine's logger would
+    index CUDA_VISIBLE_DEVICES by the local rank."""
+    from mmengine.logging import logger
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '5')
+    monkeypatch.setenv('LOCAL_RANK', '3')
+    with pytest.raises(IndexError):
+        logger._get_device_id()
+    with compat.mmengine_logger_device_id(lambda: 0):
+        assert logger._get_device_id() == 5
+        logger.MMLogger('one_device_task', logger_name='one_device_task')
+    with pytest.raises(IndexError):
+        logger._get_device_id()

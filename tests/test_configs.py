@@ -55,7 +55,8 @@ def manifest(tmp_path_factory, media_dir):
 def test_the_shipped_recipes():
     names = [osp.basename(p) for p in RECIPES]
     assert names == ['xdc_audioset.yaml', 'xdc_avobjects.yaml',
-                     'xdc_demo.yaml', 'xdc_ig65m.yaml', 'xdc_kinetics.yaml']
+                     'xdc_avobjects_paper_input.yaml', 'xdc_demo.yaml',
+                     'xdc_ig65m.yaml', 'xdc_kinetics.yaml']
 
 
 PER_SOURCE_K = ['model.num_clusters.video=5', 'model.num_clusters.audio=5']

@@ -220,3 +220,31 @@ def test_probe_scalars_are_logged_beside_the_cluster_quality(tmp_path):
     assert not any('top1' in key for key in runner.scalars)
     with pytest.raises(TypeError, match='probe must be'):
         make_hook(probe='yes')
+
+
+def test_a_round_extracts_under_trainings_autocast(tmp_path, monkeypatch):
+    """The run's optimizer wrapper trains in bf16 (--amp): the round's
+    extraction autocasts to bf16 too, and stores the hook's feature_dtype
+    on the model's device."""
+    from xdc_plugin.engine import clustering_hook
+    from xdc_plugin.engine.precision import Bf16OptimWrapper
+    model = build_model('xdc')
+    runner = _fake_runner(model, 12, tmp_path)
+    runner.optim_wrapper = Bf16OptimWrapper(runner.optim_wrapper.optimizer)
+    calls = []
+    extract = clustering_hook.extract_shard
+
+    def recording(model, loader, amp_dtype=None,
+                  feature_dtype=torch.float32):
+        calls.append((amp_dtype, feature_dtype))
+        return extract(model, loader, amp_dtype, feature_dtype)
+
+    monkeypatch.setattr(clustering_hook, 'extract_shard', recording)
+    hook = make_hook(feature_dtype='float16')
+    hook.before_train(runner)
+    hook.run_round(runner, apply=True)
+    assert calls == [(torch.bfloat16, torch.float16)]
+    assert {r['device'] for r in hook.history} == {'cpu'}
+    assert (model.pseudo_labels >= 0).all()
+    with pytest.raises(ValueError, match='feature_dtype'):
+        make_hook(feature_dtype='bfloat16')

@@ -9,7 +9,7 @@ from xdc_plugin.clustering.memory_model import clustering_memory
 from xdc_plugin.engine import dry_run
 from xdc_plugin.engine.config import load_config, shipped_config
 from xdc_plugin.engine.launch import build_parser, cli, main
-from xdc_plugin.engine.run_cost import Rate, Rates, run_times
+from xdc_plugin.engine.run_cost import Rate, Rates, kmeans_flops, run_times
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # 64-d features, reduced to 32 (the recipes' PCA is 256 or 128).
@@ -116,12 +116,69 @@ def test_measured_rates_from_gpu_check(tmp_path, capsys):
         train_step=[dict(audio_shape=[1, 40, 201], clips_per_s=500.0,
                          extract_clips_per_s=1500.0)], kmeans=[])))
     report = _dry_run(tmp_path, 'xdc_audioset.yaml', _manifest(tmp_path),
-                      '--throughput', str(measured),
+                      '--throughput', str(measured), '--device', 'cuda',
                       overrides=['model.num_clusters.video=8',
                                  'model.num_clusters.audio=8'])
+    assert report['device'] == 'cuda'
     assert report['seconds']['epoch'] == pytest.approx(600 / 500)
-    assert f'500 clips/s/rank (measured on NVIDIA H200 ({measured}))' in \
-        capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f'500 clips/s/rank (measured on NVIDIA H200 ({measured}))' in out
+    assert 'at world size 1 on cuda' in out
+
+
+def _measured(tmp_path, device):
+    import json
+    path = tmp_path / f'{device}.json'
+    path.write_text(json.dumps(dict(
+        environment=dict(device=device),
+        train_step=[dict(audio_shape=[1, 40, 201], clips_per_s=50.0,
+                         extract_clips_per_s=150.0)],
+        kmeans=[dict(method='TorchKMeans', num_points=1000, dim=64,
+                     num_clusters=16, num_iters=9, iterations_run=4,
+                     seconds=0.5)])))
+    return path
+
+
+def test_a_cpu_run_is_estimated_with_cpu_rates(tmp_path, capsys):
+    manifest = _manifest(tmp_path)
+    with pytest.raises(SystemExit, match='error: .*gpu.json was measured on '
+                       'NVIDIA H200, but the run trains and clusters on cpu'
+                       r'.*gpu_check.py --cpu'):
+        cli(['--cfg', osp.join(REPO, 'configs', 'xdc_kinetics.yaml'),
+             '--dry-run', '--world-size', '2', '--device', 'cpu',
+             '--throughput', str(_measured(tmp_path, 'NVIDIA H200').rename(
+                 tmp_path / 'gpu.json')),
+             f'train_dataloader.dataset.ann_file={manifest}', *SMALL])
+    report = _dry_run(tmp_path, 'xdc_kinetics.yaml', manifest,
+                      '--world-size', '2', '--device', 'cpu',
+                      '--throughput', str(_measured(tmp_path, 'cpu')))
+    out = capsys.readouterr().out
+    assert report['device'] == 'cpu'
+    # the k-means rate from the iterations the measured fit ran
+    rate = kmeans_flops(1000, 64, 16, 4) / 0.5
+    assert f'k-means rate: {rate / 1e12:.3g} TFLOP/s/rank (measured on ' \
+        'cpu' in out
+    kmeans = sum(kmeans_flops(600, s['dim'], s['num_clusters'],
+                              s['num_iters'], s['max_points_per_centroid'],
+                              s['num_redo'])
+                 for s in report['sources'].values())
+    assert report['seconds']['kmeans sharded'] == pytest.approx(
+        kmeans / rate / 2)
+    assert report['seconds']['clustering (sharded)'] == pytest.approx(
+        600 / (150 * 2) + kmeans / rate / 2)
+
+
+def test_a_cpu_run_does_not_use_the_gpu_estimate(tmp_path, capsys):
+    report = _dry_run(tmp_path, 'xdc_kinetics.yaml', _manifest(tmp_path),
+                      '--world-size', '2', '--device', 'cpu')
+    out = capsys.readouterr().out
+    assert "the config's throughput_estimate is a GPU's: not used" in out
+    assert 'round (sharded)' not in report['seconds']
+    assert 'k-means rate: unknown' in out
+    planned = _dry_run(tmp_path, 'xdc_kinetics.yaml', _manifest(tmp_path),
+                       '--world-size', '2')
+    assert planned['device'] == 'cuda'  # several ranks: a GPU run
+    assert 'round (sharded)' in planned['seconds']
 
 
 def test_clip_shapes_of_the_paper_pipeline():

@@ -125,3 +125,33 @@ def test_a_run_resumed_mid_epoch_extracts(tmp_path):
     assert any('Resumed in the middle of epoch 1' in line
                for line in runner.logs)
     np.testing.assert_array_equal(labels, expected)
+
+
+def test_the_forward_hook_copies_nothing_to_the_host(monkeypatch):
+    """The captured rows stay on the encoders' device in the bank's dtype:
+    no ``.cpu()`` (a device sync per step on a GPU) inside the forward."""
+    model = build_model()
+    dataset = toy_loader(6).dataset
+    bank = FeatureBank(model, torch.float16)
+    bank.open(epoch=0)
+    host_copies = []
+    cpu = torch.Tensor.cpu
+
+    def counted(tensor, *args, **kwargs):
+        host_copies.append(tuple(tensor.shape))
+        return cpu(tensor, *args, **kwargs)
+
+    batches = batches_of(dataset, [0, 1, 2, 3, 4, 5], size=3)
+    model.eval()
+    for batch in batches:
+        bank.expect(batch['index'])
+        data = model.data_preprocessor(batch, True)
+        monkeypatch.setattr(torch.Tensor, 'cpu', counted)
+        with torch.no_grad():
+            model.extract_feat(data['video'], data['audio'])
+        monkeypatch.setattr(torch.Tensor, 'cpu', cpu)
+        bank.commit()
+    assert host_copies == []
+    shard = bank.shard()
+    assert sorted(shard.indices.tolist()) == list(range(6))
+    assert {f.dtype for f in shard.features.values()} == {torch.float16}

@@ -68,3 +68,30 @@ def test_each_rank_extracts_its_share_with_rank0_statistics(tmp_path):
             np.testing.assert_allclose(
                 ranked[modality], features[ranked['indices']].numpy(),
                 rtol=1e-5, atol=1e-6)
+
+
+def test_extraction_autocasts_as_training_and_stores_the_feature_dtype():
+    model = build_model()
+    conv_dtypes = set()
+
+    def record(module, _, out):
+        if isinstance(module, torch.nn.Conv3d):
+            conv_dtypes.add(out.dtype)
+
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        shard = extract_shard(model, toy_loader(5), torch.bfloat16,
+                              torch.float16)
+        assert conv_dtypes == {torch.bfloat16}
+        conv_dtypes.clear()
+        fp32 = extract_shard(model, toy_loader(5))
+        assert conv_dtypes == {torch.float32}
+    finally:
+        hook.remove()
+    for modality, rows in shard.features.items():
+        assert rows.dtype == torch.float16 and rows.device == torch.device(
+            'cpu')  # the model's device
+        assert fp32.features[modality].dtype == torch.float32
+        torch.testing.assert_close(rows.float(), fp32.features[modality],
+                                   rtol=0.05, atol=0.05)
+    assert shard.indices.dtype == torch.int64

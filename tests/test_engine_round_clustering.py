@@ -80,7 +80,11 @@ def test_clusterer_config_per_source_and_the_sharded_fallback(monkeypatch):
 def _cluster_worker(rank, world_size, init_file, out_dir, cfg):
     torch_dist.init_process_group('gloo', init_method=f'file://{init_file}',
                                   rank=rank, world_size=world_size)
+    # A forked rank must stay on one OpenMP thread (GNU OpenMP is not
+    # fork-safe once the parent has used its threads): the round's thread
+    # rule gives each rank cores / LOCAL_WORLD_SIZE, here 1.
     torch.set_num_threads(1)
+    os.environ['LOCAL_WORLD_SIZE'] = str(len(os.sched_getaffinity(0)))
     order = np.random.default_rng(3).permutation(90)
     shard = blob_shard(held=order[rank::world_size])
     results = cluster_shard(shard, ['video', 'audio'], cfg, K, 100,

@@ -19,6 +19,9 @@ def test_kmeans_flops_count_iterations_and_the_final_pass():
         2 * 8 * 4 * (10 * 200 + 1000)
     assert kmeans_flops(100, 8, 4, 10, max_points_per_centroid=50) == \
         kmeans_flops(100, 8, 4, 10)
+    # num_redo runs, one final assignment.
+    assert kmeans_flops(1000, 8, 4, 10, num_redo=3) == \
+        2 * 8 * 4 * (3 * 10 * 1000 + 1000)
 
 
 def _gpu_check(tmp_path):
@@ -48,6 +51,10 @@ def test_rates_measured_by_gpu_check(tmp_path):
     other = rates_from_gpu_check(path, 55)
     assert other.train.value == 900.0
     assert other.notes == ['no step measured at 55 audio frames; used 100']
+    assert rates_from_gpu_check(path, 201, 'cuda').train.value == 800.0
+    with pytest.raises(ValueError, match='measured on NVIDIA H200, but the '
+                       'run trains and clusters on cpu'):
+        rates_from_gpu_check(path, 201, 'cpu')
 
 
 def test_estimate_from_counted_flops():
@@ -104,11 +111,18 @@ def test_times_of_epoch_round_and_run():
     assert times['run (sharded)'] == pytest.approx(9 * n / 1000 +
                                                    4 * clustering)
     # A slower data loader caps training; without k-means, no round.
+    assert times['clustering (sharded)'] == pytest.approx(clustering)
+    # A slower data loader caps training and extraction; without k-means,
+    # no round.
     capped = run_times(n, world, 9, 4, sources, Rates(
         train=Rate(100.0, 'x'), data=Rate(50.0, 'x'),
         extract=Rate(400.0, 'x')))
     assert capped == {'epoch': pytest.approx(n / 500),
-                      'extract': pytest.approx(n / 4000)}
+                      'extract': pytest.approx(n / 500)}
+    redone = run_times(n, world, 9, 4, {s: dict(v, num_redo=3) for s, v in
+                                        sources.items()}, rates)
+    assert redone['kmeans on rank 0'] == pytest.approx(
+        2 * kmeans_flops(n, 128, 1000, 20, num_redo=3) / 1e12)
 
 
 def test_duration():

@@ -185,3 +185,20 @@ def test_pipeline_decodes_the_frames_it_samples(loader, tmp_path):
         assert results['total_frames'] == 150
         assert len(results['frame_inds']) == len(results['imgs']) >= 32
         assert _frame_codes(results['imgs']) == list(results['frame_inds'])
+
+
+def test_amp_is_the_bf16_wrapper_of_run_net(tiny_ucf101, tmp_path):
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import DefaultScope
+    run = dict(annotations=tiny_ucf101, frames=8, mode='fc-only',
+               checkpoint='weights.pth', width=0.25,
+               work_dir=str(tmp_path / 'split_1'))
+    config = osp.join(CONFIGS, 'ucf101.yaml')
+    assert benchmark_config(config, [], **run).optim_wrapper.get(
+        'type', 'OptimWrapper') == 'OptimWrapper'
+    cfg = benchmark_config(config, [], amp=True, **run)
+    assert cfg.optim_wrapper.type == 'xdc.Bf16OptimWrapper'
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        wrapper = build_optim_wrapper(torch.nn.Linear(2, 2),
+                                      cfg.optim_wrapper)
+    assert type(wrapper).__name__ == 'Bf16OptimWrapper'

@@ -8,8 +8,7 @@ import socket
 import pytest
 import torch
 import torch.distributed as torch_dist
-from mmengine.optim.optimizer import amp_optimizer_wrapper
-
+from xdc_plugin.engine import launch
 from xdc_plugin.engine.config import load_config
 from xdc_plugin.models.flops import forward_flops
 from xdc_plugin.registry import MODELS
@@ -67,28 +66,39 @@ def test_group_from_launcher_environment(monkeypatch):
     assert not torch_dist.is_initialized()
 
 
-def test_bf16_amp_step(monkeypatch):
-    """The GPU path's AmpOptimWrapper(bfloat16), run under CPU autocast:
-    mmengine only refuses to build it without a GPU."""
-    monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available',
-                        lambda: True)
-    args = TOOL['parse_args'](['--cpu'] + TINY)
+def test_bf16_step_is_the_one_run_net_builds(monkeypatch):
+    """``--amp`` as tools/run_net.py builds it (Bf16OptimWrapper, no loss
+    scaler), run under CPU autocast; the extraction pass autocasts too."""
+    args = TOOL['parse_args'](['--cpu', '--amp', 'bf16'] + TINY)
     cfg = load_config(args.cfg, args.overrides)
-    conv_dtypes = set()
+    built = []
+    build = TOOL['check_train_step'].__globals__['build_optim_wrapper']
+    monkeypatch.setitem(TOOL['check_train_step'].__globals__,
+                        'build_optim_wrapper',
+                        lambda model, c: built.append((c, build(model, c)))
+                        or built[-1][1])
+    conv_dtypes = []
 
     def record(module, _, out):  # the FLOP count's meta forward excluded
         if isinstance(module, torch.nn.Conv3d) and not out.is_meta:
-            conv_dtypes.add(out.dtype)
+            conv_dtypes.append((module.training, out.dtype))
 
     hook = torch.nn.modules.module.register_module_forward_hook(record)
     try:
         with TOOL['single_rank_group']('gloo'):
             rows = TOOL['check_train_step'](cfg, args, torch.device('cpu'),
-                                            amp=True)
+                                            amp='bf16')
     finally:
         hook.remove()
-    assert conv_dtypes == {torch.bfloat16}
+    assert {dtype for _, dtype in conv_dtypes} == {torch.bfloat16}
+    assert {training for training, _ in conv_dtypes} == {True, False}
     assert [r['amp'] for r in rows] == ['bfloat16', 'bfloat16']
+    run_args = launch.parse_args(
+        ['--cfg', args.cfg, '--device', 'cpu', '--amp'] + args.overrides)
+    (wrapper_cfg, wrapper), = built
+    assert wrapper_cfg == dict(launch.prepare_config(run_args).optim_wrapper)
+    assert type(wrapper).__name__ == 'Bf16OptimWrapper'
+    assert not hasattr(wrapper, 'loss_scaler')
 
 
 def test_smoke_run_json(tmp_path):

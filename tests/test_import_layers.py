@@ -298,21 +298,43 @@ def runtime_distributions(graph):
     return found
 
 
+# The extras that each bring one build of faiss (the same ``faiss`` module).
+FAISS_EXTRAS = {'cpu': 'faiss-cpu', 'gpu': 'faiss-gpu'}
+
+
 def test_install_requires_lists_what_the_runtime_imports(graph, monkeypatch):
-    declared = {_distribution(r) for r in
-                setup_arguments(monkeypatch)['install_requires']}
+    """faiss comes from the ``cpu`` or the ``gpu`` extra; everything else
+    the runtime imports is in install_requires."""
+    arguments = setup_arguments(monkeypatch)
+    declared = {_distribution(r) for r in arguments['install_requires']}
     imported = runtime_distributions(graph)
     assert {'torch', 'mmengine', 'av', 'faiss-cpu', 'pillow'} <= set(imported)
-    missing = {d: m for d, m in imported.items() if d not in declared}
+    missing = {d: m for d, m in imported.items()
+               if d not in declared | set(FAISS_EXTRAS.values())}
     assert not missing, missing
+    assert not declared & set(FAISS_EXTRAS.values())
+
+
+def test_each_faiss_extra_brings_one_build_and_no_other_extra_any(
+        monkeypatch):
+    extras = setup_arguments(monkeypatch)['extras_require']
+    for extra, reqs in extras.items():
+        builds = {_distribution(r) for r in reqs} & set(FAISS_EXTRAS.values())
+        assert builds == ({FAISS_EXTRAS[extra]} if extra in FAISS_EXTRAS
+                          else set()), extra
 
 
 def test_the_readme_install_command_pulls_every_extra(monkeypatch):
+    """...but the other faiss build."""
     extras = setup_arguments(monkeypatch)['extras_require']
     readme = open(osp.join(REPO_DIR, 'README.md'), encoding='utf-8').read()
-    chosen = re.search(r'pip install -e "\.\[(\w+)\]"', readme).group(1)
-    everything = {_distribution(r) for reqs in extras.values() for r in reqs}
-    assert everything <= {_distribution(r) for r in extras[chosen]}
+    chosen = re.search(r'pip install -e "\.\[([\w,]+)\]"',
+                       readme).group(1).split(',')
+    assert 'cpu' in chosen and 'gpu' not in chosen
+    everything = {_distribution(r) for extra, reqs in extras.items()
+                  if extra != 'gpu' for r in reqs}
+    assert everything <= {_distribution(r) for extra in chosen
+                          for r in extras[extra]}
 
 
 # -- the checker itself, on a synthetic code base ----------------------------

@@ -14,7 +14,9 @@ evaluated on ``--data`` (coarse labels, stratified ``--folds``-fold):
 encoders at random init (seeded). Extra ``KEY=VALUE`` arguments override
 the config for training and for the random encoders alike. The checkpoints
 are unpickled fully: this command wrote them. ``--skip-train`` reuses the
-checkpoints already in the work dirs.
+checkpoints already in the work dirs. ``--device`` trains and evaluates
+there (``auto``: CUDA when visible); ``--amp`` trains with
+``tools/run_net.py --amp`` (bf16).
 
 Prints the table (mean +- std over folds, %) and writes every record, with
 ``variant``, ``train_seconds`` and ``eval_seconds``, to ``--json``.
@@ -25,6 +27,8 @@ import os.path as osp
 import subprocess
 import sys
 import time
+
+import torch
 
 from xdc_plugin.engine.config import CONFIG_ERRORS, load_config
 from xdc_plugin.evaluation.manifest_eval import evaluate_manifest
@@ -39,11 +43,12 @@ COLUMNS = tuple((protocol, modality, metric)
                 for modality in ('video', 'audio'))
 
 
-def train(variant, cfg_path, work_dir, overrides):
-    """Train one variant in a subprocess; its wall time in seconds."""
+def train(variant, cfg_path, work_dir, overrides, run_flags=()):
+    """Train one variant in a subprocess (``run_flags``: more
+    ``tools/run_net.py`` options); its wall time in seconds."""
     log_path = osp.join(work_dir, 'table_train.log')
     command = [sys.executable, RUN_NET, '--cfg', cfg_path, '--work-dir',
-               work_dir, f'model.variant={variant}', *overrides]
+               work_dir, *run_flags, f'model.variant={variant}', *overrides]
     print(f'[{variant}] training: {" ".join(command)}', flush=True)
     started = time.monotonic()
     os.makedirs(work_dir, exist_ok=True)
@@ -87,6 +92,11 @@ def parse_args(argv=None):
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--workers', type=int, default=0,
                         help='feature-extraction loader workers')
+    parser.add_argument('--device', default='auto',
+                        choices=['auto', 'cuda', 'cpu'])
+    parser.add_argument('--amp', action='store_true',
+                        help='train with bf16 autocast (tools/run_net.py '
+                        '--amp)')
     parser.add_argument('--skip-train', action='store_true')
     parser.add_argument('--json', default=None,
                         help='default: <work-root>/table.json')
@@ -101,6 +111,10 @@ def main(argv=None):
         cfg = load_config(args.cfg, args.overrides)
     except CONFIG_ERRORS as exc:
         raise SystemExit(f'error: {exc}') from exc
+    device = args.device
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    run_flags = ['--device', device] + (['--amp'] if args.amp else [])
     records, train_seconds = [], {}
     for variant in args.variants:
         work_dir = osp.join(args.work_root, variant)
@@ -109,14 +123,14 @@ def main(argv=None):
         else:
             if not args.skip_train:
                 train_seconds[variant] = train(variant, args.cfg, work_dir,
-                                               args.overrides)
+                                               args.overrides, run_flags)
             encoder, eval_cfg = last_checkpoint(work_dir), None
         started = time.monotonic()
         results = evaluate_manifest(
             encoder, args.label_column, data=args.data,
             protocols=('linear', 'knn'), modality='both', folds=args.folds,
             cfg=eval_cfg, num_clips=args.num_clips,
-            seed=args.seed, num_workers=args.workers,
+            seed=args.seed, num_workers=args.workers, device=device,
             progress=not args.no_progress)
         eval_seconds = time.monotonic() - started
         for record in results:

@@ -73,7 +73,8 @@ def build_parser():
         video.add_argument('--launcher', default='none',
                            choices=['none', 'pytorch', 'slurm'])
         video.add_argument('--amp', action='store_true',
-                           help='mixed precision (AmpOptimWrapper)')
+                           help='bf16 autocast, no loss scaler (as '
+                           'tools/run_net.py --amp)')
     for name in AUDIO_BENCHMARKS:
         audio = sub.add_parser(name, parents=[common],
                                help=f'{name}: linear probe, official folds')

@@ -4,17 +4,21 @@ Three checks on one rank (world size 1; ``torch.distributed`` from the
 environment when a launcher set it, else a local store on a free port):
 
 1. the XDC training step of the recipe's model (``--cfg``) wrapped in
-   mmengine's ``MMDistributedDataParallel`` over NCCL, bf16 autocast through
-   ``AmpOptimWrapper``, at the paper's input sizes (8x112x112 clips; 40x100
-   log-mel as in the paper, 40x201 as our 10 ms-hop pipeline gives):
-   throughput after warm-up, MFU, peak memory, and the eval-mode forward
-   that extracts the clustering features. The batch is made once on the GPU,
-   so this measures the model, not data loading
+   mmengine's ``MMDistributedDataParallel`` over NCCL, with the optimizer
+   wrapper ``tools/run_net.py --amp`` builds (``engine.precision``: bf16
+   autocast, no loss scaler; ``--amp fp16`` or ``none`` otherwise), at the
+   paper's input sizes (8x112x112 clips; 40x100 log-mel as in the paper,
+   40x201 as our 10 ms-hop pipeline gives): throughput after warm-up, MFU,
+   peak memory, and the eval-mode forward that extracts the clustering
+   features (``feature_extraction.extract_batch``, the clustering hook's
+   own, under the same autocast). The batch is made once on the GPU, so
+   this measures the model, not data loading
    (``bench/bench_data_pipeline.py`` does that);
 2. k-means of ``--kmeans-points`` x ``--kmeans-dim`` into ``--kmeans-clusters``
    (1M x 512, k=8192): ``TorchKMeans`` on the GPU and ``FaissKMeans`` when
-   the installed faiss sees a GPU, every method from the same initial
-   centroids for ``--kmeans-iters`` iterations;
+   the installed faiss sees a GPU (on this rank's device), every method
+   from the same initial centroids for ``--kmeans-iters`` iterations (on
+   the CPU with the rank's cores, as a round runs it);
 3. ``DistributedKMeans`` on the same rows through the process group, so its
    CUDA tensors go through NCCL and its CPU ones through the gloo group.
 
@@ -47,9 +51,13 @@ import xdc_plugin  # noqa: F401  (registers the modules)
 from xdc_plugin.clustering import (DistributedKMeans, FaissKMeans,
                                    TorchKMeans)
 from xdc_plugin.clustering.collectives import ProcessGroupCollectives
+from xdc_plugin.clustering.threads import rank_threads
 from xdc_plugin.engine.config import CONFIG_ERRORS, load_config
+from xdc_plugin.engine.device import cuda_versions, driver_version
 from xdc_plugin.engine.feature_extraction import extract_batch
 from xdc_plugin.engine.gpu_report import SCHEMA, format_tables
+from xdc_plugin.engine.precision import (AMP_CHOICES, autocast_dtype,
+                                         check_amp, optim_wrapper_config)
 from xdc_plugin.models.flops import (forward_flops, model_flops_utilisation,
                                      peak_bf16_tflops)
 from xdc_plugin.registry import MODELS
@@ -84,10 +92,12 @@ def build_parser():
     parser.add_argument('--kmeans-clusters', type=int, default=8192)
     parser.add_argument('--kmeans-iters', type=int, default=10)
     parser.add_argument('--out', default='gpu_check.json')
+    parser.add_argument('--amp', choices=AMP_CHOICES + ('none', ),
+                        help="tools/run_net.py's --amp to time (default: bf16 "
+                        'on the GPU, none with --cpu)')
     parser.add_argument('--cpu', action='store_true',
-                        help='smoke run on the CPU (gloo, fp32: mmengine '
-                        'builds AmpOptimWrapper only on a GPU); with '
-                        '--tiny, the numbers mean nothing')
+                        help='smoke run on the CPU (gloo); with --tiny, the '
+                        'numbers mean nothing')
     parser.add_argument('--tiny', action='store_true',
                         help='tiny sizes and width-0.125 encoders (they '
                         'replace the size options and come before the '
@@ -147,17 +157,6 @@ def _peak_gib(device):
     return torch.cuda.max_memory_allocated(device) / GIB
 
 
-def optim_wrapper_config(cfg, amp):
-    """The config's optimizer; bf16 autocast through ``AmpOptimWrapper``
-    when ``amp``. bf16 needs no loss scaling, and a disabled scaler saves
-    its per-step inf check (a device sync)."""
-    optim = dict(cfg.optim_wrapper)
-    if amp:
-        optim.update(type='AmpOptimWrapper', dtype='bfloat16',
-                     loss_scale=dict(enabled=False))
-    return optim
-
-
 def check_train_step(cfg, args, device, amp, tflops=None):
     """One row per ``--audio-frames``: step time, clips/s, MFU, memory."""
     model = MODELS.build(cfg.model)
@@ -171,7 +170,9 @@ def check_train_step(cfg, args, device, amp, tflops=None):
     ddp = MMDistributedDataParallel(
         module=model, device_ids=[device.index] if device.type == 'cuda'
         else None)
-    optim_wrapper = build_optim_wrapper(ddp, optim_wrapper_config(cfg, amp))
+    optim_wrapper = build_optim_wrapper(
+        ddp, optim_wrapper_config(cfg.optim_wrapper, amp))
+    amp_dtype = autocast_dtype(optim_wrapper)
     rows = []
     for frames in args.audio_frames:
         batch = dict(
@@ -187,15 +188,15 @@ def check_train_step(cfg, args, device, amp, tflops=None):
         ddp.eval()
 
         def extract():  # the clustering hook's pass: eval mode, no grad
-            with torch.no_grad(), optim_wrapper.optim_context(ddp):
-                extract_batch(model, batch)
+            with torch.no_grad():
+                extract_batch(model, batch, amp_dtype)
 
         extract_time = seconds_per_call(extract, device, args.warmup,
                                         args.iters)
         rows.append(dict(
             batch_size=b, video_shape=list(video_shape),
             audio_shape=[1, args.mels, frames],
-            amp='bfloat16' if amp else None,
+            amp=None if amp_dtype is None else str(amp_dtype)[len('torch.'):],
             step_ms=1e3 * step, clips_per_s=b / step,
             extract_clips_per_s=b / extract_time,
             forward_gflops_per_clip=flops[frames] / 1e9,
@@ -222,7 +223,13 @@ def _faiss_gpus():
 
 
 def check_kmeans(args, device):
-    """TorchKMeans, FaissKMeans and DistributedKMeans from one start."""
+    """TorchKMeans, FaissKMeans and DistributedKMeans from one start, with
+    the CPU threads a round gives them."""
+    with rank_threads():
+        return _kmeans_rows(args, device)
+
+
+def _kmeans_rows(args, device):
     n, d, k = args.kmeans_points, args.kmeans_dim, args.kmeans_clusters
     x = mixture(n, d, k, device)
     start = x[torch.randperm(n, generator=torch.Generator().manual_seed(0))[
@@ -271,13 +278,16 @@ def environment(device, given_tflops):
     source = ('--peak-tflops' if given_tflops else 'datasheet table' if
               tflops else 'unknown GPU: pass --peak-tflops')
     return dict(device=name, torch=torch.__version__,
-                cuda=torch.version.cuda, faiss=faiss.__version__,
+                cuda=torch.version.cuda, driver=driver_version(),
+                faiss=faiss.__version__,
                 faiss_gpus=_faiss_gpus(), peak_bf16_tflops=tflops,
                 peak_source=source)
 
 
 def parse_args(argv=None):
     args = build_parser().parse_args(argv)
+    if args.amp is None:
+        args.amp = 'none' if args.cpu else 'bf16'
     if args.tiny:
         vars(args).update(TINY)
         args.overrides = TINY_OVERRIDES + args.overrides
@@ -307,8 +317,7 @@ def main(argv=None):
     args = parse_args(argv)
     if not args.cpu and not torch.cuda.is_available():
         raise SystemExit(
-            'gpu_check: no CUDA device is visible (torch '
-            f'{torch.__version__}, built with CUDA {torch.version.cuda}). '
+            f'gpu_check: no CUDA device is visible ({cuda_versions()}). '
             'Run it on a machine with a GPU, or pass --cpu for a smoke run '
             'at tiny sizes.')
     try:
@@ -316,20 +325,24 @@ def main(argv=None):
     except CONFIG_ERRORS as exc:
         raise SystemExit(f'gpu_check: {exc}') from exc
     init_default_scope(cfg.get('default_scope', 'xdc'))
+    amp = None if args.amp == 'none' else args.amp
     if args.cpu:
         device, backend = torch.device('cpu'), 'gloo'
     else:
         device = torch.device('cuda', torch.cuda.current_device())
         backend = 'nccl'
         torch.backends.cudnn.benchmark = True
+    try:
+        check_amp(amp, device.type)
+    except ValueError as exc:
+        raise SystemExit(f'gpu_check: {exc}') from exc
     with single_rank_group(backend):
         env = environment(device, args.peak_tflops)
         report = dict(schema=SCHEMA, environment=env, backend=backend,
                       arguments=vars(args))
         run_checks([
             ('train_step', lambda: check_train_step(
-                cfg, args, device, amp=not args.cpu,
-                tflops=env['peak_bf16_tflops'])),
+                cfg, args, device, amp, tflops=env['peak_bf16_tflops'])),
             ('kmeans', lambda: check_kmeans(args, device))], report,
             args.out)
     print(format_tables(report))

@@ -4,7 +4,11 @@
         --partition learn -- --cfg configs/xdc_kinetics.yaml \
         work_dir=/checkpoint/$USER/xdc_k400
 
-    # CPU only: 2 gloo tasks on one node
+    # one GPU per task, the only one each task sees
+    python tools/submit_slurm.py --gpus-per-task 1 --tasks-per-node 8 \
+        -- --cfg configs/xdc_kinetics.yaml --amp
+
+    # CPU only: 2 gloo tasks on one node (they run with --device cpu)
     python tools/submit_slurm.py --gpus-per-node 0 --tasks-per-node 2 \
         --cpus-per-task 1 -- --cfg configs/xdc_demo.yaml
 
@@ -24,6 +28,9 @@ def main(argv=None):
     parser.add_argument('--nodes', type=int, default=1)
     parser.add_argument('--gpus-per-node', type=int, default=8,
                         help='0: train on CPU (gloo)')
+    parser.add_argument('--gpus-per-task', type=int,
+                        help='GPUs of each task, the only ones it sees '
+                        '(instead of --gpus-per-node; needs --tasks-per-node)')
     parser.add_argument('--tasks-per-node', type=int,
                         help='default: one per GPU')
     parser.add_argument('--cpus-per-task', type=int, default=10)
@@ -40,8 +47,10 @@ def main(argv=None):
                         help='rendezvous port (default: from the job id)')
     parser.add_argument('run_args', nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    if args.gpus_per_node == 0 and args.tasks_per_node is None:
-        parser.error('--gpus-per-node 0 needs --tasks-per-node')
+    if (args.gpus_per_node == 0 or args.gpus_per_task) and \
+            args.tasks_per_node is None:
+        parser.error('--gpus-per-node 0 and --gpus-per-task need '
+                     '--tasks-per-node')
     run_args = args.run_args[1:] if args.run_args[:1] == ['--'] else \
         args.run_args
     try:  # a bad config stops here, not after a wait in the queue
@@ -53,7 +62,8 @@ def main(argv=None):
                  tasks_per_node=args.tasks_per_node,
                  cpus_per_task=args.cpus_per_task, partition=args.partition,
                  timeout_min=args.timeout_min, mem_gb=args.mem_gb,
-                 name=args.name, cluster=args.cluster, port=args.port)
+                 name=args.name, cluster=args.cluster, port=args.port,
+                 gpus_per_task=args.gpus_per_task)
     print(f'submitted job {job.job_id}; logs in {args.folder}')
 
 

@@ -136,27 +136,83 @@ def safe_yaml_configs():
         file_handlers.update(saved)
 
 
-# -- mmengine distributed launcher -------------------------------------------
-def init_dist_pytorch(backend='nccl', timeout=None, **kwargs):
-    """Initialise ``torch.distributed`` for the ``pytorch`` launcher;
-    ``timeout``: seconds (mmengine's ``dist_cfg`` convention) that any
-    collective of the group may wait, None for torch's default.
+# -- mmengine distributed launcher and device -------------------------------
+def init_dist_pytorch(backend='nccl', device_index=None, timeout=None,
+                      **kwargs):
+    """Initialise ``torch.distributed`` for the ``pytorch`` launcher on CUDA
+    device ``device_index`` (None: the CPU, for gloo); ``timeout``: seconds
+    (mmengine's ``dist_cfg`` convention) that any collective of the group
+    may wait, None for torch's default.
 
     mmengine 0.10.7's ``pytorch`` launcher always calls
-    ``torch.cuda.set_device`` (``mmengine/dist/utils.py``; no upstream issue
-    found, open-mmlab/mmengine#1017 is the nearest), so it cannot run on a
-    CPU-only machine. Without a GPU we initialise a gloo process group
-    ourselves (the Runner then finds it initialised and skips its own),
-    converting ``timeout`` to the ``timedelta`` torch takes as mmengine
-    does; with one, mmengine's launcher runs unchanged.
+    ``torch.cuda.set_device(LOCAL_RANK)`` (``mmengine/dist/utils.py``), so it
+    cannot run on a CPU-only machine, and where each task sees one device
+    (SLURM's ``--gpus-per-task``) local rank 3 names a device that is not
+    there. No upstream issue found (open-mmlab/mmengine#1017 is the nearest
+    for the CPU; #973 made that device agree with the Runner's
+    ``device_ids``). We select the device and initialise the process group
+    ourselves; the Runner then finds it initialised and skips its own.
     """
-    if torch.cuda.is_available():
-        from mmengine.dist import init_dist
-        init_dist('pytorch', backend=backend, timeout=timeout, **kwargs)
-    else:
-        if timeout is not None:
-            kwargs['timeout'] = datetime.timedelta(seconds=timeout)
-        torch.distributed.init_process_group(backend='gloo', **kwargs)
+    if device_index is not None:
+        torch.cuda.set_device(device_index)
+    if timeout is not None:  # torch takes a timedelta
+        kwargs['timeout'] = datetime.timedelta(seconds=timeout)
+    torch.distributed.init_process_group(backend=backend, **kwargs)
+
+
+@contextlib.contextmanager
+def mmengine_device(device):
+    """Within this block mmengine's ``get_device()`` answers ``device``
+    ('cuda' or 'cpu').
+
+    mmengine 0.10.7 fixes its device when it is imported
+    (``mmengine/device/utils.py``: 'cuda' whenever CUDA is visible) and the
+    Runner moves the model there (``Runner.wrap_model``, whose comment says
+    to hide the GPUs with ``CUDA_VISIBLE_DEVICES=-1``, too late once torch
+    has looked at CUDA); no upstream issue found. ``--device cpu`` on a
+    machine with a GPU trains on the CPU through this; the original is back
+    after the block.
+    """
+    from mmengine.device import utils as device_utils
+    saved = device_utils.DEVICE
+    device_utils.DEVICE = device
+    try:
+        yield
+    finally:
+        device_utils.DEVICE = saved
+
+
+@contextlib.contextmanager
+def mmengine_logger_device_id(device_index):
+    """Within this block (or the function it decorates) mmengine's logger
+    names the CUDA device this process uses: ``CUDA_VISIBLE_DEVICES`` at
+    ``device_index()``, the index among the devices the process sees.
+
+    mmengine 0.10.7's ``_get_device_id`` (``mmengine/logging/logger.py``),
+    run whenever an ``MMLogger`` is made, indexes ``CUDA_VISIBLE_DEVICES``
+    by ``LOCAL_RANK``: a task that sees one device (SLURM's
+    ``--gpus-per-task``) with local rank 1 or more raises ``IndexError``
+    before anything is logged. No upstream issue found
+    (open-mmlab/mmengine#1148 is the nearest: MIG ids in the same
+    function). The original is back after the block.
+    """
+    from mmengine.logging import logger
+    original = logger._get_device_id
+
+    def device_id():
+        if not torch.cuda.is_available():
+            return original()
+        visible = os.environ.get('CUDA_VISIBLE_DEVICES')
+        ids = (visible.split(',') if visible else
+               [str(i) for i in range(torch.cuda.device_count())])
+        found = ids[device_index()]
+        return int(found) if found.isdigit() else found
+
+    logger._get_device_id = device_id
+    try:
+        yield
+    finally:
+        logger._get_device_id = original
 
 
 def default_group_timeout():
@@ -361,7 +417,7 @@ def install_missing_mmaction_drn():
 __all__ = [
     'ATOMIC_LOCAL_BACKEND', 'alias_torchvision_functional_tensor',
     'package_utils_without_pkg_resources', 'safe_yaml_configs',
-    'init_dist_pytorch',
+    'init_dist_pytorch', 'mmengine_device', 'mmengine_logger_device_id',
     'register_atomic_local_backend', 'atomic_backend_args',
     'work_dir_writes_replace_links',
     'torch_load_default', 'install_missing_mmaction_drn'

@@ -12,6 +12,7 @@ from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import (DefaultScope, Registry, build_from_cfg,
                                build_model_from_cfg)
@@ -46,6 +47,8 @@ TRANSFORMS = _child('transform', MMENGINE_TRANSFORMS, 'data')
 FUNCTIONS = _child('function', MMENGINE_FUNCTIONS, 'data')
 DATA_SAMPLERS = _child('data sampler', MMENGINE_DATA_SAMPLERS, 'clustering')
 HOOKS = _child('hook', MMENGINE_HOOKS, 'engine')
+# ``Bf16OptimWrapper`` (``--amp``).
+OPTIM_WRAPPERS = _child('optim_wrapper', MMENGINE_OPTIM_WRAPPERS, 'engine')
 # k-means and friends: ``fit(features) -> ClusterResult``.
 CLUSTERERS = _child('clusterer', None, 'clustering')
 
@@ -54,7 +57,7 @@ CLUSTERERS = _child('clusterer', None, 'clustering')
 # ... through the parent without a warning per registry.
 for _name in ('RUNNERS', 'RUNNER_CONSTRUCTORS', 'LOOPS', 'STRATEGIES',
               'MODEL_WRAPPERS', 'WEIGHT_INITIALIZERS', 'OPTIMIZERS',
-              'OPTIM_WRAPPERS', 'OPTIM_WRAPPER_CONSTRUCTORS',
+              'OPTIM_WRAPPER_CONSTRUCTORS',
               'PARAM_SCHEDULERS', 'METRICS', 'EVALUATOR', 'TASK_UTILS',
               'VISUALIZERS', 'VISBACKENDS', 'LOG_PROCESSORS', 'INFERENCERS'):
     _parent = getattr(mmengine.registry, _name)

@@ -5,7 +5,10 @@ The k-means and PCA code is written once against this interface: with
 single-process clusterers run exactly the iteration the sharded one runs on
 many ranks with ``ProcessGroupCollectives``.
 """
+import contextlib
 import functools
+import os
+import socket
 
 import torch
 import torch.distributed as torch_dist
@@ -32,14 +35,61 @@ class LocalCollectives:
 LOCAL = LocalCollectives()
 
 
+def gloo_interface(environ=None, interfaces=None):
+    """The network interface(s) of the gloo side group, as
+    ``GLOO_SOCKET_IFNAME`` takes them, or None (gloo then resolves the
+    hostname).
+
+    ``GLOO_SOCKET_IFNAME`` when set; else NCCL's, so that both groups use
+    the same network: ``NCCL_SOCKET_IFNAME=ib0,eth1`` names prefixes (the
+    first interface of this host that matches one is used: every rank then
+    has one device, as gloo needs the same count everywhere),
+    ``=ib0,eth1`` exact names (used as given). NCCL's exclusion form
+    (``^docker,lo``) has no gloo equivalent and is not followed.
+    ``interfaces``: this host's interface names (default: the OS's).
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get('GLOO_SOCKET_IFNAME'):
+        return environ['GLOO_SOCKET_IFNAME']
+    nccl = environ.get('NCCL_SOCKET_IFNAME', '').strip()
+    if not nccl or nccl.startswith('^'):
+        return None
+    if nccl.startswith('='):
+        return nccl[1:]
+    prefixes = [p for p in nccl.split(',') if p]
+    if interfaces is None:
+        interfaces = [name for _, name in socket.if_nameindex()]
+    return next((name for name in interfaces
+                 if name.startswith(tuple(prefixes))), None)
+
+
+@contextlib.contextmanager
+def _environ(key, value):
+    """``os.environ[key] = value`` within the block (None: unchanged)."""
+    saved = os.environ.get(key)
+    if value is not None:
+        os.environ[key] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = saved
+
+
 @functools.lru_cache(maxsize=None)
 def _gloo_group():
     # new_group is itself a collective: every rank reaches this on its first
     # CPU collective under NCCL, in the same order, since the clustering code
-    # is symmetric across ranks. It takes its backend's default timeout (30
-    # min for gloo), not the default group's: given the run's here.
-    return torch_dist.new_group(backend='gloo',
-                                timeout=default_group_timeout())
+    # is symmetric across ranks. torch's gloo backend takes its interface
+    # from GLOO_SOCKET_IFNAME when the group is created (new_group's
+    # pg_options do not reach gloo), so the rule's choice goes there. A new
+    # group takes its backend's default timeout (30 min for gloo), not the
+    # default group's: given the run's here.
+    with _environ('GLOO_SOCKET_IFNAME', gloo_interface()):
+        return torch_dist.new_group(backend='gloo',
+                                    timeout=default_group_timeout())
 
 
 class ProcessGroupCollectives:

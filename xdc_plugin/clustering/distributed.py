@@ -85,12 +85,13 @@ def _raise_if_any(problem, collectives):
 
 
 def _check_shard(local_features, local_indices, num_total, collectives):
-    """``(rows as a float32 tensor, indices as a CPU int64 tensor, global
-    row count)`` after checking, on every rank together, that the shards
+    """``(rows as a float32 tensor, or float16 kept as given, indices as a
+    CPU int64 tensor, global row count)`` after checking, on every rank
+    together, that the shards
     are well formed and that no dataset index is held twice."""
     problem, x, indices = None, None, None
     try:
-        x = as_float_tensor(local_features)
+        x = as_float_tensor(local_features, keep_float16=True)
         indices = torch.as_tensor(local_indices).long().cpu().flatten()
     except (TypeError, ValueError) as error:
         problem = str(error)
@@ -160,7 +161,8 @@ class DistributedKMeans(TorchKMeans):
 
         Args:
             local_features: this rank's rows (N_r, D), numpy or torch (on
-                the GPU, the matmuls run there).
+                the GPU, the matmuls run there; float16 rows are not copied
+                to float32 whole).
             local_indices: their dataset indices (N_r,), in
                 ``[0, num_total)``; no index may be held twice.
             num_total: dataset size (indices held by no rank, e.g. clips

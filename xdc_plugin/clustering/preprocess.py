@@ -30,13 +30,17 @@ from xdc_plugin.clustering.collectives import LOCAL
 _CHUNK_ROWS = 16384
 
 
-def as_float_tensor(x):
+def as_float_tensor(x, keep_float16=False):
     """``x`` as a float32 (N, D) tensor (numpy without a copy when possible),
-    detached, on its own device."""
+    detached, on its own device. ``keep_float16``: a float16 tensor stays
+    as it is (rows stored in float16 are read chunk by chunk in float32,
+    never copied whole)."""
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     elif isinstance(x, torch.Tensor):
-        x = x.detach().to(torch.float32)
+        x = x.detach()
+        if not (keep_float16 and x.dtype == torch.float16):
+            x = x.to(torch.float32)
     else:
         raise TypeError(f'expected a numpy array or a torch tensor, got '
                         f'{type(x).__name__}')
@@ -99,8 +103,9 @@ class FeaturePreprocessor:
         """Learn the PCA (if any) from ``x`` (N, D); returns ``self``. With
         ``collectives`` over several ranks, ``x`` is this rank's share of
         the rows and the PCA is that of all of them (every rank gets the
-        same, from all-reduced moments)."""
-        x = as_float_tensor(x)
+        same, from all-reduced moments). float16 rows are read in chunks,
+        not copied."""
+        x = as_float_tensor(x, keep_float16=True)
         n, d = x.shape
         self._in_dim = d
         if self.pca_dim is None:

@@ -7,10 +7,11 @@ from xdc_plugin.engine.config import (ConfigKeyError, ConfigTypeError,
 from xdc_plugin.engine.dataset_epoch_hook import DatasetEpochHook
 from xdc_plugin.engine.lock import WorkDirBusyError, WorkDirLock
 from xdc_plugin.engine.mid_epoch_resume_hook import MidEpochResumeHook
+from xdc_plugin.engine.precision import Bf16OptimWrapper
 from xdc_plugin.engine.preemption_hook import PreemptionCheckpointHook
 from xdc_plugin.engine.step_seed_hook import StepSeedHook
 
-__all__ = ['CrossModalClusteringHook', 'ConfigKeyError',
+__all__ = ['Bf16OptimWrapper', 'CrossModalClusteringHook', 'ConfigKeyError',
            'ConfigTypeError', 'load_config', 'DatasetEpochHook',
            'SafeResumeRunner', 'UntrustedCheckpointError',
            'WeightsOnlyCheckpointHook', 'WorkDirBusyError', 'WorkDirLock',

@@ -8,15 +8,17 @@ clusters once more to report the final quality. The parts live in their
 own modules:
 
 * features: ``feature_extraction`` (eval mode, the ``extract_dataloader``
-  pipeline: fixed centre clips) or ``feature_bank`` (the training pass of
-  the epoch before the round); each rank keeps its own rows
-  (``feature_shard``);
-* clustering: ``round_clustering`` (sharded k-means, labels all-gathered);
+  pipeline: fixed centre clips, under training's autocast) or
+  ``feature_bank`` (the training pass of the epoch before the round); each
+  rank keeps its own rows on its device (``feature_shard``);
+* clustering: ``round_clustering`` (sharded k-means where the rows are,
+  labels all-gathered);
 * reporting: ``round_report`` (quality, log, scalars, round file) and
   ``round_probe_sample`` (linear/kNN probe of the encoders).
 """
 import time
 
+import torch
 from mmengine import dist
 from mmengine.hooks import Hook
 
@@ -27,12 +29,16 @@ from xdc_plugin.engine.feature_extraction import (extract_shard,
                                                   subset_loader, unwrap)
 from xdc_plugin.engine.feature_shard import FeatureShard, claim_rows
 from xdc_plugin.engine.mid_epoch_resume_hook import BATCHES_DONE
+from xdc_plugin.engine.precision import autocast_dtype
 from xdc_plugin.engine.round_clustering import (check_cluster_counts,
                                                 cluster_shard)
 from xdc_plugin.engine.round_probe_sample import probe_shard
 from xdc_plugin.engine.round_report import (format_history, format_round,
                                             publish_round, round_records)
 from xdc_plugin.registry import HOOKS
+
+
+FEATURE_DTYPES = {'float32': torch.float32, 'float16': torch.float16}
 
 
 @HOOKS.register_module()
@@ -73,15 +79,24 @@ class CrossModalClusteringHook(Hook):
             ``xdc/<modality>_knn_top1``): None (off), True, or keyword
             arguments of ``probe_round`` (``folds``, ``protocols``,
             ``max_samples``, ``cs``, ``seed``).
+        feature_dtype: ``'float32'`` or ``'float16'``: how the rows of a
+            round are stored on the encoders' device (float16 halves their
+            memory; ``DistributedKMeans`` reads them chunk by chunk in
+            float32, and its own ``feature_dtype`` sets how it stores the
+            preprocessed rows).
     """
 
     priority = 'ABOVE_NORMAL'
 
     def __init__(self, clusterers, extract_dataloader, interval=1,
                  balance_by=None, save_assignments=True,
-                 evaluate_after_train=True, feature_bank=False, probe=None):
+                 evaluate_after_train=True, feature_bank=False, probe=None,
+                 feature_dtype='float32'):
         if interval < 1:
             raise ValueError(f'interval must be >= 1, got {interval}')
+        if feature_dtype not in FEATURE_DTYPES:
+            raise ValueError(f'feature_dtype must be one of '
+                             f'{tuple(FEATURE_DTYPES)}, got {feature_dtype!r}')
         if 'pipeline' not in extract_dataloader.get('dataset', {}):
             raise ValueError('extract_dataloader.dataset.pipeline is '
                              'required: the feature-extraction pipeline')
@@ -96,6 +111,7 @@ class CrossModalClusteringHook(Hook):
         self.evaluate_after_train = evaluate_after_train
         self.feature_bank = bool(feature_bank)
         self.probe = {} if probe is True else probe
+        self.feature_dtype = FEATURE_DTYPES[feature_dtype]
         self.history = []
         self._extract_loader = None
         self._ground_truth = None
@@ -114,7 +130,7 @@ class CrossModalClusteringHook(Hook):
             raise ValueError(f'balance_by={self.balance_by!r} is not among '
                              f'the sources {model.cluster_sources}')
         if self.feature_bank:
-            self._bank = FeatureBank(model)
+            self._bank = FeatureBank(model, self.feature_dtype)
 
     # -- schedule ----------------------------------------------------------
     def before_train_epoch(self, runner):
@@ -195,8 +211,10 @@ class CrossModalClusteringHook(Hook):
             probe = probe_shard(shard, ground_truth, collectives,
                                 **self.probe)
         round_id = runner.epoch // self.interval if apply else 'final'
+        device = next(iter(shard.features.values())).device
         records = round_records(round_id, runner.epoch, results,
                                 ground_truth, probe, features=origin,
+                                device=str(device),
                                 seconds=time.perf_counter() - start)
         self.history.extend(records)
         runner.logger.info(format_round(records))
@@ -212,6 +230,11 @@ class CrossModalClusteringHook(Hook):
         """(this rank's ``FeatureShard``, where it came from): the bank of
         the epoch just trained when there is one, else extraction."""
         num_total = len(self._extract_loader.dataset)
+        amp_dtype = autocast_dtype(runner.optim_wrapper)
+
+        def extract(loader):
+            return extract_shard(model, loader, amp_dtype, self.feature_dtype)
+
         bank = self._bank
         if bank is not None and bank.epoch == runner.epoch - 1:
             shard, missing = claim_rows(bank.shard(), num_total, collectives)
@@ -225,14 +248,12 @@ class CrossModalClusteringHook(Hook):
                 loader = subset_loader(self._extract_loader, missing,
                                        collectives.rank,
                                        collectives.world_size)
-                shard = FeatureShard.cat([shard, extract_shard(model,
-                                                               loader)])
+                shard = FeatureShard.cat([shard, extract(loader)])
                 shard, missing = claim_rows(shard, num_total, collectives)
                 origin = 'bank+extracted'
         else:
-            shard, missing = claim_rows(
-                extract_shard(model, self._extract_loader), num_total,
-                collectives)
+            shard, missing = claim_rows(extract(self._extract_loader),
+                                        num_total, collectives)
             origin = 'extracted'
         if len(missing):
             runner.logger.warning(

@@ -11,7 +11,11 @@ of files that exist) and that the work dir can be written. Then, for the world s
 ``DistributedKMeans`` on shards) and the expected time of an epoch, a round
 and the run (``engine.run_cost``), every rate with its origin: measured
 (``--throughput gpu_check.json`` or a flag) or the config's
-``throughput_estimate``.
+``throughput_estimate``. The estimate is for the device the run will use
+(``--device``, ``--launcher`` and ``--world-size`` as the run would decide
+it, ``device.planned_device``): a round's k-means runs where the encoders
+run, so rates measured on another kind of device are refused, and the
+config's estimate (a GPU's) is not used for a CPU run.
 
 No ``Runner`` is built: it would create the work dir and its logs.
 """
@@ -174,7 +178,7 @@ def clustering_sources(run):
         sources[source] = dict(
             type=type(c).__name__, num_clusters=c.num_clusters,
             feat_dim=feat_dim, dim=pca_dim or feat_dim,
-            num_iters=c.num_iters,
+            num_iters=c.num_iters, num_redo=c.num_redo,
             max_points_per_centroid=c.max_points_per_centroid,
             feature_dtype=getattr(c, 'feature_dtype', 'float32'))
     return sources
@@ -209,10 +213,19 @@ def gather_rates(args, cfg, model, train_cfg):
                                       unit))
     sources = [given]
     if args.throughput:
-        sources.append(rates_from_gpu_check(args.throughput, audio[-1]))
-    if cfg.get('throughput_estimate'):
+        try:
+            sources.append(rates_from_gpu_check(args.throughput, audio[-1],
+                                                cfg.device))
+        except ValueError as exc:
+            raise DryRunError(str(exc)) from exc
+    if cfg.get('throughput_estimate') and cfg.device == 'cuda':
         sources.append(rates_from_estimate(cfg.throughput_estimate, model,
                                            video, audio))
+    elif cfg.get('throughput_estimate'):
+        given.notes.append(
+            "the config's throughput_estimate is a GPU's: not used for this "
+            'CPU run (give --throughput from tools/gpu_check.py --cpu, or '
+            'the rate flags)')
     return merge_rates(*sources)
 
 
@@ -242,11 +255,12 @@ def run(cfg, args, echo=print):
     init_default_scope(cfg.get('default_scope', 'xdc'))
     try:
         built = build_run(cfg, args.world_size)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (AssertionError, KeyError, TypeError, ValueError) as exc:
+        # (mmengine asserts a GPU for AmpOptimWrapper: --amp fp16 here)
         raise DryRunError(f'building the run failed: {exc}') from exc
     model, world = built.model, args.world_size
-    echo(f'dry run of {args.cfg} at world size {world}: nothing is trained '
-         'or written')
+    echo(f'dry run of {args.cfg} at world size {world} on {cfg.device}: '
+         'nothing is trained or written')
     echo(where)
     params = sum(p.numel() for p in model.parameters())
     echo(f'built: {type(model).__name__} ({model.variant}, {params:,} '
@@ -254,7 +268,8 @@ def run(cfg, args, echo=print):
          f'{len(built.hooks)} hooks')
     train_cfg = cfg.train_dataloader.dataset
     n = check_data('train data', train_cfg, args, echo)
-    report = dict(rows=n, world_size=world, parameters=params)
+    report = dict(rows=n, world_size=world, parameters=params,
+                  device=cfg.device)
     if built.clustering is None:
         echo(f'no {HOOK_TYPE}: nothing is clustered')
         return report

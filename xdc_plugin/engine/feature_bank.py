@@ -11,8 +11,11 @@ batch-statistics BN, and weights that move during the epoch (each row is
 from the step that saw the clip). ``bench/bench_round_cost.py`` measures
 what this does to cluster quality.
 
-The bank holds only the rows of this rank (O(N * D / world)); it is never
-checkpointed (see ``CrossModalClusteringHook``: a run resumed in the middle
+The bank holds only the rows of this rank (O(N * D / world)), on the
+encoders' device in the hook's feature dtype: the forward hook only detaches
+and casts (no copy to the host, which would synchronise every step); it is
+never checkpointed (see ``CrossModalClusteringHook``: a run resumed in the
+middle
 of a bank epoch extracts at the next round).
 """
 import torch
@@ -30,8 +33,9 @@ class FeatureBank:
     one per index (its last occurrence: the latest weights).
     """
 
-    def __init__(self, model):
+    def __init__(self, model, feature_dtype=torch.float32):
         self.model = model
+        self.feature_dtype = feature_dtype
         self.epoch = None
         self._parts = []
         self._handles = []
@@ -41,7 +45,9 @@ class FeatureBank:
     def open(self, epoch):
         self.close()
         self.epoch = epoch
-        self._parts = [FeatureShard.empty(self.model.feat_dims)]
+        self._parts = [FeatureShard.empty(
+            self.model.feat_dims, next(self.model.parameters()).device,
+            self.feature_dtype)]
         for modality in self.model.feat_dims:
             encoder = self.model.encoder(modality)
             self._handles.append(encoder.register_forward_hook(
@@ -51,7 +57,7 @@ class FeatureBank:
         def capture(module, inputs, output):
             if self._indices is not None:
                 self._pending[modality].append(
-                    output.detach().float().cpu())
+                    output.detach().to(self.feature_dtype))
         return capture
 
     def expect(self, indices):

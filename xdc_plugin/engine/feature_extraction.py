@@ -1,6 +1,11 @@
 """Feature extraction for a clustering round: each rank encodes its own share
 of the extraction loader (built by ``extract_loader.build_extract_loader``)
-and keeps the rows; nothing is gathered."""
+and keeps the rows on the model's device; nothing is gathered.
+
+The forward runs under the autocast of training (``precision.autocast_dtype``
+of the run's optimizer wrapper: bf16 with ``--amp``), so that the features
+are those of the encoders as trained and ``tools/gpu_check.py`` times the
+same pass; the rows are then stored in the hook's ``feature_dtype``."""
 import torch
 from mmengine import dist
 from mmengine.model import is_model_wrapper
@@ -13,19 +18,24 @@ def unwrap(model):
     return model.module if is_model_wrapper(model) else model
 
 
-def extract_batch(model, batch):
+def extract_batch(model, batch, amp_dtype=None):
     """Pooled encoder features of one collated batch, as a round extracts
-    them (the caller sets eval mode and the grad context)."""
+    them: the forward under autocast to ``amp_dtype`` (None: fp32) on the
+    model's device. The caller sets eval mode and the grad context."""
     data = model.data_preprocessor(batch, False)
-    return data, model.extract_feat(data['video'], data['audio'])
+    with torch.autocast(data['video'].device.type, dtype=amp_dtype,
+                        enabled=amp_dtype is not None):
+        return data, model.extract_feat(data['video'], data['audio'])
 
 
 @torch.no_grad()
-def extract_shard(model, loader):
+def extract_shard(model, loader, amp_dtype=None,
+                  feature_dtype=torch.float32):
     """``FeatureShard`` of the clips ``loader`` gives this rank: the pooled
-    encoder features in eval mode, keyed by each sample's ``index`` (the
-    content returned: a clip that failed to decode is replaced by a
-    neighbour, so an index can be missing and another held twice; see
+    encoder features in eval mode (``extract_batch``), on the model's device
+    in ``feature_dtype``, keyed by each sample's ``index`` (the content
+    returned: a clip that failed to decode is replaced by a neighbour, so an
+    index can be missing and another held twice; see
     ``feature_shard.claim_rows``)."""
     model = unwrap(model)
     # Every rank extracts with rank 0's running statistics (BN): each
@@ -36,12 +46,14 @@ def extract_shard(model, loader):
             dist.broadcast(buffer, src=0)
     was_training = model.training
     model.eval()
-    parts = [FeatureShard.empty(model.feat_dims)]
+    device = next(model.parameters()).device
+    parts = [FeatureShard.empty(model.feat_dims, device, feature_dtype)]
     for batch in loader:
-        data, feats = extract_batch(model, batch)
+        # The indices as collated (CPU): no device-to-host copy.
+        indices = torch.as_tensor(batch['index']).long().flatten()
+        _, feats = extract_batch(model, batch, amp_dtype)
         parts.append(FeatureShard(
-            data['index'].long().cpu(),
-            {m: f.float().cpu() for m, f in feats.items()}))
+            indices, {m: f.to(feature_dtype) for m, f in feats.items()}))
     model.train(was_training)
     return FeatureShard.cat(parts)
 

@@ -14,16 +14,17 @@ import torch
 
 @dataclass
 class FeatureShard:
-    """Rows held by this rank: ``indices`` int64 (n,), ``features``
-    modality -> float32 CPU (n, D), row i being dataset index
-    ``indices[i]``."""
+    """Rows held by this rank: ``indices`` int64 CPU (n,), ``features``
+    modality -> (n, D) on the encoders' device, in the round's feature
+    dtype (float32 or float16), row i being dataset index ``indices[i]``."""
     indices: torch.Tensor
     features: Dict[str, torch.Tensor]
 
     @classmethod
-    def empty(cls, feat_dims):
+    def empty(cls, feat_dims, device='cpu', dtype=torch.float32):
         return cls(torch.empty(0, dtype=torch.long),
-                   {m: torch.empty(0, d) for m, d in feat_dims.items()})
+                   {m: torch.empty(0, d, device=device, dtype=dtype)
+                    for m, d in feat_dims.items()})
 
     @classmethod
     def cat(cls, shards):

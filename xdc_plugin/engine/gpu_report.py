@@ -30,7 +30,8 @@ def format_tables(report):
     errors = [f'{name} FAILED: {error}'
               for name, error in report.get('errors', {}).items()]
     return '\n\n'.join(errors + [
-        f"{env['device']}, torch {env['torch']} (CUDA {env['cuda']}), faiss "
+        f"{env['device']}, torch {env['torch']} (CUDA {env['cuda']}, driver "
+        f"{env.get('driver') or 'none found'}), faiss "
         f"{env['faiss']} ({env['faiss_gpus']} GPUs), dense bf16 peak "
         f"{_cell(env['peak_bf16_tflops'], '.1f')} TFLOP/s "
         f"({env['peak_source']}), backend {report['backend']}; checks "

@@ -9,9 +9,10 @@ a symbolic link found there instead of writing through it.
 import argparse
 import contextlib
 import logging
+import os
 import os.path as osp
+import sys
 
-import torch
 from mmengine import dist
 from mmengine.logging import print_log
 
@@ -27,7 +28,12 @@ from xdc_plugin.engine.checkpoint import (SafeResumeRunner,
 from xdc_plugin.engine.config import (CONFIG_ERRORS, ConfigTypeError,
                                       check_dataloaders,
                                       load_config, shipped_config)
+from xdc_plugin.engine.device import (DEVICE_CHOICES, DeviceError,
+                                      local_cuda_index, planned_device,
+                                      resolve_device)
 from xdc_plugin.engine.lock import WorkDirBusyError, WorkDirError, WorkDirLock
+from xdc_plugin.engine.precision import (AMP_CHOICES, PrecisionError,
+                                         check_amp, optim_wrapper_config)
 from xdc_plugin.engine.round_clustering import TooFewClipsError
 
 DEFAULT_CONFIG = shipped_config('xdc_demo.yaml')
@@ -57,12 +63,31 @@ def build_parser():
                         help='run even if another run holds the work dir')
     parser.add_argument('--launcher', default='none',
                         choices=['none', 'pytorch', 'slurm'])
-    parser.add_argument('--amp', action='store_true',
-                        help='mixed precision (AmpOptimWrapper) on GPU')
+    parser.add_argument('--device', default='auto', choices=DEVICE_CHOICES,
+                        help='auto (default): CUDA under --launcher pytorch '
+                        'or slurm, else CUDA when visible and the CPU '
+                        'otherwise; cuda: fail unless CUDA is visible; cpu: '
+                        'the CPU (gloo), also for several processes')
+    parser.add_argument('--amp', nargs='?', const='bf16', choices=AMP_CHOICES,
+                        help='mixed precision: --amp is bf16 autocast with no '
+                        'loss scaler; --amp fp16 is fp16 autocast with a '
+                        'dynamic loss scaler (GPUs without bf16)')
     parser.add_argument('overrides', nargs='*', metavar='KEY=VALUE',
                         help='config overrides, e.g. train_cfg.max_epochs=4')
     dry_run.add_arguments(parser)
     return parser
+
+
+def parse_args(argv=None):
+    """``build_parser().parse_args``, where a bare ``--amp`` followed by an
+    override (``--amp work_dir=x``) means bf16: argparse would otherwise
+    take the override for ``--amp``'s value."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(argv):
+        if arg == '--amp' and argv[i + 1:i + 2] not in [[c] for c in
+                                                          AMP_CHOICES]:
+            argv[i] = '--amp=bf16'
+    return build_parser().parse_args(argv)
 
 
 def prepare_config(args):
@@ -74,12 +99,16 @@ def prepare_config(args):
         'work_dirs', osp.splitext(osp.basename(args.cfg))[0]))
     cfg.launcher = args.launcher
     cfg.resume, cfg.load_from = False, cfg.get('load_from')
-    if args.amp:
-        if torch.cuda.is_available():
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        else:
-            print_log('--amp ignored: no GPU', logger='current')
-    if not torch.cuda.is_available():
+    if args.dry_run:  # plans the run; CUDA need not be visible here
+        cfg.device = planned_device(args.device, args.launcher,
+                                    args.world_size)
+    else:
+        cfg.device = resolve_device(args.device, args.launcher,
+                                    log=lambda m: print_log(
+                                        m, logger='current'))
+        check_amp(args.amp, cfg.device)
+    cfg.optim_wrapper = optim_wrapper_config(cfg.optim_wrapper, args.amp)
+    if cfg.device == 'cpu':
         cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
         cfg.env_cfg.dist_cfg.backend = 'gloo'
         # mmengine's default wrapper passes device_ids=[LOCAL_RANK], which
@@ -87,6 +116,13 @@ def prepare_config(args):
         cfg.setdefault('model_wrapper_cfg', dict(
             type='MMDistributedDataParallel', device_ids=None,
             broadcast_buffers=False))
+    elif args.launcher != 'none' and not args.dry_run:
+        # mmengine's default is device_ids=[LOCAL_RANK]: with one visible
+        # device per task that names a device that is not there.
+        cfg.setdefault('model_wrapper_cfg', dict(
+            type='MMDistributedDataParallel', broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False)))
+        cfg.model_wrapper_cfg.setdefault('device_ids', [local_cuda_index()])
     checkpoint_hook = cfg.get('default_hooks', {}).get('checkpoint')
     if checkpoint_hook and 'backend_args' not in checkpoint_hook:
         checkpoint_hook.backend_args = compat.atomic_backend_args(
@@ -95,18 +131,25 @@ def prepare_config(args):
 
 
 def init_distributed(cfg):
-    """Initialise the process group now (the Runner then keeps it), with
-    ``env_cfg.dist_cfg`` (``timeout``: seconds any collective may wait)."""
+    """Initialise the process group now (the Runner then keeps it), on the
+    run's device (``cfg.device``), with ``env_cfg.dist_cfg`` (``timeout``:
+    seconds any collective may wait)."""
     dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}))
     timeout = dist_cfg.get('timeout')
     if timeout is not None and (type(timeout) not in (int, float)
                                 or not timeout > 0):
         raise ConfigTypeError('env_cfg.dist_cfg.timeout must be a positive '
                               f'number of seconds, got {timeout!r}')
-    if cfg.launcher == 'pytorch':
-        compat.init_dist_pytorch(**dist_cfg)
-    elif cfg.launcher == 'slurm':
-        dist.init_dist('slurm', **dist_cfg)
+    if cfg.launcher == 'slurm':
+        # srun's tasks: torch.distributed's variables from SLURM's, then the
+        # pytorch path (mmengine's slurm launcher selects the CUDA device
+        # by SLURM_LOCALID, wrong with one visible device per task).
+        from xdc_plugin.engine.slurm import slurm_task_env
+        os.environ.update(slurm_task_env())
+    if cfg.launcher in ('pytorch', 'slurm'):
+        compat.init_dist_pytorch(
+            device_index=local_cuda_index() if cfg.device == 'cuda' else None,
+            **dist_cfg)
 
 
 def _from_rank0(func):
@@ -164,15 +207,17 @@ def choose_checkpoint(args, work_dir):
     return path, notes
 
 
+@compat.mmengine_logger_device_id(local_cuda_index)
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     cfg = prepare_config(args)
     if args.dry_run:
         return dry_run.run(cfg, args)
     init_distributed(cfg)
     path, notes = _from_rank0(lambda: choose_checkpoint(args, cfg.work_dir))
     with work_dir_lock(cfg.work_dir, args.force), \
-            compat.work_dir_writes_replace_links():
+            compat.work_dir_writes_replace_links(), \
+            compat.mmengine_device(cfg.device):
         if path:
             cfg.resume, cfg.load_from = True, path
         runner = SafeResumeRunner.from_cfg(cfg)
@@ -194,7 +239,7 @@ def cli(argv=None):
     except CONFIG_ERRORS + (
             ResumeError, UntrustedCheckpointError, WorkDirBusyError,
             WorkDirError, dry_run.DryRunError, ManifestError,
-            TooFewClipsError) as exc:
+            TooFewClipsError, DeviceError, PrecisionError) as exc:
         raise SystemExit(f'error: {exc}') from exc
     except WriteError as exc:  # every write of the run is atomic
         raise SystemExit(f'error: {exc}; the checkpoints saved before and '

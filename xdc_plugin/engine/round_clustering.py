@@ -6,6 +6,10 @@ are, and the labels reach every rank through ``gather_labels`` (int32
 index/label pairs, 8 bytes per clip: the model's pseudo-label buffer needs
 every index). In a single process, a single-process clusterer
 (``FaissKMeans``, ``TorchKMeans``) fits the rows in dataset-index order.
+
+The rows are on the encoders' device, so ``use_gpu='auto'`` clusters there;
+on the CPU the section uses all of the rank's cores
+(``clustering.threads.rank_threads``).
 """
 import dataclasses
 import logging
@@ -17,6 +21,7 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 
 from xdc_plugin.clustering.distributed import gather_labels, gather_values
+from xdc_plugin.clustering.threads import rank_threads
 from xdc_plugin.registry import CLUSTERERS
 
 SOURCES = ('video', 'audio', 'joint')
@@ -108,6 +113,13 @@ def cluster_shard(shard, sources, clusterer_cfgs, num_clusters, num_total,
         int32 ``(num_total,)`` (-1: held by no rank) and ``distances``
         float32 ``(num_total,)`` (NaN: held by no rank) or None.
     """
+    with rank_threads():
+        return _cluster_sources(shard, sources, clusterer_cfgs, num_clusters,
+                                num_total, collectives, with_distances)
+
+
+def _cluster_sources(shard, sources, clusterer_cfgs, num_clusters, num_total,
+                     collectives, with_distances):
     world = collectives.world_size
     inputs = clustering_inputs(shard.features, sources)
     results = {}
@@ -121,7 +133,7 @@ def cluster_shard(shard, sources, clusterer_cfgs, num_clusters, num_total,
         else:  # one process: the rows in dataset-index order
             order = torch.argsort(shard.indices)
             indices = shard.indices[order]
-            result = clusterer.fit(inputs[source][order].numpy())
+            result = clusterer.fit(inputs[source][order])
         distances = None
         if with_distances:
             distances = _gathered_distances(result.distances, indices,

@@ -34,7 +34,9 @@ def probe_shard(shard, labels, collectives, **probe_kwargs):
     indices = collectives.all_gather_cat(sample.indices)
     order = torch.argsort(indices)  # rows in index order on any world size
     indices = indices[order]
-    features = {m: collectives.all_gather_cat(f)[order]
+    # The rows live on the encoders' device; the probe (scikit-learn)
+    # takes float32 host arrays.
+    features = {m: collectives.all_gather_cat(f)[order].float().cpu()
                 for m, f in sample.features.items()}
     jobs = probe_jobs(features, labels[indices].numpy(), **probe_kwargs)
     rank, world = collectives.rank, collectives.world_size

@@ -5,8 +5,11 @@ the model at an assumed MFU). Every rate carries the text of its origin, so
 that a printed time says whether it was measured, on what, or guessed.
 
 The model assumes data loading keeps up unless a loader rate is given
-(``bench/bench_data_pipeline.py`` measures one), scales k-means linearly in
-rows x dimension x k and shards it ideally (all-reduce time not counted).
+(``bench/bench_data_pipeline.py`` measures one; it then caps training and
+extraction), scales k-means linearly in rows x dimension x k and shards it
+ideally (all-reduce time not counted). Rates measured on one kind of device
+(``gpu_check`` on a GPU, or ``--cpu``) estimate a run on that kind only,
+since the round's k-means runs where the encoders run.
 """
 import json
 import math
@@ -24,7 +27,10 @@ class Rate:
     unit: str = 'clips'
 
     def __str__(self):
-        return f'{self.value:,.0f} {self.unit}/s/rank ({self.origin})'
+        # a CPU's k-means rate is a small fraction of a TFLOP/s
+        value = (f'{self.value:,.0f}' if self.value >= 10 else
+                 f'{self.value:.3g}')
+        return f'{value} {self.unit}/s/rank ({self.origin})'
 
 
 @dataclass
@@ -37,13 +43,14 @@ class Rates:
 
 
 def kmeans_flops(num_points, dim, num_clusters, num_iters,
-                 max_points_per_centroid=None):
-    """FLOPs of the distances of one fit: ``num_iters`` passes over the
-    training rows (``k * max_points_per_centroid`` at most) and a final one
-    over every row, 2 FLOPs per row x dim x cluster."""
+                 max_points_per_centroid=None, num_redo=1):
+    """FLOPs of the distances of one fit: ``num_redo`` runs of ``num_iters``
+    passes over the training rows (``k * max_points_per_centroid`` at most)
+    and a final one over every row, 2 FLOPs per row x dim x cluster."""
     train_rows = num_points if max_points_per_centroid is None else min(
         num_points, num_clusters * max_points_per_centroid)
-    return 2 * dim * num_clusters * (num_iters * train_rows + num_points)
+    return 2 * dim * num_clusters * (num_redo * num_iters * train_rows +
+                                     num_points)
 
 
 def _step_row(rows, audio_frames):
@@ -56,13 +63,23 @@ def _step_row(rows, audio_frames):
                      f"used {rows[0]['audio_shape'][-1]}")
 
 
-def rates_from_gpu_check(path, audio_frames):
+def rates_from_gpu_check(path, audio_frames, run_device=None):
     """Rates measured by ``tools/gpu_check.py`` (its ``--out`` JSON): the
     step at the config's audio size, the k-means of ``DistributedKMeans``
-    (else ``TorchKMeans``, ``FaissKMeans``) as effective TFLOP/s."""
+    (else ``TorchKMeans``, ``FaissKMeans``) as effective TFLOP/s over the
+    iterations it ran. ``ValueError`` when ``run_device`` ('cuda' or 'cpu')
+    is not the kind of device they were measured on."""
     with open(path) as f:
         report = json.load(f)
-    where = f"measured on {report['environment']['device']} ({path})"
+    measured_on = report['environment']['device']
+    kind = 'cpu' if measured_on == 'cpu' else 'cuda'
+    if run_device not in (None, kind):
+        raise ValueError(
+            f'{path} was measured on {measured_on}, but the run trains and '
+            f'clusters on {run_device}: measure that device (tools/'
+            f'gpu_check.py{" --cpu" if run_device == "cpu" else ""} --out '
+            'FILE) or pass --device')
+    where = f'measured on {measured_on} ({path})'
     rates = Rates()
     if report.get('train_step'):
         step, note = _step_row(report['train_step'], audio_frames)
@@ -75,7 +92,8 @@ def rates_from_gpu_check(path, audio_frames):
         if method in timed:
             m = timed[method]
             flops = kmeans_flops(m['num_points'], m['dim'],
-                                 m['num_clusters'], m['num_iters'])
+                                 m['num_clusters'],
+                                 m.get('iterations_run', m['num_iters']))
             rates.kmeans = Rate(flops / m['seconds'] / 1e12,
                                 f'{where}, {method}', 'TFLOP')
             break
@@ -128,25 +146,30 @@ def clustering_rounds(epochs, interval):
 def run_times(num_clips, world_size, epochs, interval, sources, rates,
               final_round=True):
     """Seconds of an epoch, a round's extraction and k-means (on rank 0
-    and sharded), a round and the whole run, where the rates allow; the
-    keys it cannot estimate are absent.
+    and sharded), its clustering (extraction + k-means), a round (the
+    epochs it trains and its clustering) and the whole run, where the
+    rates allow; the keys it cannot estimate are absent.
 
     Args:
         sources: per clustering source, a dict with ``dim``,
-            ``num_clusters``, ``num_iters``, ``max_points_per_centroid``.
+            ``num_clusters``, ``num_iters``, ``max_points_per_centroid``
+            and optionally ``num_redo``.
     """
     times = {}
     train = rates.train and rates.train.value
-    if train and rates.data:
-        train = min(train, rates.data.value)
+    extract = rates.extract and rates.extract.value
+    if rates.data:
+        train = train and min(train, rates.data.value)
+        extract = extract and min(extract, rates.data.value)
     if train:
         times['epoch'] = num_clips / (train * world_size)
-    if rates.extract:
-        times['extract'] = num_clips / (rates.extract.value * world_size)
+    if extract:
+        times['extract'] = num_clips / (extract * world_size)
     if rates.kmeans:
         flops = sum(kmeans_flops(num_clips, s['dim'], s['num_clusters'],
                                  s['num_iters'],
-                                 s.get('max_points_per_centroid'))
+                                 s.get('max_points_per_centroid'),
+                                 s.get('num_redo', 1))
                     for s in sources.values())
         times['kmeans on rank 0'] = flops / (rates.kmeans.value * 1e12)
         times['kmeans sharded'] = times['kmeans on rank 0'] / world_size
@@ -154,6 +177,7 @@ def run_times(num_clips, world_size, epochs, interval, sources, rates,
         rounds = clustering_rounds(epochs, interval) + int(final_round)
         for path in ('on rank 0', 'sharded'):
             clustering = times['extract'] + times[f'kmeans {path}']
+            times[f'clustering ({path})'] = clustering
             times[f'round ({path})'] = interval * times['epoch'] + clustering
             times[f'run ({path})'] = epochs * times['epoch'] + \
                 rounds * clustering

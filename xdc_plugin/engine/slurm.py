@@ -2,7 +2,9 @@
 
 Each task maps submitit's job environment onto the variables that
 ``torch.distributed`` reads, then runs ``launch.main`` with
-``--launcher pytorch --resume``.
+``--launcher pytorch --resume`` (and ``--device cpu`` for CPU tasks). A
+task that sees one GPU (``gpus_per_task``) uses device 0 whatever its
+local rank (``device.local_cuda_index``).
 
 Preemption and the time limit: SLURM sends submitit's signal (USR2) to
 every task. ``PreemptionCheckpointHook`` takes it during training: the
@@ -17,6 +19,7 @@ import time
 
 import submitit
 import torch
+from submitit.slurm.slurm import SlurmJobEnvironment
 
 from xdc_plugin.engine import launch
 
@@ -35,6 +38,14 @@ def distributed_env(job_env, port):
         'LOCAL_RANK': str(job_env.local_rank),
         'WORLD_SIZE': str(job_env.num_tasks),
     }
+
+
+def slurm_task_env():
+    """torch.distributed variables of this ``srun`` task (``--launcher
+    slurm``, not started by submitit): from SLURM's, read by submitit's SLURM
+    environment; a ``MASTER_PORT`` already set is kept."""
+    return distributed_env(SlurmJobEnvironment(), os.environ.get(
+        'MASTER_PORT') or rendezvous_port())
 
 
 def rendezvous_port(default=29500):
@@ -99,25 +110,32 @@ class TrainingJob:
 
 def submit(run_args, folder, nodes=1, gpus_per_node=8, tasks_per_node=None,
            cpus_per_task=10, partition=None, timeout_min=72 * 60, mem_gb=None,
-           name='xdc', cluster=None, port=None):
+           name='xdc', cluster=None, port=None, gpus_per_task=None):
     """Submit ``tools/run_net.py RUN_ARGS`` as a SLURM job; returns the job.
 
     One task per GPU unless ``tasks_per_node`` says otherwise; with
-    ``gpus_per_node=0`` the tasks train on CPU (gloo) and ``tasks_per_node``
-    is required. ``cluster`` picks submitit's executor: ``None`` detects
-    SLURM, ``'slurm'`` insists on it, ``'local'`` or ``'debug'`` run the
-    same job without SLURM. ``port=None`` derives the rendezvous port from
+    ``gpus_per_node=0`` the tasks train on CPU (gloo, ``--device cpu``) and
+    ``tasks_per_node`` is required. ``gpus_per_task`` (instead of
+    ``gpus_per_node``) gives each task its own GPU(s), the only ones it
+    sees. ``cluster`` picks submitit's executor: ``None`` detects SLURM,
+    ``'slurm'`` insists on it, ``'local'`` or ``'debug'`` run the same job
+    without SLURM. ``port=None`` derives the rendezvous port from
     ``SLURM_JOB_ID``.
     """
     if tasks_per_node is None:
-        if not gpus_per_node:
-            raise ValueError('gpus_per_node=0 (CPU tasks) needs '
-                             'tasks_per_node')
+        if gpus_per_task or not gpus_per_node:
+            raise ValueError('gpus_per_node=0 (CPU tasks) or gpus_per_task '
+                             'needs tasks_per_node')
         tasks_per_node = gpus_per_node
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     params = dict(name=name, nodes=nodes, timeout_min=timeout_min,
-                  tasks_per_node=tasks_per_node, gpus_per_node=gpus_per_node,
-                  cpus_per_task=cpus_per_task)
+                  tasks_per_node=tasks_per_node, cpus_per_task=cpus_per_task)
+    if gpus_per_task:
+        params['slurm_gpus_per_task'] = gpus_per_task
+    else:
+        params['gpus_per_node'] = gpus_per_node
+    if not (gpus_per_task or gpus_per_node):
+        run_args = ['--device', 'cpu', *run_args]
     if mem_gb:
         params['mem_gb'] = mem_gb
     if partition:

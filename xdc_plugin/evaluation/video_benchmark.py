@@ -22,6 +22,7 @@ from mmengine.logging import MMLogger, print_log
 
 from xdc_plugin.encoders.resnet import scaled
 from xdc_plugin.engine.config import load_config, parse_overrides
+from xdc_plugin.engine.precision import optim_wrapper_config
 from xdc_plugin.evaluation.encoders import RANDOM, load_encoders
 from xdc_plugin.evaluation.records import make_record
 from xdc_plugin.evaluation.video_splits import (SPLITS, convert_split,
@@ -135,8 +136,9 @@ def benchmark_config(config: str, cfg_options: Sequence[str] = (), *,
         if cfg[loader].num_workers == 0:
             cfg[loader].persistent_workers = False
     cfg.launcher = launcher
-    if amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    # --amp as tools/run_net.py builds it: bf16 autocast, no loss scaler.
+    cfg.optim_wrapper = optim_wrapper_config(cfg.optim_wrapper,
+                                             'bf16' if amp else None)
     if not torch.cuda.is_available():
         cfg.env_cfg.dist_cfg.backend = 'gloo'
     return cfg

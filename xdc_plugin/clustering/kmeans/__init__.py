@@ -3,8 +3,8 @@
 Two registered implementations share arguments, preprocessing, the final
 assignment's empty-cluster re-split and the reported inertia (``base.py``):
 
-* ``FaissKMeans`` (``faiss_kmeans.py``) wraps ``faiss.Kmeans`` (on the GPUs
-  when faiss sees any and ``use_gpu`` allows);
+* ``FaissKMeans`` (``faiss_kmeans.py``) wraps ``faiss.Kmeans`` (on the
+  features' GPU when faiss sees one and ``use_gpu`` allows);
 * ``TorchKMeans`` (``torch_kmeans.py``) is pure torch and runs on the
   features' device; ``DistributedKMeans`` (``clustering/distributed.py``)
   runs its iteration on rows sharded across ranks (the statistics go

@@ -1,38 +1,76 @@
 """``FaissKMeans``: k-means trained by faiss (CPU or GPU)."""
+import logging
 import math
 
 import numpy as np
 import torch
+from mmengine.logging import print_log
 
 from xdc_plugin.clustering.kmeans.base import BaseKMeans
 from xdc_plugin.registry import CLUSTERERS
 
 
+def import_faiss():
+    """The faiss module, or an ImportError that says how to install it."""
+    try:
+        import faiss
+    except ImportError as exc:
+        raise ImportError(
+            'FaissKMeans needs faiss: pip install -e ".[cpu]" (or ".[gpu]" '
+            'for the GPU build on a GPU machine)') from exc
+    return faiss
+
+
 @CLUSTERERS.register_module()
 class FaissKMeans(BaseKMeans):
     """``faiss.Kmeans`` with our preprocessing, final assignment, re-split
-    and inertia. ``use_gpu``: ``'auto'`` uses every GPU faiss sees (none:
-    CPU), ``True`` requires one, ``False`` forces the CPU. Preprocessing
-    runs on the CPU (faiss takes host arrays). ``init='k-means++'`` needs a
-    faiss with ``ClusteringInitMethod_KMEANS_PLUS_PLUS`` (1.13+). faiss
-    draws its own random numbers from ``seed``, so the clustering differs
-    from ``TorchKMeans``'s with the same seed.
+    and inertia. ``use_gpu``: ``'auto'`` trains on the GPU when the features
+    are on one (the model's device: the clustering hook keeps them there)
+    and the installed faiss sees a GPU, else on the CPU; ``True`` requires
+    faiss's GPU build; ``False`` forces the CPU. On the GPU faiss uses one
+    device, the features' (CPU features: ``torch.cuda.current_device()``,
+    the rank's own), never every GPU it sees. Preprocessing runs on the CPU
+    (faiss takes host arrays). ``init='k-means++'`` needs a faiss with
+    ``ClusteringInitMethod_KMEANS_PLUS_PLUS`` (1.13+). faiss draws its own
+    random numbers from ``seed``, so the clustering differs from
+    ``TorchKMeans``'s with the same seed.
     """
 
-    def _gpu(self):
-        import faiss
+    _gpu_device = None  # set by each fit
+
+    def fit(self, features, init_centroids=None):
+        self._gpu_device = self._faiss_gpu_device(features)
+        return super().fit(features, init_centroids)
+
+    def _faiss_gpu_device(self, features):
+        """The CUDA device faiss trains on for ``features``, or None."""
+        if self.use_gpu is False:
+            return None
+        faiss = import_faiss()
         num_gpus = faiss.get_num_gpus() if hasattr(faiss,
                                                    'get_num_gpus') else 0
-        if self.use_gpu is True and num_gpus == 0:
-            raise RuntimeError('FaissKMeans(use_gpu=True) but faiss sees no '
-                               'GPU (faiss-cpu build or no device)')
-        return self.use_gpu is not False and num_gpus > 0
+        on_cuda = getattr(features, 'is_cuda', False)
+        if num_gpus == 0:
+            if self.use_gpu is True:
+                raise RuntimeError(
+                    'FaissKMeans(use_gpu=True) but faiss sees no GPU (the '
+                    'faiss-cpu build, or no device): pip install -e ".[gpu]"'
+                    ' on a GPU machine')
+            if on_cuda:
+                print_log('FaissKMeans: the features are on the GPU but the '
+                          'installed faiss is the CPU build; clustering on '
+                          'the CPU (pip install -e ".[gpu]" for faiss-gpu)',
+                          logger='current', level=logging.WARNING)
+            return None
+        if on_cuda:
+            return features.device.index
+        return torch.cuda.current_device() if self.use_gpu is True else None
 
     def _device(self, x):
         return torch.device('cpu')
 
     def _faiss_kmeans(self, n, d):
-        import faiss
+        faiss = import_faiss()
         mppc = self.max_points_per_centroid
         if mppc is None:  # faiss subsamples above K * mppc points
             mppc = max(1, math.ceil(n / self.num_clusters))
@@ -48,9 +86,14 @@ class FaissKMeans(BaseKMeans):
                 raise RuntimeError(f'faiss {faiss.__version__} has no '
                                    "k-means++ init; use init='random'")
             kwargs['init_method'] = method
-        if self._gpu():
-            kwargs['gpu'] = True
-        return faiss.Kmeans(d, self.num_clusters, **kwargs)
+        kmeans = faiss.Kmeans(d, self.num_clusters, **kwargs)
+        if self._gpu_device is not None:
+            # faiss.Kmeans(gpu=...) would spread over GPUs 0..n-1: one
+            # device only, this rank's.
+            self._gpu_resources = faiss.StandardGpuResources()
+            kmeans.index = faiss.index_cpu_to_gpu(
+                self._gpu_resources, self._gpu_device, kmeans.index)
+        return kmeans
 
     def _train(self, x, generator, init_centroids=None):
         xn = np.ascontiguousarray(x.numpy())

@@ -1,6 +1,7 @@
 """engine/device.py and the launcher's device: no silent fallback from CUDA
 to the CPU, one visible device per task, --device cpu on a GPU machine.
 CUDA's presence, device counts and nvidia-smi are mocked."""
+import datetime
 import os
 from types import SimpleNamespace
 
@@ -163,7 +164,8 @@ def test_one_visible_device_per_task_selects_device_0(monkeypatch):
     assert cfg.model_wrapper_cfg.device_ids == [0]
     launch.init_distributed(cfg)
     assert selected == [0]
-    assert initialised == [dict(backend='nccl')]
+    assert initialised == [dict(backend='nccl',
+                                timeout=datetime.timedelta(hours=1))]
 
 
 def test_slurm_launcher_maps_slurms_variables(monkeypatch):
@@ -180,7 +182,8 @@ def test_slurm_launcher_maps_slurms_variables(monkeypatch):
                         lambda **kwargs: initialised.append(kwargs))
     cfg = run_config('--launcher', 'slurm', '--device', 'cpu')
     launch.init_distributed(cfg)
-    assert initialised == [dict(backend='gloo')]
+    assert initialised == [dict(backend='gloo',
+                                timeout=datetime.timedelta(hours=1))]
     env = {k: os.environ[k] for k in (
         'MASTER_ADDR', 'MASTER_PORT', 'RANK', 'LOCAL_RANK', 'WORLD_SIZE')}
     assert env == dict(MASTER_ADDR='gpu3', MASTER_PORT='20077', RANK='5',

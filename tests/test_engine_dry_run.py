@@ -97,6 +97,7 @@ def test_the_default_timeout_outlasts_a_round_of_the_largest_recipe():
     from the recipe's own throughput estimate (as the dry run prints it),
     with room for a data loader 10 times slower than that."""
     cfg = load_config(shipped_config('xdc_ig65m.yaml'))
+    cfg.device = 'cuda'  # its 128 GPUs: the recipe's estimate applies
     world = 128
     built = dry_run.build_run(cfg, world)
     rates = dry_run.gather_rates(build_parser().parse_args([]), cfg,

@@ -146,7 +146,7 @@ def test_run_net_script_rejects_a_wrong_key(tmp_path):
 
 
 def dist_config(launcher, **dist_cfg):
-    return Config(dict(launcher=launcher,
+    return Config(dict(launcher=launcher, device='cpu',
                        env_cfg=dict(dist_cfg=dict(backend='nccl',
                                                   **dist_cfg))))
 
@@ -156,8 +156,9 @@ GROUP_TIMEOUTS = textwrap.dedent('''
     from xdc_plugin.clustering.collectives import _gloo_group
     from xdc_plugin.compat import default_group_timeout
     from xdc_plugin.engine import launch
-    launch.init_distributed(Config(dict(launcher='pytorch', env_cfg=dict(
-        dist_cfg=dict(backend='nccl', timeout=1234)))))
+    launch.init_distributed(Config(dict(
+        launcher='pytorch', device='cpu',
+        env_cfg=dict(dist_cfg=dict(backend='gloo', timeout=1234)))))
     side = _gloo_group()
     print(default_group_timeout().total_seconds(),
           side._get_backend(side._device_types[0]).options._timeout
@@ -184,10 +185,11 @@ def test_the_configured_timeout_reaches_the_cpu_groups():
 def test_the_default_timeout_reaches_init_process_group_on_gpus(
         launcher, monkeypatch):
     """The recipes' timeout (an hour, not NCCL's 10 minutes) reaches torch
-    through mmengine's launchers (GPU machines: CUDA mocked), which take
-    seconds and give torch a ``timedelta``."""
+    through our pytorch and slurm launch path (GPU machines: CUDA mocked),
+    which takes seconds and gives torch a ``timedelta``."""
     calls = []
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
     monkeypatch.setattr(torch.cuda, 'set_device', lambda device: None)
     monkeypatch.setattr(torch.distributed, 'init_process_group',
                         lambda **kwargs: calls.append(kwargs))
@@ -200,7 +202,7 @@ def test_the_default_timeout_reaches_init_process_group_on_gpus(
                             MASTER_PORT='29500').items():
         monkeypatch.setenv(name, value)
     cfg = load_config(shipped_config('xdc_ig65m.yaml'))
-    cfg.launcher = launcher
+    cfg.launcher, cfg.device = launcher, 'cuda'
     launch.init_distributed(cfg)
     assert calls == [dict(backend='nccl',
                           timeout=datetime.timedelta(hours=1))]

@@ -19,19 +19,30 @@ round as soon as it can (``CrossModalClusteringHook``):
   label gather and probe. Whether the signal reached every rank (SLURM,
   torchrun) or one, every rank stops at the next such point.
 
+Between two such points a rank finishes what it is doing: a k-means
+iteration, an extraction batch, and with several ranks the main process's
+probe (at most ``max_samples`` rows, 5000 by default) while the others wait
+for its result.
+
 The handler ignores the signals in a forked child (a DataLoader worker
 inherits it): Ctrl-C reaches the whole process group, and the workers must
-keep serving the batch that the main process finishes. A second signal
-acts as it would without the handler.
+keep serving the batch that the main process finishes. A second signal acts
+as it would without the handler (a second Ctrl-C forces the exit), unless
+it comes within :data:`SAME_STOP_S` of the first: then it is the same stop
+delivered twice (the terminal and torchrun both signal a worker on Ctrl-C;
+torchrun passes on the TERM that SLURM also sends to every task).
 """
 import contextlib
 import os
 import signal
+import time
 
 import torch
 from mmengine import dist
 
 _END = object()
+# A second signal within this many seconds of the first is the same stop.
+SAME_STOP_S = 1.0
 
 
 class StopRequested(Exception):
@@ -49,6 +60,7 @@ class StopRequest:
     def __init__(self, signals):
         self.signals = [getattr(signal, name) for name in signals]
         self.signum = 0
+        self._received_at = None
         self._previous = {}
         self._pid = None
         self._raise_at_once = False
@@ -69,10 +81,12 @@ class StopRequest:
         if os.getpid() != self._pid:
             return  # a forked worker: the main process decides
         if self.signum:
+            if time.monotonic() - self._received_at < SAME_STOP_S:
+                return
             signal.signal(signum, self._previous.pop(signum, signal.SIG_DFL))
             signal.raise_signal(signum)
             return
-        self.signum = signum
+        self.signum, self._received_at = signum, time.monotonic()
         if self._raise_at_once:
             self._raise_at_once = False
             raise StopRequested(signum)

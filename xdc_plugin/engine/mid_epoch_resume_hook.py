@@ -81,6 +81,10 @@ class MidEpochLogProcessor(LogProcessor):
     ``n`` stays the epoch's length (the loop's own batch index restarts at
     0 over a shorter loader)."""
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._mode = None
+
     def get_log_after_iter(self, runner, batch_idx, mode):
         self._mode = mode  # for _get_iter, which is not told
         return super().get_log_after_iter(runner, batch_idx, mode)
@@ -93,7 +97,7 @@ class MidEpochLogProcessor(LogProcessor):
     def _get_iter(self, runner, batch_idx):
         current = super()._get_iter(runner, batch_idx)
         if self.by_epoch and batch_idx is not None:
-            current += self._skipped(runner, getattr(self, '_mode', None))
+            current += self._skipped(runner, self._mode)
         return current
 
     def _get_dataloader_size(self, runner, mode):

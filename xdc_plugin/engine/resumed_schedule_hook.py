@@ -87,8 +87,8 @@ class ResumedScheduleHook(Hook):
             lengths = f'max_epochs {self._saved_max_epochs} -> ' \
                 f'{runner.max_epochs}'
         if resumed == configured:
-            if lengths:
-                runner.logger.info(
+            if lengths:  # the user may expect the schedule to follow
+                runner.logger.warning(
                     f'Resumed with {lengths}; the schedule is unchanged (its '
                     'end is set in the config).')
             return
@@ -119,6 +119,11 @@ class ResumedScheduleHook(Hook):
                 f'{epoch_length} iterations per epoch: its schedule cannot '
                 'be rebuilt. Resume with the dataset and batch size it was '
                 'trained with.')
+        if runner.cfg.get('param_scheduler') is None:
+            raise ScheduleMismatchError(
+                'the schedule differs from the checkpoint\'s and this runner '
+                'has no param_scheduler config to rebuild it from (build it '
+                'with Runner.from_cfg)')
         # The schedulers start from the optimizer's initial values, as
         # when the uninterrupted run built them.
         param_names = {s.param_name for s in runner.param_schedulers}

@@ -1,12 +1,22 @@
 """xdc_plugin.atomic_write: whole files only, with a plain write's mode,
-never through a link; a failed write says which file and replaces
-nothing."""
+never through a link; a failed write says which file and replaces nothing;
+the temporary files of a killed writer are found and removed, nothing
+else."""
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
+from xdc_plugin.atomic_write import remove_orphan_temporaries, write_atomically
+
+KILLED_WRITER = """
+import os, sys
+os.replace = lambda *args: os.kill(os.getpid(), 9)  # killed before renaming
 from xdc_plugin.atomic_write import write_atomically
+write_atomically(b'x' * 1000, sys.argv[1])
+"""
 
 
 def test_atomic_write_replaces_whole_files_only(tmp_path, monkeypatch):
@@ -84,3 +94,26 @@ def test_a_failed_write_names_the_path_and_replaces_nothing(tmp_path,
         'replaced (the file there before, if any, is intact)')
     assert path.read_bytes() == b'previous'
     assert os.listdir(tmp_path) == ['epoch_1.pth']
+
+
+def test_the_temporary_file_of_a_killed_writer_is_removed(tmp_path):
+    out = subprocess.run([sys.executable, '-c', KILLED_WRITER,
+                          str(tmp_path / 'epoch_3.pth')], timeout=120)
+    assert out.returncode == -9
+    orphan, = os.listdir(tmp_path)
+    assert orphan.startswith('.tmp-') and orphan.endswith('-epoch_3.pth')
+    # Not ours, or not a plain file in this folder: kept.
+    kept = ['.tmp-notours.pth', 'epoch_2.pth', 'notes.tmp-0123.pth']
+    for name in kept:
+        (tmp_path / name).write_bytes(b'keep')
+    like_ours = '.tmp-' + '0' * 32 + '-'
+    (tmp_path / 'sub').mkdir()
+    (tmp_path / 'sub' / (like_ours + 'epoch_1.pth')).write_bytes(b'below')
+    (tmp_path / (like_ours + 'folder')).mkdir()
+    (tmp_path / (like_ours + 'link')).symlink_to(tmp_path / 'epoch_2.pth')
+
+    assert remove_orphan_temporaries(tmp_path) == [(orphan, 1000)]
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        kept + ['sub', like_ours + 'folder', like_ours + 'link'])
+    assert (tmp_path / 'epoch_2.pth').read_bytes() == b'keep'
+    assert remove_orphan_temporaries(tmp_path / 'missing') == []

@@ -1,5 +1,6 @@
 """Checkpoints read without running code from the file, written so that they
-read back that way, and the newest intact one chosen for --resume."""
+read back that way, and the one --resume continues from chosen by
+last_checkpoint and the checkpoints' own epoch/iteration, never by mtime."""
 import argparse
 import os
 import os.path as osp
@@ -97,30 +98,70 @@ def test_checkpoints_keep_their_message_hub_and_read_back_weights_only(
     assert buffer.mean() == 2.0 and buffer.current() == 1.0
 
 
-def _write(path, mtime):
-    torch.save({'meta': {}, 'state_dict': {'w': torch.ones(10000)}}, path)
+def _write(path, mtime, epoch=0, iteration=0):
+    torch.save({'meta': {'epoch': epoch, 'iter': iteration},
+                'state_dict': {'w': torch.ones(10000)}}, path)
     os.utime(path, (mtime, mtime))
 
 
-def test_the_newest_intact_checkpoint_is_chosen(tmp_path):
-    _write(tmp_path / 'epoch_1.pth', 100)
-    _write(tmp_path / 'epoch_2.pth', 200)
-    _write(tmp_path / 'iter_8.pth', 300)
-    _write(tmp_path / 'best_acc_epoch_1.pth', 400)  # not a resume point
-    data = (tmp_path / 'iter_8.pth').read_bytes()
-    (tmp_path / 'iter_8.pth').write_bytes(data[:len(data) // 2])
-    os.utime(tmp_path / 'iter_8.pth', (300, 300))
-    data = bytearray((tmp_path / 'epoch_2.pth').read_bytes())
-    data[len(data) // 2] ^= 0xFF  # a flipped bit inside the tensor data
-    (tmp_path / 'epoch_2.pth').write_bytes(bytes(data))
-    os.utime(tmp_path / 'epoch_2.pth', (200, 200))
+def _damage(path, truncate=False):
+    """Truncate ``path`` or flip a bit in its tensor data; keeps its
+    mtime."""
+    stat = os.stat(path)
+    data = bytearray(path.read_bytes())
+    if truncate:
+        data = data[:len(data) // 2]
+    else:
+        data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, (stat.st_atime, stat.st_mtime))
 
-    path, skipped = find_resume_checkpoint(str(tmp_path))
+
+def test_resume_follows_last_checkpoint_not_file_times(tmp_path):
+    _write(tmp_path / 'epoch_5.pth', 100, epoch=5, iteration=50)
+    _write(tmp_path / 'epoch_4.pth', 200, epoch=4, iteration=40)  # touched
+    # As in a copy (cp -r) of another work dir: its path, our file name.
+    (tmp_path / 'last_checkpoint').write_text('/elsewhere/run/epoch_5.pth')
+    path, reason, notes = find_resume_checkpoint(str(tmp_path))
+    assert path == str(tmp_path / 'epoch_5.pth')
+    assert reason == 'named by last_checkpoint (epoch 5, iteration 50)'
+    assert notes == ['last_checkpoint names /elsewhere/run/epoch_5.pth, '
+                     'outside this work dir (a copied work dir?): looking '
+                     f'for {tmp_path / "epoch_5.pth"}.']
+
+
+def test_a_damaged_last_checkpoint_falls_back_to_the_furthest_by_meta(
+        tmp_path):
+    _write(tmp_path / 'epoch_5.pth', 500, epoch=5, iteration=50)
+    _damage(tmp_path / 'epoch_5.pth')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_5.pth'))
+    _write(tmp_path / 'iter_47.pth', 100, epoch=4, iteration=47)  # oldest
+    _write(tmp_path / 'epoch_4.pth', 400, epoch=4, iteration=40)
+    _write(tmp_path / 'epoch_3.pth', 300, epoch=3, iteration=30)
+    _write(tmp_path / 'best_acc_epoch_9.pth', 900, 9, 90)  # not a resume point
+    path, reason, notes = find_resume_checkpoint(str(tmp_path))
+    assert path == str(tmp_path / 'iter_47.pth')
+    assert reason == (
+        'last_checkpoint names epoch_5.pth, which is damaged; the intact '
+        'checkpoint furthest in training by its own metadata (epoch 4, '
+        'iteration 47)')
+    assert len(notes) == 1 and notes[0].startswith(
+        f'skipped {tmp_path / "epoch_5.pth"} (corrupt: member ')
+
+
+def test_without_last_checkpoint_the_furthest_intact_one_is_chosen(tmp_path):
+    _write(tmp_path / 'epoch_1.pth', 300, epoch=1, iteration=4)
+    _write(tmp_path / 'epoch_2.pth', 200, epoch=2, iteration=8)
+    _write(tmp_path / 'iter_10.pth', 100, epoch=2, iteration=10)
+    _damage(tmp_path / 'iter_10.pth', truncate=True)
+    _damage(tmp_path / 'epoch_2.pth')
+    path, reason, notes = find_resume_checkpoint(str(tmp_path))
     assert path == str(tmp_path / 'epoch_1.pth')
-    assert [osp.basename(p) for p, _ in skipped] == ['iter_8.pth',
-                                                     'epoch_2.pth']
-    assert skipped[0][1].startswith('unreadable')
-    assert 'CRC' in skipped[1][1]
+    assert reason.startswith('no last_checkpoint in the work dir; ')
+    assert [n.split(' (')[0] for n in notes] == [
+        f'skipped {tmp_path / "epoch_2.pth"}',
+        f'skipped {tmp_path / "iter_10.pth"}']
+    assert 'CRC' in notes[0] and '(unreadable' in notes[1]
     assert checkpoint_problem(str(tmp_path / 'epoch_1.pth')) is None
 
 
@@ -131,11 +172,12 @@ def _args(**kwargs):
 
 
 def test_resume_in_a_work_dir_without_checkpoints_is_loud(tmp_path):
-    path, notes = choose_checkpoint(_args(), str(tmp_path / 'mistyped'))
+    path, _, notes = choose_checkpoint(_args(), str(tmp_path / 'mistyped'))
     assert path is None
     assert notes == [f'--resume: no intact checkpoint in '
-                     f'{tmp_path / "mistyped"} (0 damaged); is the work dir '
-                     'right? STARTING FROM SCRATCH.']
+                     f'{tmp_path / "mistyped"} (no last_checkpoint in the '
+                     'work dir); is the work dir right? STARTING FROM '
+                     'SCRATCH.']
     with pytest.raises(ResumeError, match='--resume-required'):
         choose_checkpoint(_args(resume=None, resume_required=True),
                           str(tmp_path / 'mistyped'))

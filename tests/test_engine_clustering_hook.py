@@ -77,7 +77,7 @@ def _fake_runner(model, num, tmp_path):
     train_dataset = dict(type='xdc.ToyAVDataset', num=num)
     return SimpleNamespace(
         model=model, epoch=0, iter=0, max_epochs=4, work_dir=str(tmp_path),
-        seed=0,
+        seed=0, hooks=[],
         cfg=Config(dict(train_dataloader=dict(dataset=train_dataset))),
         train_dataloader=SimpleNamespace(
             dataset=DATASETS.build(train_dataset), sampler=None),

@@ -10,6 +10,7 @@ import textwrap
 import pytest
 
 from test_engine_launch import REPO, tiny_demo_args
+from xdc_plugin.engine.launch import work_dir_lock
 from xdc_plugin.engine.lock import WorkDirBusyError, WorkDirLock
 
 HOLDER = '''
@@ -149,3 +150,24 @@ def test_a_link_planted_as_the_lock_is_never_written_through(tmp_path):
     assert target.read_text() == 'keep me'
     assert not (tmp_path / 'would_be_created').exists()
     assert os.listdir(work) == [] and not osp.exists(tmp_path / 'data')
+
+
+ORPHAN = '.tmp-' + 'a' * 32 + '-epoch_4.pth'  # a save killed midway
+
+
+def test_orphans_are_removed_only_by_the_lock_holder(tmp_path, holder):
+    work = tmp_path / 'work'
+    (work / ORPHAN).write_bytes(b'x' * 2048)
+    # Another run holds the lock and may be saving: sharing it (--force)
+    # removes nothing.
+    with work_dir_lock(str(work), force=True, orphan_dirs=[str(work)]) as \
+            removed:
+        assert removed == []
+    assert (work / ORPHAN).exists()
+    holder.kill()
+    holder.wait()
+    with work_dir_lock(str(work), force=False,
+                       orphan_dirs=[str(work), str(work)]) as removed:
+        assert removed == [f'Removed the temporary files of an interrupted '
+                           f'save from {work} (1, 0.0 MiB): {ORPHAN}.']
+    assert not (work / ORPHAN).exists()

@@ -1,10 +1,15 @@
 """The package's one way to write a file atomically (standard library only,
-so the torch-only ``xdc_plugin.weights`` can use it too)."""
+so the torch-only ``xdc_plugin.weights`` can use it too), and the removal of
+the temporary files a killed writer leaves."""
 import contextlib
 import os
 import os.path as osp
+import re
 import stat
 import uuid
+
+# ``.tmp-<uuid4 hex>-<final name>``: only write_atomically makes such names.
+_TEMPORARY = re.compile(r'\.tmp-[0-9a-f]{32}-.')
 
 
 class WriteError(OSError):
@@ -52,3 +57,24 @@ def write_atomically(data: bytes, path) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def remove_orphan_temporaries(folder):
+    """Remove the temporary files of :func:`write_atomically` in ``folder``
+    (not below it): those of a process killed while writing. Call only when
+    no other process can be writing there (the work dir's lock). Returns
+    ``[(name, bytes)]`` of the removed files; a symlink or anything but a
+    regular file is left alone."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if _TEMPORARY.match(entry.name) and entry.is_file(
+                follow_symlinks=False):
+            size = entry.stat(follow_symlinks=False).st_size
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(entry.path)
+                removed.append((entry.name, size))
+    return removed

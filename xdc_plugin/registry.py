@@ -11,6 +11,7 @@ from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import LOG_PROCESSORS as MMENGINE_LOG_PROCESSORS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
@@ -49,6 +50,7 @@ DATA_SAMPLERS = _child('data sampler', MMENGINE_DATA_SAMPLERS, 'clustering')
 HOOKS = _child('hook', MMENGINE_HOOKS, 'engine')
 # ``Bf16OptimWrapper`` (``--amp``).
 OPTIM_WRAPPERS = _child('optim_wrapper', MMENGINE_OPTIM_WRAPPERS, 'engine')
+LOG_PROCESSORS = _child('log_processor', MMENGINE_LOG_PROCESSORS, 'engine')
 # k-means and friends: ``fit(features) -> ClusterResult``.
 CLUSTERERS = _child('clusterer', None, 'clustering')
 
@@ -59,6 +61,6 @@ for _name in ('RUNNERS', 'RUNNER_CONSTRUCTORS', 'LOOPS', 'STRATEGIES',
               'MODEL_WRAPPERS', 'WEIGHT_INITIALIZERS', 'OPTIMIZERS',
               'OPTIM_WRAPPER_CONSTRUCTORS',
               'PARAM_SCHEDULERS', 'METRICS', 'EVALUATOR', 'TASK_UTILS',
-              'VISUALIZERS', 'VISBACKENDS', 'LOG_PROCESSORS', 'INFERENCERS'):
+              'VISUALIZERS', 'VISBACKENDS', 'INFERENCERS'):
     _parent = getattr(mmengine.registry, _name)
     Registry(_parent.name, parent=_parent, scope=SCOPE)

@@ -1,8 +1,9 @@
 """Our mmengine training checkpoints (not the torch-only weights package: a
 full checkpoint holds mmengine objects): written so that they read back
 with ``weights_only=True``, read without running code from the file (for
-``--resume`` and for ``tools/export_encoder.py``), and the newest intact one
-found for ``--resume``.
+``--resume`` and for ``tools/export_encoder.py``), and the one ``--resume``
+continues from chosen by ``last_checkpoint`` and the checkpoints' own
+epoch/iteration, never by file times.
 
 ``torch.load(weights_only=True)`` admits tensors and plain containers, plus
 the globals of an allow-list. An mmengine checkpoint also holds numpy
@@ -38,6 +39,7 @@ CHECKPOINT_GLOBALS = [np.ndarray, np.dtype, _multiarray._reconstruct,
     {type(np.dtype(code)) for code in np.typecodes['All'] if code not in 'OV'},
     key=lambda cls: cls.__name__)
 RESUMABLE_NAME = re.compile(r'(epoch|iter)_\d+\.pth$')
+LAST_CHECKPOINT = 'last_checkpoint'
 _PLAIN_SCALARS = 'xdc_log_scalars'
 
 
@@ -110,22 +112,85 @@ def checkpoint_problem(path):
     return None
 
 
-def find_resume_checkpoint(work_dir):
-    """The newest intact ``epoch_*.pth``/``iter_*.pth`` of ``work_dir``.
+def checkpoint_position(path, trusted=False):
+    """``(epoch, iteration)`` from the ``meta`` of the checkpoint at ``path``
+    (read as :func:`reading_checkpoint` does, tensors memory-mapped, not
+    read), or None when its meta has no such numbers."""
+    with reading_checkpoint(path, trusted):
+        checkpoint = torch.load(path, map_location='cpu', mmap=True)
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    try:
+        return int(meta['epoch']), int(meta['iter'])
+    except (KeyError, TypeError, ValueError):
+        return None
 
-    Returns ``(path or None, skipped)``, ``skipped`` a list of ``(path,
-    reason)`` for the newer ones that are not intact.
+
+def _named_by_last_checkpoint(work_dir):
+    """``(path in work_dir or None, note or None)``: the checkpoint that
+    ``work_dir/last_checkpoint`` names, looked up by its file name in
+    ``work_dir`` (a copied work dir's file names the original's path)."""
+    try:
+        with open(osp.join(work_dir, LAST_CHECKPOINT)) as f:
+            recorded = f.read(4096).strip()
+    except (OSError, UnicodeDecodeError):
+        return None, None
+    name = osp.basename(recorded)
+    if not name:
+        return None, f'{LAST_CHECKPOINT} names no file ({recorded!r})'
+    path = osp.join(work_dir, name)
+    note = None
+    # mmengine records the absolute path of the work dir it saved in.
+    if osp.realpath(osp.dirname(osp.join(work_dir, recorded))) != \
+            osp.realpath(work_dir):
+        note = (f'{LAST_CHECKPOINT} names {recorded}, outside this work dir '
+                f'(a copied work dir?): looking for {path}.')
+    return path, note
+
+
+def find_resume_checkpoint(work_dir, trusted=False):
+    """The checkpoint of ``work_dir`` that ``--resume`` continues from.
+
+    The one ``last_checkpoint`` names (the record of the run's latest save)
+    when it is intact; else the intact ``epoch_*.pth``/``iter_*.pth``
+    furthest in training by its own ``meta`` (iteration, then epoch). File
+    times are never used: a copy (``cp -r``) or a ``touch`` changes them.
+    Metadata are read as :func:`reading_checkpoint` does with ``trusted``.
+
+    Returns ``(path or None, reason, notes)``: ``reason`` says why ``path``
+    was chosen; ``notes`` are the warnings to log (the damaged checkpoints
+    passed over, a ``last_checkpoint`` naming a file elsewhere).
     """
-    paths = [p for p in glob.glob(osp.join(work_dir, '*.pth'))
-             if RESUMABLE_NAME.match(osp.basename(p))]
-    paths.sort(key=lambda p: (osp.getmtime(p), p), reverse=True)
-    skipped = []
-    for path in paths:
+    named, note = _named_by_last_checkpoint(work_dir)
+    notes = [note] if note else []
+    if named is None:
+        why = f'no {LAST_CHECKPOINT} in the work dir'
+    elif not osp.exists(named):
+        why = f'{LAST_CHECKPOINT} names {osp.basename(named)}, which is missing'
+    else:
+        problem = checkpoint_problem(named)
+        position = None if problem else checkpoint_position(named, trusted)
+        if position is not None:
+            return named, (f'named by {LAST_CHECKPOINT} (epoch {position[0]}, '
+                           f'iteration {position[1]})'), notes
+        problem = problem or 'no epoch/iteration in its meta'
+        notes.append(f'skipped {named} ({problem}).')
+        why = f'{LAST_CHECKPOINT} names {osp.basename(named)}, which is damaged'
+    candidates = []
+    for path in sorted(glob.glob(osp.join(work_dir, '*.pth'))):
+        if path == named or not RESUMABLE_NAME.match(osp.basename(path)):
+            continue
         problem = checkpoint_problem(path)
-        if problem is None:
-            return path, skipped
-        skipped.append((path, problem))
-    return None, skipped
+        position = None if problem else checkpoint_position(path, trusted)
+        if position is None:
+            problem = problem or 'no epoch/iteration in its meta'
+            notes.append(f'skipped {path} ({problem}).')
+            continue
+        candidates.append((position[1], position[0], path))
+    if not candidates:
+        return None, why, notes
+    iteration, epoch, path = max(candidates)
+    return path, (f'{why}; the intact checkpoint furthest in training by its '
+                  f'own metadata (epoch {epoch}, iteration {iteration})'), notes
 
 
 @HOOKS.register_module()

@@ -15,7 +15,12 @@ own modules:
   labels all-gathered);
 * reporting: ``round_report`` (quality, log, scalars, round file) and
   ``round_probe_sample`` (linear/kNN probe of the encoders).
+
+A signal (``PreemptionCheckpointHook``'s stop request) aborts the features,
+k-means and probe of a round within seconds, on every rank; nothing of the
+round is kept and the round runs again on resume.
 """
+import contextlib
 import time
 
 import torch
@@ -30,11 +35,13 @@ from xdc_plugin.engine.feature_extraction import (extract_shard,
 from xdc_plugin.engine.feature_shard import FeatureShard, claim_rows
 from xdc_plugin.engine.mid_epoch_resume_hook import BATCHES_DONE
 from xdc_plugin.engine.precision import autocast_dtype
+from xdc_plugin.engine.preemption_hook import PreemptionCheckpointHook
 from xdc_plugin.engine.round_clustering import (check_cluster_counts,
                                                 cluster_shard)
 from xdc_plugin.engine.round_probe_sample import probe_shard
 from xdc_plugin.engine.round_report import (format_history, format_round,
                                             publish_round, round_records)
+from xdc_plugin.engine.stop_request import StopRequested
 from xdc_plugin.registry import HOOKS
 
 
@@ -117,6 +124,8 @@ class CrossModalClusteringHook(Hook):
         self._ground_truth = None
         self._bank = None
         self._resumed_mid_epoch = False
+        self._stop = None
+        self._preemption = None
 
     # -- setup -------------------------------------------------------------
     def before_train(self, runner):
@@ -131,6 +140,9 @@ class CrossModalClusteringHook(Hook):
                              f'the sources {model.cluster_sources}')
         if self.feature_bank:
             self._bank = FeatureBank(model, self.feature_dtype)
+        self._preemption = next((h for h in runner.hooks if isinstance(
+            h, PreemptionCheckpointHook)), None)
+        self._stop = self._preemption and self._preemption.stop
 
     # -- schedule ----------------------------------------------------------
     def before_train_epoch(self, runner):
@@ -199,18 +211,29 @@ class CrossModalClusteringHook(Hook):
         dataset = self._extract_loader.dataset
         check_cluster_counts(self.clusterer_cfgs, {
             s: model.num_clusters[s] for s in model.cluster_sources}, dataset)
-        collectives = default_collectives()
-        shard, origin = self._round_features(runner, model, collectives)
-        results = cluster_shard(
-            shard, model.cluster_sources, self.clusterer_cfgs,
-            model.num_clusters, len(dataset), collectives,
-            with_distances=self.save_assignments)
-        ground_truth = self._ground_truth
-        probe = None
-        if self.probe is not None:
-            probe = probe_shard(shard, ground_truth, collectives,
-                                **self.probe)
         round_id = runner.epoch // self.interval if apply else 'final'
+        ground_truth = self._ground_truth
+        try:
+            with self._interruptible():
+                collectives = self._checked(default_collectives())
+                shard, origin = self._round_features(runner, model,
+                                                     collectives)
+                results = cluster_shard(
+                    shard, model.cluster_sources, self.clusterer_cfgs,
+                    model.num_clusters, len(dataset), collectives,
+                    with_distances=self.save_assignments)
+                probe = None
+                if self.probe is not None:
+                    probe = probe_shard(shard, ground_truth, collectives,
+                                        **self.probe)
+        except StopRequested as stop:
+            what = (f'during clustering round {round_id} (epoch '
+                    f'{runner.epoch})' if apply else
+                    'during the final clustering round')
+            self._preemption.stop_run(
+                runner, stop.signum, runner.iter,
+                f'{what}, {time.perf_counter() - start:.1f} s in (aborted: '
+                'it runs again on --resume)')
         device = next(iter(shard.features.values())).device
         records = round_records(round_id, runner.epoch, results,
                                 ground_truth, probe, features=origin,
@@ -248,18 +271,31 @@ class CrossModalClusteringHook(Hook):
                 loader = subset_loader(self._extract_loader, missing,
                                        collectives.rank,
                                        collectives.world_size)
-                shard = FeatureShard.cat([shard, extract(loader)])
+                shard = FeatureShard.cat([shard,
+                                          extract(self._each(loader))])
                 shard, missing = claim_rows(shard, num_total, collectives)
                 origin = 'bank+extracted'
         else:
-            shard, missing = claim_rows(extract(self._extract_loader),
-                                        num_total, collectives)
+            shard, missing = claim_rows(
+                extract(self._each(self._extract_loader)), num_total,
+                collectives)
             origin = 'extracted'
         if len(missing):
             runner.logger.warning(
                 f'{len(missing)} clips could not be decoded for feature '
                 'extraction; they get no pseudo-label this round.')
         return shard, origin
+
+    # -- stop requests: no-ops without a PreemptionCheckpointHook ----------
+    def _interruptible(self):
+        return self._stop.interruptible() if self._stop else \
+            contextlib.nullcontext()
+
+    def _checked(self, collectives):
+        return self._stop.checked(collectives) if self._stop else collectives
+
+    def _each(self, loader):
+        return self._stop.each(loader) if self._stop else loader
 
     def _reset_heads(self, runner, model):
         model.reset_heads()
@@ -282,7 +318,7 @@ class CrossModalClusteringHook(Hook):
         sampler.set_pseudo_labels(model.pseudo_labels[row].cpu().numpy())
 
     # -- checkpoint --------------------------------------------------------
-    # The labels are the model's buffer (saved with its state dict); the
+    # The labels are model state (saved with its state dict); the
     # quality history travels with the checkpoint here. The feature bank
     # does not (N x D floats): a run resumed mid-epoch extracts instead.
     def before_save_checkpoint(self, runner, checkpoint):

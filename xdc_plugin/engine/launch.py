@@ -17,7 +17,7 @@ from mmengine import dist
 from mmengine.logging import print_log
 
 from xdc_plugin import compat
-from xdc_plugin.atomic_write import WriteError
+from xdc_plugin.atomic_write import WriteError, remove_orphan_temporaries
 from xdc_plugin.data.manifest import ManifestError
 from xdc_plugin.engine import dry_run
 from xdc_plugin.engine.checkpoint import (SafeResumeRunner,
@@ -34,6 +34,7 @@ from xdc_plugin.engine.device import (DEVICE_CHOICES, DeviceError,
 from xdc_plugin.engine.lock import WorkDirBusyError, WorkDirError, WorkDirLock
 from xdc_plugin.engine.precision import (AMP_CHOICES, PrecisionError,
                                          check_amp, optim_wrapper_config)
+from xdc_plugin.engine.resumed_schedule_hook import ScheduleMismatchError
 from xdc_plugin.engine.round_clustering import TooFewClipsError
 
 DEFAULT_CONFIG = shipped_config('xdc_demo.yaml')
@@ -50,8 +51,9 @@ def build_parser():
                         help='config file (default: the demo config)')
     parser.add_argument('--work-dir', help='overrides work_dir')
     parser.add_argument('--resume', nargs='?', const='auto', default=None,
-                        help='resume from the newest intact checkpoint in '
-                        'the work dir, or from the given checkpoint')
+                        help='resume from the checkpoint last_checkpoint '
+                        'names in the work dir (if damaged, the intact one '
+                        'furthest in training), or from the given one')
     parser.add_argument('--resume-required', action='store_true',
                         help='like --resume, but fail if the work dir has '
                         'no checkpoint (instead of starting from scratch)')
@@ -167,44 +169,77 @@ def _from_rank0(func):
     return outcome[0]
 
 
+def checkpoint_dir(cfg):
+    """Where the checkpoint hook saves (mmengine's rule: ``out_dir`` gets
+    the work dir's name), or None for a remote ``out_dir``."""
+    out_dir = cfg.get('default_hooks', {}).get('checkpoint', {}).get(
+        'out_dir')
+    if not out_dir:
+        return cfg.work_dir
+    if '://' in out_dir:
+        return None
+    return osp.join(out_dir, osp.basename(osp.normpath(cfg.work_dir)))
+
+
+def remove_orphans(folders):
+    """Remove the temporary files that a save killed midway left in
+    ``folders``; returns the messages to log."""
+    messages = []
+    for folder in dict.fromkeys(f for f in folders if f):
+        removed = remove_orphan_temporaries(folder)
+        if removed:
+            names = ', '.join(name for name, _ in removed)
+            megabytes = sum(size for _, size in removed) / 2**20
+            messages.append(
+                f'Removed the temporary files of an interrupted save from '
+                f'{folder} ({len(removed)}, {megabytes:.1f} MiB): {names}.')
+    return messages
+
+
 @contextlib.contextmanager
-def work_dir_lock(work_dir, force):
+def work_dir_lock(work_dir, force, orphan_dirs=()):
     """Rank 0 holds the work_dir's lock for the block; every rank stops if
-    another run holds it."""
+    another run holds it. Holding it (not sharing it with ``force``), rank 0
+    first removes the temporary files of interrupted saves from
+    ``orphan_dirs``: no other run can be saving there. Yields the messages
+    to log."""
     lock = WorkDirLock(work_dir, force, on_force=lambda m: print_log(
         m, logger='current', level=logging.WARNING))
 
     def take():
         lock.__enter__()  # the lock object itself stays on rank 0
+        return remove_orphans(orphan_dirs) if lock.held else []
 
-    _from_rank0(take)
+    messages = _from_rank0(take)
     try:
-        yield
+        yield messages
     finally:
         lock.__exit__(None, None, None)
 
 
 def choose_checkpoint(args, work_dir):
-    """``(checkpoint to resume or None, warnings to log)``."""
+    """``(checkpoint to resume or None, why it was chosen, warnings to
+    log)``."""
     if args.resume not in (None, 'auto'):
         problem = checkpoint_problem(args.resume)
         if problem:
             raise ResumeError(f'--resume {args.resume}: {problem}')
-        path, notes = args.resume, []
+        path, reason, notes = args.resume, 'given on the command line', []
     elif args.resume or args.resume_required:
-        path, skipped = find_resume_checkpoint(work_dir)
-        notes = [f'--resume: skipped {p} ({why}).' for p, why in skipped]
+        path, reason, notes = find_resume_checkpoint(work_dir,
+                                                     args.trust_checkpoint)
+        notes = [f'--resume: {note}' for note in notes]
         if path is None:
             missing = (f'--resume: no intact checkpoint in {work_dir} '
-                       f'({len(skipped)} damaged); is the work dir right?')
+                       f'({reason}); is the work dir right?')
             if args.resume_required:
                 raise ResumeError(missing + ' (--resume-required)')
             notes.append(missing + ' STARTING FROM SCRATCH.')
     else:
-        return None, []
+        return None, None, []
     if path and not args.trust_checkpoint:
         refuse_untrusted(path)
-    return path, notes
+    return path, reason, notes
 
 
 @compat.mmengine_logger_device_id(local_cuda_index)
@@ -214,8 +249,10 @@ def main(argv=None):
     if args.dry_run:
         return dry_run.run(cfg, args)
     init_distributed(cfg)
-    path, notes = _from_rank0(lambda: choose_checkpoint(args, cfg.work_dir))
-    with work_dir_lock(cfg.work_dir, args.force), \
+    path, reason, notes = _from_rank0(
+        lambda: choose_checkpoint(args, cfg.work_dir))
+    with work_dir_lock(cfg.work_dir, args.force,
+                       (cfg.work_dir, checkpoint_dir(cfg))) as removed, \
             compat.work_dir_writes_replace_links(), \
             compat.mmengine_device(cfg.device):
         if path:
@@ -224,8 +261,10 @@ def main(argv=None):
         runner.trust_checkpoint = args.trust_checkpoint
         for note in notes:
             runner.logger.warning(note)
+        for message in removed:
+            runner.logger.info(message)
         if path:
-            runner.logger.info(f'Resuming from {path}.')
+            runner.logger.info(f'Resuming from {path}: {reason}.')
         runner.train()
     return runner
 
@@ -237,9 +276,10 @@ def cli(argv=None):
     try:
         return main(argv)
     except CONFIG_ERRORS + (
-            ResumeError, UntrustedCheckpointError, WorkDirBusyError,
-            WorkDirError, dry_run.DryRunError, ManifestError,
-            TooFewClipsError, DeviceError, PrecisionError) as exc:
+            ResumeError, ScheduleMismatchError, UntrustedCheckpointError,
+            WorkDirBusyError, WorkDirError, dry_run.DryRunError,
+            ManifestError, TooFewClipsError, DeviceError,
+            PrecisionError) as exc:
         raise SystemExit(f'error: {exc}') from exc
     except WriteError as exc:  # every write of the run is atomic
         raise SystemExit(f'error: {exc}; the checkpoints saved before and '

@@ -57,6 +57,12 @@ class WorkDirLock:
         self.on_force = on_force
         self._fd = None
 
+    @property
+    def held(self):
+        """Whether this process holds the lock (False when sharing it with
+        ``force``)."""
+        return self._fd is not None
+
     def holder(self):
         """The details the holding run wrote, or None."""
         try:

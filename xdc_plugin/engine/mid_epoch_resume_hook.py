@@ -1,12 +1,16 @@
-"""Resume a checkpoint written mid-epoch at the next batch."""
+"""Resume a checkpoint written mid-epoch at the next batch, and count the
+batches it skips in the log."""
 import itertools
 
 from mmengine.hooks import Hook
+from mmengine.runner import LogProcessor
 from torch.utils.data import Sampler
 
-from xdc_plugin.registry import HOOKS
+from xdc_plugin.registry import HOOKS, LOG_PROCESSORS
 
 BATCHES_DONE = 'batches_done_in_epoch'
+# Message-hub info: the batches of the current epoch skipped on resume.
+BATCHES_SKIPPED = 'batches_skipped_in_epoch'
 
 
 class _SkipFirst(Sampler):
@@ -48,6 +52,7 @@ class MidEpochResumeHook(Hook):
         skip = self._resume_batches
         self._resume_batches = 0
         self._epoch_start_iter = runner.iter - skip
+        runner.message_hub.update_info(BATCHES_SKIPPED, skip)
         if skip:
             batch_sampler = runner.train_dataloader.batch_sampler
             batch_sampler.sampler = _SkipFirst(
@@ -66,3 +71,35 @@ class MidEpochResumeHook(Hook):
                      and meta['epoch'] == runner.epoch)
         meta[BATCHES_DONE] = (meta['iter'] - self._epoch_start_iter
                               if mid_epoch else 0)
+
+
+@LOG_PROCESSORS.register_module()
+class MidEpochLogProcessor(LogProcessor):
+    """mmengine's ``LogProcessor`` whose ``Epoch(train) [e][i/n]`` counts the
+    batches that :class:`MidEpochResumeHook` skipped: after a mid-epoch
+    resume the count goes on from where the interrupted run stopped,
+    ``n`` stays the epoch's length (the loop's own batch index restarts at
+    0 over a shorter loader)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._mode = None
+
+    def get_log_after_iter(self, runner, batch_idx, mode):
+        self._mode = mode  # for _get_iter, which is not told
+        return super().get_log_after_iter(runner, batch_idx, mode)
+
+    def _skipped(self, runner, mode):
+        if mode != 'train':
+            return 0
+        return runner.message_hub.get_info(BATCHES_SKIPPED, 0)
+
+    def _get_iter(self, runner, batch_idx):
+        current = super()._get_iter(runner, batch_idx)
+        if self.by_epoch and batch_idx is not None:
+            current += self._skipped(runner, self._mode)
+        return current
+
+    def _get_dataloader_size(self, runner, mode):
+        return super()._get_dataloader_size(runner, mode) + self._skipped(
+            runner, mode)

@@ -3,6 +3,7 @@ every step run for real on the CPU with gloo), a failed step, the summary's
 markdown."""
 import json
 import os.path as osp
+import re
 import runpy
 import subprocess
 import sys
@@ -50,7 +51,11 @@ def test_cpu_mode_runs_every_step_and_passes(cpu_acceptance):
     preemption = steps['preemption']['details']
     assert preemption['resumed'] is True
     assert preemption['checkpoint'].startswith('iter_')
-    assert (out / 'preemption' / 'work' / preemption['checkpoint']).exists()
+    # The resumed run started from it (and removed it once its epoch's
+    # checkpoint superseded it).
+    resumed = (out / 'resumed.log').read_text()
+    assert re.search(r'Resuming from \S*/' + re.escape(
+        preemption['checkpoint']) + ':', resumed)
     assert steps['torchrun']['details'] == {'cluster_rows_on': 'cpu'}
     text = (out / 'summary.md').read_text()
     assert text.startswith('# GPU acceptance (cpu), ')

@@ -40,7 +40,8 @@ def opened(monkeypatch):
 
 
 def test_100k_row_build_opens_no_file_and_takes_seconds(tmp_path, opened):
-    # The rows name files that do not exist: any probe would skip them.
+    # Written by the tool's own writer (the sidecar included); the rows name
+    # files that do not exist: a probe would skip every one of them.
     manifest = tmp_path / 'manifest.csv'
     write_prepared_manifest(str(manifest), map(_row, range(100_000)),
                             PrepareSettings().record())
@@ -74,8 +75,9 @@ def test_trusted_rows_still_skip_files_shorter_than_a_clip(tmp_path, opened,
                              CheckSettings())
     assert check.status == 'too_short' and check.detail == \
         '0.200s < clip 0.267s'
-    with pytest.raises(ValueError, match='line 2: no valid duration'):
-        trusted_checks([dict(duration='', fps='30')], CheckSettings())
+    for bad in (dict(duration='', fps='30'), dict(duration='3', fps='0')):
+        with pytest.raises(ValueError, match='line 2: no valid duration'):
+            trusted_checks([bad], CheckSettings())
 
 
 def test_an_edited_manifest_is_checked_again(tmp_path, media_dir, opened,

@@ -107,6 +107,8 @@ def trusted_checks(rows, settings: CheckSettings) -> List[FileCheck]:
     for i, row in enumerate(rows):
         try:
             duration, fps = float(row['duration']), float(row['fps'])
+            if not (duration >= 0 and fps > 0):
+                raise ValueError(f'duration {duration}, fps {fps}')
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f'prepared manifest line {i + 2}: no valid '
                              f'duration and fps ({e})') from e

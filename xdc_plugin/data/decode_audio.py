@@ -15,8 +15,8 @@ __all__ = ['decode_audio', 'audio_window']
 def decode_audio(src: MediaSource, start, duration, sample_rate,
                  video_end=None, pad_short_audio=False, layout='mono'):
     """Float32 tensor (channels, round(duration * sample_rate)) from
-    ``start`` (seconds from origin), zero-padded past the stream's end;
-    ``layout``: 'mono' (one channel), or None for the stream's own.
+    ``start`` (seconds from origin), zero-padded past the stream's end, in
+    the channel ``layout`` ('mono', 'stereo', '5.1', ...).
 
     ``DecodeError`` ``truncated`` when the stream ends before its header
     says; ``audio_short`` when it ends more than ``AUDIO_SHORT_TOLERANCE``
@@ -82,16 +82,16 @@ def _window_offset(frames, times, start, sample_rate):
 
 def _resample(frames, sample_rate, layout='mono'):
     """Float32 samples (channels, S) at ``sample_rate`` of consecutive
-    decoded audio frames, in ``layout`` (None: theirs), resampled by
+    decoded audio frames, in the channel ``layout``, resampled by
     libswresample as one contiguous stream (robust to non-monotonic
     timestamps, mkv.mkv). Mono float audio at that rate (avobjects' AAC)
     is only joined: setting up PyAV's resampler (a filter graph) costs as
     much as decoding the window."""
+    channels = av.AudioLayout(layout).nb_channels
     if not frames:
-        return np.zeros((1 if layout == 'mono' else 0, 0), np.float32)
+        return np.zeros((channels, 0), np.float32)
     fmt, own, rate = (frames[0].format.name, frames[0].layout.name,
                       frames[0].sample_rate)
-    layout = layout or own
     if (rate, own, layout) == (sample_rate, 'mono', 'mono') and \
             fmt in ('flt', 'fltp'):
         # Read in place: ``to_ndarray`` stacks the planes, 5x slower.
@@ -103,7 +103,6 @@ def _resample(frames, sample_rate, layout='mono'):
     resampler = av.AudioResampler(format='fltp', layout=layout,
                                   rate=sample_rate)
     out = resampler.resample(frame) + resampler.resample(None)  # + flush
-    channels = av.AudioLayout(layout).nb_channels
     return np.concatenate([f.to_ndarray() for f in out], axis=1) if out \
         else np.zeros((channels, 0), np.float32)
 

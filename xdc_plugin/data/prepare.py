@@ -231,7 +231,7 @@ class _AudioWriter:
             self.settings.sample_rate,
             video_end=self.info.duration,
             pad_short_audio=self.settings.pad_short_audio,
-            layout='mono' if self.settings.mono else None).numpy()
+            layout=self.stream.layout.name).numpy()
         self.sum_squares += float(np.square(audio, dtype=np.float64).sum())
         self.samples += audio.size
         frame = av.AudioFrame.from_ndarray(

@@ -16,9 +16,13 @@ and the bytes.
    15 fps) as the reference. Every loader is timed once per round, for
    ``--repeats`` rounds, so that a load on the machine weighs on all alike;
    a rate is clips over the summed time.
+3. Builds the dataset of a prepared manifest of ``--manifest-rows`` rows
+   (written by the tool's writer, with its sidecar; the files need not
+   exist): seconds, and the media files opened (counted at ``av.open``).
 
     python bench/bench_prepared.py [--resolutions 1280x720 640x360]
         [--clips 64] [--repeats 3] [--num-workers 0] [--prep-workers 2]
+        [--manifest-rows 100000]
 """
 import argparse
 import csv
@@ -113,6 +117,29 @@ def rates(datasets, args):
     return {name: n / sec for name, (n, sec) in totals.items()}
 
 
+def manifest_build(rows, pipeline, tmp):
+    """(seconds, files opened) of building a prepared manifest's dataset
+    of ``rows`` Kinetics-like rows: 400 class folders of 10 s clips."""
+    import av
+    manifest = osp.join(tmp, 'rows.csv')
+    write_prepared_manifest(manifest, (dict(
+        path=f'c{i % 400:03d}/{i:07d}.mp4', label=f'c{i % 400:03d}',
+        duration=10.0, fps=30.0, width=228, height=128,
+        audio_sample_rate=16000, num_frames=300,
+        source_path=f'/data/{i:07d}.mp4') for i in range(rows)),
+        PrepareSettings().record())
+    opened, real = [], av.open
+    av.open = lambda *a, **kw: opened.append(a[0]) or real(*a, **kw)
+    try:
+        start = time.perf_counter()
+        ds = AVClipDataset(manifest, pipeline=pipeline)
+        seconds = time.perf_counter() - start
+    finally:
+        av.open = real
+    assert len(ds) == rows
+    return seconds, len(opened)
+
+
 def _dataset(manifest, pipeline):
     # Headers only: the originals' check is not what is timed.
     return AVClipDataset(manifest, pipeline=pipeline, check='headers',
@@ -134,6 +161,9 @@ def main(argv=None):
                         help='DataLoader workers of each loader')
     parser.add_argument('--prep-workers', type=int, default=2,
                         help='processes of the preparation')
+    parser.add_argument('--manifest-rows', type=int, default=100_000,
+                        help='rows of the prepared manifest whose build is '
+                        'timed')
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     pipeline = kinetics_pipeline()
@@ -161,6 +191,7 @@ def main(argv=None):
             datasets[f'{name} prepared'] = _dataset(prepared, pipeline)
         assert all(datasets[f'{n} prepared'].prepared for n in found)
         measured = rates(datasets, args)
+        build_s, opened = manifest_build(args.manifest_rows, pipeline, tmp)
     reference = measured[REFERENCE]
     print(f'\nClips/s of the Kinetics train pipeline, {args.clips} clips x '
           f'{args.repeats} rounds per loader, batch {args.batch_size}, '
@@ -175,6 +206,9 @@ def main(argv=None):
         after = measured[f'{name} prepared']
         print(f'| {name} | {files} | {before:.1f} | {after:.1f} | '
               f'{after / before:.2f}x | {after / reference:.2f} |')
+    print(f'\nBuild of a {args.manifest_rows}-row prepared manifest (files '
+          f'that do not exist): {build_s:.2f} s, {opened} media files '
+          'opened')
     return report, measured
 
 

@@ -39,8 +39,10 @@ def _centre(info):
     return max(info.duration - 8 / info.fps, 0) / 2
 
 
-def _per_frame_resampling(frames, sample_rate):
-    """The former audio path: each decoded frame through the resampler."""
+def _per_frame_resampling(frames, sample_rate, layout='mono'):
+    """The former audio path: each decoded frame through the resampler
+    (mono, as (1, S))."""
+    assert layout == 'mono'
     resampler = av.AudioResampler(format='flt', layout='mono',
                                   rate=sample_rate)
     out = []
@@ -48,7 +50,7 @@ def _per_frame_resampling(frames, sample_rate):
         frame.pts = None
         out += resampler.resample(frame)
     out += resampler.resample(None)
-    return np.concatenate([o.to_ndarray().reshape(-1) for o in out])
+    return np.concatenate([o.to_ndarray().reshape(-1) for o in out])[None]
 
 
 def test_resize_while_decoding_matches_torchvision(realclips_dir,

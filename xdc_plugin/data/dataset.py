@@ -8,6 +8,9 @@ transforms its clips. Three things set it apart from a plain file list:
   check ``tools/check_manifest.py`` runs too) and those that cannot give
   clips are skipped with one logged summary. Small sets are decoded end to
   end (start, middle and end clip); results are cached (``check_cache.py``).
+  A manifest written by ``tools/prepare_dataset.py`` (its sidecar matches
+  it, ``prepared_manifest.py``) is trusted instead: its rows give each
+  file's duration and frame rate, and the build opens no media file.
 * **Never stops on a bad file**: a file that fails to decode anyway is
   replaced by the next decodable index; the sample's ``index`` is the index
   of the content returned (pseudo-labels are looked up by it). Failures are
@@ -38,6 +41,8 @@ from xdc_plugin.data.file_check import CheckSettings, check_files
 from xdc_plugin.data.manifest import (ManifestError, extensions_for,
                                       read_file_list)
 from xdc_plugin.data.media_info import DecodeError
+from xdc_plugin.data.prepared_manifest import (file_list_digest,
+                                               read_sidecar, trusted_checks)
 from xdc_plugin.data.transforms import (DecodeAVClip, SampleClip,
                                         resize_in_decoder)
 from xdc_plugin.registry import DATASETS, SCOPE
@@ -123,7 +128,8 @@ class AVClipDataset(BaseDataset):
             every file at build; ``'headers'``: read headers only; ``'auto'``:
             decode when there are at most ``AUTO_DECODE_CHECK_MAX_FILES``.
             The clip settings come from the pipeline's ``SampleClip`` and
-            ``DecodeAVClip``.
+            ``DecodeAVClip``. With ``'auto'`` or ``'headers'``, a prepared
+            manifest is trusted (see above): nothing is opened.
         check_cache: keep check results beside the manifest (or in the user
             cache folder), True; not at all, False; or in this folder.
         check_workers: threads that check files (None: one per core, <= 8).
@@ -154,6 +160,10 @@ class AVClipDataset(BaseDataset):
         self.max_undecodable_fraction = max_undecodable_fraction
         self.seed, self.epoch = seed, 0
         self.skipped = []  # (path, status) of the files left out at build
+        self.prepared = None  # the sidecar of a trusted prepared manifest
+        # Digest of the kept files in order (``file_list_digest``), compared
+        # across ranks before training (engine/dataset_agreement.py).
+        self.file_list_digest = None
         self._undecodable = set()  # indices that failed in this process
         self._source = None  # the manifest or folder read
         # Transforms are looked up in the xdc scope even when the dataset is
@@ -179,6 +189,12 @@ class AVClipDataset(BaseDataset):
         if classes is not None:
             self._metainfo['classes'] = classes
         self._source = files.source
+        if self.ann_file and self.check != 'decode':
+            self.prepared = read_sidecar(self.ann_file)
+        if self.prepared is not None:  # duration and fps come from the rows
+            return [dict(path=p, label=int(l), duration=r.get('duration'),
+                         fps=r.get('fps'))
+                    for p, l, r in zip(files.paths, labels, files.rows)]
         return [dict(path=p, label=int(l))
                 for p, l in zip(files.paths, labels)]
 
@@ -203,15 +219,21 @@ class AVClipDataset(BaseDataset):
             full_decode=bool(full and sample and decode))
 
     def filter_data(self):
-        """Keep the files that pass ``check_file`` (see ``check``)."""
+        """Keep the files that pass ``check_file`` (see ``check``), or whose
+        prepared manifest row says they hold a clip."""
         settings = self.check_settings(len(self.data_list))
-        cache = None
-        if self.check_cache:
-            folder = None if self.check_cache is True else self.check_cache
-            cache = CheckCache(self._source, settings, folder)
-        results = check_files([d['path'] for d in self.data_list], settings,
-                              self.check_workers,
-                              progress=dist.is_main_process(), cache=cache)
+        if self.prepared is not None:
+            results = trusted_checks(self.data_list, settings)
+        else:
+            cache = None
+            if self.check_cache:
+                folder = None if self.check_cache is True else \
+                    self.check_cache
+                cache = CheckCache(self._source, settings, folder)
+            results = check_files([d['path'] for d in self.data_list],
+                                  settings, self.check_workers,
+                                  progress=dist.is_main_process(),
+                                  cache=cache)
         accepted = {'ok', 'audio_short'} if self.pad_short_audio else {'ok'}
         kept, padded = [], []
         for info, result in zip(self.data_list, results):
@@ -223,6 +245,7 @@ class AVClipDataset(BaseDataset):
             else:
                 self.skipped.append((info['path'], result.status))
         self._log_build(len(self.data_list), padded)
+        self.file_list_digest = file_list_digest([d['path'] for d in kept])
         if not kept:
             raise ManifestError(
                 f'{type(self).__name__}: no usable file in {self._source!r} '

@@ -41,7 +41,8 @@ from xdc_plugin.data.media_info import (END_SLACK, DecodeError, VideoInfo,
 from xdc_plugin.data.media_source import MediaSource
 
 __all__ = ['DecodeError', 'VideoInfo', 'probe', 'decode_clip',
-           'decode_clips', 'audio_window', 'short_side_size']
+           'decode_clips', 'audio_window', 'short_side_size', 'frames_at',
+           'scale_frame']
 
 # FFmpeg's decoder threads pay off from about this frame size; below it
 # (avobjects' 128x128) starting and stopping them costs more than they save
@@ -58,48 +59,73 @@ def short_side_size(height, width, short_side):
             max(short_side, round(width * scale)))
 
 
+def frames_at(src: MediaSource, targets, info: VideoInfo):
+    """Yield, for each time of ``targets`` (increasing, seconds from
+    origin), ``(time, frame)`` of the decoded video frame nearest to it;
+    a frame that is nearest to several targets comes that many times in a
+    row. Decodes lazily: a whole file's targets hold two decoded frames at
+    a time.
+
+    Past the end of the stream the remaining targets get the last frame,
+    unless the stream stopped well before the duration the header promised
+    (``DecodeError`` ``truncated``)."""
+    targets = np.asarray(targets, np.float64)
+    prev, k = None, 0
+    for t, frame in src.frames('video', float(targets[0]) if len(targets)
+                               else 0.0):
+        # Each target takes the nearer of the two frames around it.
+        while k < len(targets) and t >= targets[k]:
+            near_prev = prev is not None and targets[k] - prev[0] < \
+                t - targets[k]
+            yield prev if near_prev else (t, frame)
+            k += 1
+        if k == len(targets):
+            return
+        prev = (t, frame)
+    if k < len(targets) and (
+            prev is None or
+            prev[0] < info.duration - END_SLACK - 2 / info.fps):
+        got = 'no frame' if prev is None else f'the last at {prev[0]:.3f}s'
+        raise DecodeError(
+            src.path, f'frame at {targets[k]:.3f}s missing ({got}; header '
+            f'duration {info.duration:.3f}s)', 'truncated')
+    for _ in range(k, len(targets)):
+        yield prev
+
+
+def scale_frame(reformatter, frame, width, height, format='rgb24',
+                **colour):
+    """``frame`` converted to ``format`` at ``width`` x ``height`` by
+    libswscale (bilinear) in one pass, through full-size RGB first where a
+    direct scale would lose bits (see ``_SCALED_AS_IS``); ``colour``: the
+    ``dst_colorspace`` and ``dst_color_range`` of ``reformat``. One
+    ``VideoReformatter`` (swscale context) serves a whole clip:
+    ``frame.to_ndarray(format=...)`` builds a new one per frame, ~50x
+    slower on small frames."""
+    if not frame.format.name.startswith(_SCALED_AS_IS):
+        # Scaled directly, swscale drops the low bits of 5-bit RGB and
+        # palette formats (rpza, msvideo1: up to 8 levels darker).
+        frame = reformatter.reformat(frame, format='rgb24', threads=1)
+    return reformatter.reformat(frame, width, height, format=format,
+                                interpolation='BILINEAR', threads=1,
+                                **colour)
+
+
 def decode_video(src: MediaSource, start_sec, num_frames, fps, info: VideoInfo,
                  out):
     """``num_frames`` RGB frames at ``fps`` from ``start_sec`` into ``out``,
     uint8 (T, H, W, 3), scaled to its size (see the module doc)."""
     targets = start_sec + np.arange(num_frames) / fps
-    picked, prev, k = [], None, 0
-    for t, frame in src.frames('video', start_sec):
-        # Each target takes the nearer of the two frames around it.
-        while k < num_frames and t >= targets[k]:
-            near_prev = prev is not None and targets[k] - prev[0] < \
-                t - targets[k]
-            picked.append(prev if near_prev else (t, frame))
-            k += 1
-        if k == num_frames:
-            break
-        prev = (t, frame)
-    if k < num_frames:
-        # End of stream: the remaining targets show the last frame, unless
-        # the stream stopped well before the duration the header promised.
-        if prev is None or prev[0] < info.duration - END_SLACK - 2 / info.fps:
-            got = 'no frame' if prev is None else f'the last at {prev[0]:.3f}s'
-            raise DecodeError(
-                src.path, f'frame at {targets[k]:.3f}s missing ({got}; header '
-                f'duration {info.duration:.3f}s)', 'truncated')
-        picked += [prev] * (num_frames - k)
     height, width = out.shape[1:3]
-    # Convert each distinct frame once, with one reformatter (swscale
-    # context) for the clip: ``frame.to_ndarray(format=...)`` builds a new
-    # one per frame, ~50x slower on small frames.
-    reformatter, row_of = VideoReformatter(), {}  # row of each frame's copy
-    for row, (_, frame) in enumerate(picked):
-        if id(frame) in row_of:
-            out[row] = out[row_of[id(frame)]]
-            continue
-        row_of[id(frame)] = row
-        if not frame.format.name.startswith(_SCALED_AS_IS):
-            # Scaled directly, swscale drops the low bits of 5-bit RGB and
-            # palette formats (rpza, msvideo1: up to 8 levels darker).
-            frame = reformatter.reformat(frame, format='rgb24', threads=1)
-        out[row] = reformatter.reformat(
-            frame, width, height, format='rgb24', interpolation='BILINEAR',
-            threads=1).to_ndarray()
+    reformatter, last = VideoReformatter(), None
+    for row, (_, frame) in enumerate(frames_at(src, targets, info)):
+        # A repeated frame comes right after its first copy: converted once.
+        if frame is last:
+            out[row] = out[row - 1]
+        else:
+            out[row] = scale_frame(reformatter, frame, width,
+                                   height).to_ndarray()
+        last = frame
     return out
 
 

@@ -13,9 +13,10 @@ __all__ = ['decode_audio', 'audio_window']
 
 
 def decode_audio(src: MediaSource, start, duration, sample_rate,
-                 video_end=None, pad_short_audio=False):
-    """Mono float32 tensor (1, round(duration * sample_rate)) from
-    ``start`` (seconds from origin), zero-padded past the stream's end.
+                 video_end=None, pad_short_audio=False, layout='mono'):
+    """Float32 tensor (channels, round(duration * sample_rate)) from
+    ``start`` (seconds from origin), zero-padded past the stream's end, in
+    the channel ``layout`` ('mono', 'stereo', '5.1', ...).
 
     ``DecodeError`` ``truncated`` when the stream ends before its header
     says; ``audio_short`` when it ends more than ``AUDIO_SHORT_TOLERANCE``
@@ -37,13 +38,13 @@ def decode_audio(src: MediaSource, start, duration, sample_rate,
         have += frame.samples / frame.sample_rate
         if first_t + have >= start + duration + 0.05:
             break
-    samples = _resample(frames, sample_rate)
-    have = len(samples) / sample_rate
+    samples = _resample(frames, sample_rate, layout)  # (channels, S)
+    have = samples.shape[1] / sample_rate
     offset = _window_offset(frames, times, start, sample_rate)
     if offset < 0:  # the audio stream starts after the window start
-        samples = np.concatenate([np.zeros(-offset, np.float32), samples])
+        samples = np.pad(samples, ((0, 0), (-offset, 0)))
         offset = 0
-    end = start + max(len(samples) - offset, 0) / sample_rate
+    end = start + max(samples.shape[1] - offset, 0) / sample_rate
     got = (f'audio ends at {first_t + have:.3f}s'
            if first_t is not None else f'no audio from {start:.3f}s')
     if end < min(start + duration, promised) - slack:
@@ -58,10 +59,10 @@ def decode_audio(src: MediaSource, start, duration, sample_rate,
             end < min(start + duration, video_end) - short_slack):
         raise DecodeError(src.path, f'{got}, the video ends at '
                           f'{video_end:.3f}s', 'audio_short')
-    window = samples[offset:offset + n]
-    if len(window) < n:  # file audio shorter than the window: pad the end
-        window = np.pad(window, (0, n - len(window)))
-    return torch.from_numpy(np.ascontiguousarray(window, np.float32))[None]
+    window = samples[:, offset:offset + n]
+    if window.shape[1] < n:  # file audio shorter than the window: pad
+        window = np.pad(window, ((0, 0), (0, n - window.shape[1])))
+    return torch.from_numpy(np.ascontiguousarray(window, np.float32))
 
 
 def _window_offset(frames, times, start, sample_rate):
@@ -79,28 +80,31 @@ def _window_offset(frames, times, start, sample_rate):
     return int(round(before + (start - times[anchor]) * sample_rate))
 
 
-def _resample(frames, sample_rate):
-    """Mono float32 samples at ``sample_rate`` of consecutive decoded audio
-    frames, resampled by libswresample as one contiguous stream (robust to
-    non-monotonic timestamps, mkv.mkv). Mono float audio at that rate
-    (avobjects' AAC) is only joined: setting up PyAV's resampler (a filter
-    graph) costs as much as decoding the window."""
+def _resample(frames, sample_rate, layout='mono'):
+    """Float32 samples (channels, S) at ``sample_rate`` of consecutive
+    decoded audio frames, in the channel ``layout``, resampled by
+    libswresample as one contiguous stream (robust to non-monotonic
+    timestamps, mkv.mkv). Mono float audio at that rate (avobjects' AAC)
+    is only joined: setting up PyAV's resampler (a filter graph) costs as
+    much as decoding the window."""
+    channels = av.AudioLayout(layout).nb_channels
     if not frames:
-        return np.zeros(0, np.float32)
-    fmt, layout, rate = (frames[0].format.name, frames[0].layout.name,
-                         frames[0].sample_rate)
-    if (rate, layout) == (sample_rate, 'mono') and fmt in ('flt', 'fltp'):
+        return np.zeros((channels, 0), np.float32)
+    fmt, own, rate = (frames[0].format.name, frames[0].layout.name,
+                      frames[0].sample_rate)
+    if (rate, own, layout) == (sample_rate, 'mono', 'mono') and \
+            fmt in ('flt', 'fltp'):
         # Read in place: ``to_ndarray`` stacks the planes, 5x slower.
         return np.concatenate([np.frombuffer(f.planes[0], np.float32,
-                                             f.samples) for f in frames])
+                                             f.samples) for f in frames])[None]
     joined = np.concatenate([f.to_ndarray() for f in frames], axis=1)
-    frame = av.AudioFrame.from_ndarray(joined, format=fmt, layout=layout)
+    frame = av.AudioFrame.from_ndarray(joined, format=fmt, layout=own)
     frame.sample_rate = rate
-    resampler = av.AudioResampler(format='flt', layout='mono',
+    resampler = av.AudioResampler(format='fltp', layout=layout,
                                   rate=sample_rate)
     out = resampler.resample(frame) + resampler.resample(None)  # + flush
-    return np.concatenate([f.to_ndarray().reshape(-1) for f in out]) \
-        if out else np.zeros(0, np.float32)
+    return np.concatenate([f.to_ndarray() for f in out], axis=1) if out \
+        else np.zeros((channels, 0), np.float32)
 
 
 def audio_window(centre, audio_duration, file_duration):

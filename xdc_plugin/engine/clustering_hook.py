@@ -28,6 +28,7 @@ from mmengine import dist
 from mmengine.hooks import Hook
 
 from xdc_plugin.clustering.collectives import default_collectives
+from xdc_plugin.engine.dataset_agreement import check_ranks_agree
 from xdc_plugin.engine.extract_loader import build_extract_loader
 from xdc_plugin.engine.feature_bank import FeatureBank
 from xdc_plugin.engine.feature_extraction import (extract_shard,
@@ -129,6 +130,10 @@ class CrossModalClusteringHook(Hook):
 
     # -- setup -------------------------------------------------------------
     def before_train(self, runner):
+        # Here, not in the dataset's build: every rank reaches this point
+        # together, while a dataset is also built alone (tools, one rank);
+        # and indices start to matter here (the pseudo-label buffer).
+        check_ranks_agree(runner.train_dataloader.dataset)
         self._extract_loader = build_extract_loader(runner,
                                                     self.extract_dataloader)
         # Read once: a pass over every clip's info (seconds per million

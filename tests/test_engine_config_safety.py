@@ -84,3 +84,12 @@ def test_evaluate_refuses_the_config(evil, tmp_path, capsys):
     err = capsys.readouterr().err
     assert 'error: ' in err and 'python/object/apply' in err
     assert not evil[2].exists()
+
+
+def test_a_tuple_tag_is_data_and_is_read(tmp_path):
+    # mmaction2's Resize takes a tuple scale only; the benchmark configs
+    # write it as !!python/tuple, which builds nothing but a tuple.
+    recipe = tmp_path / 'tuple.yaml'
+    recipe.write_text(f"_base_: ['{DEMO}']\n"
+                      'extra: !!python/tuple [-1, 128]\n')
+    assert load_config(str(recipe)).extra == (-1, 128)

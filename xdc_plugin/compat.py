@@ -113,17 +113,24 @@ def safe_yaml_configs():
     ``!!python/object/apply:os.system [...]`` runs a command when loaded
     (``mmengine/fileio/handlers/yaml_handler.py``; no upstream issue
     found). The handlers of ``.yaml``/``.yml`` load with ``SafeLoader`` here (a Python
-    tag is a ``yaml.constructor.ConstructorError``); the originals are back
-    after the block.
+    tag is a ``yaml.constructor.ConstructorError``) but ``!!python/tuple``,
+    plain data that mmaction2's configs need (its ``Resize`` takes a tuple
+    scale only); the originals are back after the block.
     """
     import yaml
     from mmengine.fileio.handlers import YamlHandler, file_handlers
-    loader = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
+
+    class TupleSafeLoader(getattr(yaml, 'CSafeLoader', yaml.SafeLoader)):
+        pass
+
+    TupleSafeLoader.add_constructor(
+        'tag:yaml.org,2002:python/tuple',
+        lambda self, node: tuple(self.construct_sequence(node)))
 
     class SafeYamlHandler(YamlHandler):
 
         def load_from_fileobj(self, file, **kwargs):
-            kwargs['Loader'] = loader
+            kwargs['Loader'] = TupleSafeLoader
             return yaml.load(file, **kwargs)
 
     formats = ('yaml', 'yml')

@@ -25,6 +25,7 @@ is called (mmengine's Runner does it before training), as in the host's
 recognizers; ``xdc_plugin.evaluation`` does the same for ``random``.
 """
 import copy
+import inspect
 
 import torch
 from mmengine.model import BaseModule
@@ -67,6 +68,22 @@ def host_class(cfg):
     with DefaultScope.overwrite_default_scope(_scope_of(cfg['type'])):
         with MMENGINE_MODELS.switch_scope_and_registry(None) as registry:
             return registry.get(cfg['type'])
+
+
+def backbone_arguments(cfg):
+    """Names of the arguments the class of ``cfg`` takes, through the
+    ``**kwargs`` that subclasses pass on (``ResNet3dSlowOnly`` to
+    ``ResNet3d``)."""
+    names = set()
+    for klass in host_class(cfg).__mro__:
+        if '__init__' not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in params
+                  if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names
 
 
 def recognizer_backbone_cfg(cfg):

@@ -17,6 +17,7 @@ from tiny_video_releases import SMALL_RUN, make_release
 import xdc_plugin.weights as P
 from xdc_plugin.encoders import AudioResNet18, R2Plus1D18
 from xdc_plugin.engine.config import load_config
+from xdc_plugin.evaluation.encoders import load_encoders
 from xdc_plugin.evaluation.video_benchmark import (EncoderWeights,
                                                    encoder_weights,
                                                    format_table,
@@ -119,6 +120,31 @@ def test_audio_subcommand_prints_and_writes_the_records(dcase_root,
     assert 'dcase2014, encoder random\nprotocol  modality' in printed
     assert (f'linear    audio     top1    {100 * record["accuracy"]:.1f} +- '
             in printed)
+
+
+def test_audio_benchmark_of_an_exported_host_audio_encoder(dcase_root,
+                                                           tmp_path):
+    config = osp.join(REPO_DIR, 'configs', 'xdc_demo_resnet_audio.yaml')
+    overrides = ['model.audio_encoder.backbone.base_channels=4',
+                 'model.video_encoder.width=0.125']
+    cfg = load_config(config, overrides)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    path = P.export_encoders(model.state_dict(), str(tmp_path), 'ra')[
+        'audio']
+    cfg_file = tmp_path / 'run.yaml'
+    cfg.dump(str(cfg_file))
+    [record] = _tool().main(['dcase2014', '--encoder', path, '--data-root',
+                             str(dcase_root), '--cfg', str(cfg_file)])
+    assert (record['modality'], record['num_samples']) == ('audio', 18)
+    # The same features as the trained model's ResNetAudio gives them.
+    encoder = load_encoders(path, 'audio', cfg=str(cfg_file)).modules[
+        'audio']
+    spectrogram = torch.randn(2, 1, 40, 101)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(encoder(spectrogram),
+                           model.audio_encoder(spectrogram))
 
 
 def test_tool_errors_are_clear(tmp_path, capsys):

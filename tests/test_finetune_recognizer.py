@@ -185,8 +185,8 @@ def test_a_host_backbone_replaces_the_backbone(tiny_ucf101, tmp_path):
     assert 'backbone' not in custom_keys  # finetune
     timesformer = dict(type='mmaction.TimeSformer', num_frames=8,
                        img_size=32, patch_size=16)
-    cfg = benchmark_config(config, HOST_RUN, **dict(run, weights=EncoderWeights(
-        host_backbone=timesformer, feat_dim=768)))
+    cfg = benchmark_config(config, HOST_RUN, **dict(
+        run, weights=EncoderWeights(host_backbone=timesformer, feat_dim=768)))
     assert cfg.model.backbone == dict(timesformer)
     assert cfg.optim_wrapper.paramwise_cfg.custom_keys.backbone == dict(
         lr_mult=0.0, decay_mult=0.0)

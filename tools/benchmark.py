@@ -22,9 +22,10 @@ ENCODER: ``random``, a release name (``r2plus1d_18_xdc_ig65m_kinetics``), an
 exported encoder file or a training checkpoint of ours (read with
 ``weights_only=True``; ``--trust-checkpoint`` to unpickle an older one you
 made yourself). An encoder trained as a host backbone (``HostBackbone``:
-mmaction2's X3D, a pytorchvideo hub model, ...) is fine-tuned as that backbone in the
-recognizer; give its training config with ``--cfg`` when ENCODER is an
-exported file (or ``random``: the backbone at its random init):
+mmaction2's X3D, a pytorchvideo hub model, ...) is fine-tuned as that
+backbone in the recognizer; give its training config with ``--cfg`` when
+ENCODER is an exported file (or ``random``: the backbone at its random
+init):
 
     python tools/benchmark.py ucf101 --encoder OUT/xdc_x3d_video-<h8>.pth \\
         --cfg configs/xdc_kinetics_x3d.yaml --frames 8 --data-root data/ucf101

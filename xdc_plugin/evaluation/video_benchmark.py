@@ -328,6 +328,6 @@ def format_table(results: Sequence[SplitResult], *, dataset: str,
     return '\n'.join(lines)
 
 
-__all__ = ['EncoderWeights', 'MODES', 'SplitResult', 'benchmark_config', 'encoder_weights',
-           'format_table', 'run_settings', 'run_split', 'run_video_benchmark',
-           'summary_record']
+__all__ = ['EncoderWeights', 'MODES', 'SplitResult', 'benchmark_config',
+           'encoder_weights', 'format_table', 'run_settings', 'run_split',
+           'run_video_benchmark', 'summary_record']

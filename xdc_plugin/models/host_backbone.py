@@ -44,10 +44,11 @@ FIXED_CLIP_SIZE = {
 _BACKBONE = 'backbone.'
 
 
-def _scope_of(type_name):
-    """``'mmaction'`` of ``'mmaction.X3D'``; ours for an unscoped name."""
-    scope, _, _ = type_name.rpartition('.')
-    return scope or SCOPE
+def _scope_and_name(type_name):
+    """``('mmaction', 'X3D')`` of ``'mmaction.X3D'``; our scope for an
+    unscoped name."""
+    scope, _, name = type_name.rpartition('.')
+    return scope or SCOPE, name
 
 
 def build_host_backbone(cfg):
@@ -59,13 +60,15 @@ def build_host_backbone(cfg):
         raise TypeError('HostBackbone: backbone must be a config dict with a '
                         "type string such as 'mmaction.X3D', got "
                         f'{cfg!r}')
-    with DefaultScope.overwrite_default_scope(_scope_of(cfg['type'])):
+    with DefaultScope.overwrite_default_scope(
+            _scope_and_name(cfg['type'])[0]):
         return MMENGINE_MODELS.build(dict(cfg))
 
 
 def host_class(cfg):
     """The class that ``cfg``'s type names, from its registry."""
-    with DefaultScope.overwrite_default_scope(_scope_of(cfg['type'])):
+    with DefaultScope.overwrite_default_scope(
+            _scope_and_name(cfg['type'])[0]):
         with MMENGINE_MODELS.switch_scope_and_registry(None) as registry:
             return registry.get(cfg['type'])
 
@@ -90,8 +93,7 @@ def recognizer_backbone_cfg(cfg):
     """``cfg`` as the backbone of a host recognizer, whose registry scope
     is not ours: its type named with its scope (``xdc.PytorchVideoHub``,
     ``mmaction.X3D``)."""
-    return dict(cfg, type=f'{_scope_of(cfg["type"])}.'
-                f'{host_class(cfg).__name__}')
+    return dict(cfg, type='.'.join(_scope_and_name(cfg['type'])))
 
 
 def pool_output(out, output='last'):

@@ -3,9 +3,9 @@ import os.path as osp
 
 from setuptools import find_packages, setup
 
-# Only bench/ (the baseline of the data-pipeline benchmark) and its tests
-# import these.
-BENCH_REQUIRES = ['pytorchvideo==0.1.5', 'fvcore', 'iopath']
+# bench/ and the tests import these themselves (fvcore: an independent
+# FLOP count); pytorchvideo, a runtime dependency, brings them too.
+BENCH_REQUIRES = ['fvcore', 'iopath']
 
 # faiss, the CPU or the GPU build: both install the same ``faiss`` module
 # (over each other), so it is an extra that names one of them, never both
@@ -53,6 +53,9 @@ setup(
         'jinja2>=3',
         'matplotlib>=3.5',
         'pillow',
+        # its hub models as encoders (models/pytorchvideo_hub.py); the
+        # baseline of bench/bench_data_pipeline.py
+        'pytorchvideo==0.1.5',
     ],
     extras_require={
         **FAISS_BUILDS,

@@ -16,11 +16,15 @@ from tiny_video_releases import SMALL_RUN, make_release
 
 import xdc_plugin.weights as P
 from xdc_plugin.encoders import AudioResNet18, R2Plus1D18
-from xdc_plugin.evaluation.video_benchmark import (encoder_weights,
+from xdc_plugin.engine.config import load_config
+from xdc_plugin.evaluation.encoders import load_encoders
+from xdc_plugin.evaluation.video_benchmark import (EncoderWeights,
+                                                   encoder_weights,
                                                    format_table,
                                                    run_video_benchmark,
                                                    summary_record)
 from xdc_plugin.models.backbone import XDCBackbone
+from xdc_plugin.registry import MODELS
 
 REPO_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOL = osp.join(REPO_DIR, 'tools', 'benchmark.py')
@@ -118,6 +122,31 @@ def test_audio_subcommand_prints_and_writes_the_records(dcase_root,
             in printed)
 
 
+def test_audio_benchmark_of_an_exported_host_audio_encoder(dcase_root,
+                                                           tmp_path):
+    config = osp.join(REPO_DIR, 'configs', 'xdc_demo_resnet_audio.yaml')
+    overrides = ['model.audio_encoder.backbone.base_channels=4',
+                 'model.video_encoder.width=0.125']
+    cfg = load_config(config, overrides)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    path = P.export_encoders(model.state_dict(), str(tmp_path), 'ra')[
+        'audio']
+    cfg_file = tmp_path / 'run.yaml'
+    cfg.dump(str(cfg_file))
+    [record] = _tool().main(['dcase2014', '--encoder', path, '--data-root',
+                             str(dcase_root), '--cfg', str(cfg_file)])
+    assert (record['modality'], record['num_samples']) == ('audio', 18)
+    # The same features as the trained model's ResNetAudio gives them.
+    encoder = load_encoders(path, 'audio', cfg=str(cfg_file)).modules[
+        'audio']
+    spectrogram = torch.randn(2, 1, 40, 101)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(encoder(spectrogram),
+                           model.audio_encoder(spectrogram))
+
+
 def test_tool_errors_are_clear(tmp_path, capsys):
     tool = _tool()
     base = ['ucf101', '--encoder', 'random', '--frames', '8', '--data-root',
@@ -172,17 +201,17 @@ def _assert_backbone_holds(checkpoint, width, state_dict):
 
 def test_every_encoder_kind_loads_into_the_backbone(fake_release, tmp_path):
     out = str(tmp_path / 'encoder')
-    assert encoder_weights('random', out) == (None, None)
+    assert encoder_weights('random', out) == EncoderWeights()
     for name in ('fake_xdc', 'xdc://fake_xdc'):
-        checkpoint, width = encoder_weights(name, out)
-        assert (checkpoint, width) == ('xdc://fake_xdc', 1.0)
-    _assert_backbone_holds(checkpoint, width, fake_release)
+        weights = encoder_weights(name, out)
+        assert weights == EncoderWeights('xdc://fake_xdc', 1.0)
+    _assert_backbone_holds(weights.checkpoint, weights.width, fake_release)
 
     exported = _small_encoder_weights(2)
     path = P.save_hash_named(exported, str(tmp_path), 'mine_video')
-    checkpoint, width = encoder_weights(path, out)
-    assert width == 0.25 and checkpoint.startswith(out)
-    _assert_backbone_holds(checkpoint, width, exported)
+    weights = encoder_weights(path, out)
+    assert weights.width == 0.25 and weights.checkpoint.startswith(out)
+    _assert_backbone_holds(weights.checkpoint, weights.width, exported)
 
     video = _small_encoder_weights(3)
     audio = AudioResNet18(width=0.25).state_dict()
@@ -192,6 +221,33 @@ def test_every_encoder_kind_loads_into_the_backbone(fake_release, tmp_path):
     ckpt = tmp_path / 'run' / 'epoch_3.pth'
     ckpt.parent.mkdir()
     torch.save(dict(state_dict=training, meta=dict(epoch=3)), ckpt)
-    checkpoint, width = encoder_weights(str(ckpt), out)
-    assert width == 0.25 and osp.basename(checkpoint).startswith('epoch_3-')
-    _assert_backbone_holds(checkpoint, width, video)
+    weights = encoder_weights(str(ckpt), out)
+    assert weights.width == 0.25
+    assert osp.basename(weights.checkpoint).startswith('epoch_3-')
+    _assert_backbone_holds(weights.checkpoint, weights.width, video)
+
+
+def test_a_host_backbone_encoder_brings_its_backbone(tmp_path):
+    cfg = load_config(osp.join(REPO_DIR, 'configs', 'xdc_demo_x3d.yaml'), [
+        'model.video_encoder.backbone.gamma_w=0.25',
+        'model.audio_encoder.width=0.125'])
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    paths = P.export_encoders(model.state_dict(), str(tmp_path), 'x3d')
+    out = str(tmp_path / 'encoder')
+    weights = encoder_weights(paths['video'], out, cfg=cfg)
+    assert weights.host_backbone == dict(
+        cfg.model.video_encoder.backbone)
+    assert weights.feat_dim == model.feat_dims['video']
+    # The recognizer's layout, for mmengine's load_from.
+    recognizer_layout = torch.load(weights.checkpoint, weights_only=True)
+    own = model.video_encoder.backbone.state_dict()
+    assert list(recognizer_layout) == ['backbone.' + k for k in own]
+    for key, value in own.items():
+        assert torch.equal(recognizer_layout['backbone.' + key], value)
+    # random with a host config: that backbone at its random init.
+    weights = encoder_weights('random', out, cfg=cfg)
+    assert (weights.checkpoint, weights.feat_dim) == (
+        None, model.feat_dims['video'])
+    with pytest.raises(ValueError, match='--cfg'):
+        encoder_weights(paths['video'], out)

@@ -11,6 +11,7 @@ import torch
 from mmengine.runner import Runner
 
 from xdc_plugin.engine import load_config
+from xdc_plugin.engine.dry_run import clip_shapes
 from xdc_plugin.engine.round_clustering import build_clusterer
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -21,12 +22,19 @@ def _paths(dataset):
     return [dataset.get_data_info(i)['path'] for i in range(len(dataset))]
 
 
+def _narrow(config):
+    """Width overrides of the encoders that have a width (ours)."""
+    model = load_config(config).model
+    return [f'model.{encoder}.width=0.125'
+            for encoder in ('video_encoder', 'audio_encoder')
+            if 'width' in model[encoder]]
+
+
 def _build(config, overrides, tmp_path):
     cfg = load_config(config, overrides + [
         f'work_dir={tmp_path / "work"}', 'train_dataloader.num_workers=0',
         'custom_hooks.0.extract_dataloader.num_workers=0',
-        'model.video_encoder.width=0.125', 'model.audio_encoder.width=0.125',
-        'env_cfg.dist_cfg.backend=gloo'])
+        'env_cfg.dist_cfg.backend=gloo'] + _narrow(config))
     runner = Runner.from_cfg(cfg)
     for hook in runner.hooks:  # what training starts with
         if type(hook).__name__ in ('CrossModalClusteringHook',
@@ -56,7 +64,8 @@ def test_the_shipped_recipes():
     names = [osp.basename(p) for p in RECIPES]
     assert names == ['xdc_audioset.yaml', 'xdc_avobjects.yaml',
                      'xdc_avobjects_paper_input.yaml', 'xdc_demo.yaml',
-                     'xdc_ig65m.yaml', 'xdc_kinetics.yaml']
+                     *sorted(HOST_DEMOS), 'xdc_ig65m.yaml',
+                     'xdc_kinetics.yaml', 'xdc_kinetics_x3d.yaml']
 
 
 PER_SOURCE_K = ['model.num_clusters.video=5', 'model.num_clusters.audio=5']
@@ -96,6 +105,7 @@ def test_manifest_model_and_seed_overrides(config, k_overrides, manifest,
 
 
 @pytest.mark.parametrize('config, k', [('xdc_kinetics.yaml', 256),
+                                       ('xdc_kinetics_x3d.yaml', 256),
                                        ('xdc_audioset.yaml', 1024),
                                        ('xdc_ig65m.yaml', 8192)])
 def test_paper_recipes_per_source_k_and_schedule(config, k, manifest,
@@ -151,6 +161,55 @@ def test_demo_data_location(tmp_path):
     assert sample['video'].shape == (3, 8, 40, 40)
     assert sample['audio'].shape == (1, 40, 101)
     assert sample['video'].dtype == torch.uint8
+
+
+# The demo with one host encoder: modality, backbone class, pooled width.
+HOST_DEMOS = {
+    'xdc_demo_pytorchvideo.yaml': ('video', 'PytorchVideoHub', 192),
+    'xdc_demo_resnet_audio.yaml': ('audio', 'ResNetAudio', 512),
+    'xdc_demo_slowonly.yaml': ('video', 'ResNet3dSlowOnly', 128),
+    'xdc_demo_swin.yaml': ('video', 'SwinTransformer3D', 192),
+    'xdc_demo_x3d.yaml': ('video', 'X3D', 432),
+}
+
+
+@pytest.fixture(scope='module')
+def small_demo(tmp_path_factory):
+    """Overrides putting 4 demo clips under a folder of this module."""
+    data = tmp_path_factory.mktemp('demo')
+    return [f'train_dataloader.dataset.data_root={data}',
+            'train_dataloader.dataset.generate.num_classes=2',
+            'train_dataloader.dataset.generate.clips_per_class=2',
+            '+train_dataloader.dataset.generate.progress=false',
+            'model.num_clusters=3']
+
+
+@pytest.mark.parametrize('config', sorted(HOST_DEMOS))
+def test_host_demos_are_the_demo_with_another_encoder(config, small_demo,
+                                                      tmp_path):
+    modality, backbone, feat_dim = HOST_DEMOS[config]
+    path = osp.join(REPO, 'configs', config)
+    demo = load_config(osp.join(REPO, 'configs', 'xdc_demo.yaml')).to_dict()
+    cfg = load_config(path).to_dict()
+    for differs in ('work_dir', 'model'):
+        demo.pop(differs), cfg.pop(differs)
+    assert cfg == demo  # same data, schedule, rounds and seed
+    runner, train, _ = _build(path, small_demo, tmp_path)
+    encoder = runner.model.encoder(modality)
+    assert type(encoder).__name__ == 'HostBackbone'
+    assert type(encoder.backbone).__name__ == backbone
+    assert encoder.feat_dim == feat_dim
+    # Its input_shape is what the pipeline makes.
+    assert list(encoder.input_shape) == list(train[0][modality].shape)
+
+
+def test_paper_host_recipe_input_is_its_pipeline_clip():
+    cfg = load_config(osp.join(REPO, 'configs', 'xdc_kinetics_x3d.yaml'))
+    video, _ = clip_shapes(cfg.train_dataloader.dataset)
+    assert list(video) == cfg.model.video_encoder.input_shape
+    extract = cfg.custom_hooks[0].extract_dataloader.dataset.pipeline
+    assert [t for t in extract if t['type'] == 'VideoCrop'][0]['size'] == \
+        video[-1]
 
 
 def test_a_mistyped_key_is_refused():

@@ -10,6 +10,8 @@ from xdc_plugin.engine import dry_run
 from xdc_plugin.engine.config import load_config, shipped_config
 from xdc_plugin.engine.launch import build_parser, cli, main
 from xdc_plugin.engine.run_cost import Rate, Rates, kmeans_flops, run_times
+from xdc_plugin.models.flops import forward_flops
+from xdc_plugin.registry import MODELS
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # 64-d features, reduced to 32 (the recipes' PCA is 256 or 128).
@@ -182,8 +184,29 @@ def test_a_cpu_run_does_not_use_the_gpu_estimate(tmp_path, capsys):
     assert 'round (sharded)' in planned['seconds']
 
 
+def test_host_backbone_recipe_counts_its_flops(tmp_path, capsys):
+    manifest = _manifest(tmp_path, missing_every=1000)
+    overrides = ['model.audio_encoder.width=0.125',
+                 'custom_hooks.0.clusterers.preprocess.pca_dim=32']
+    report = main(['--cfg', osp.join(REPO, 'configs', 'xdc_kinetics_x3d.yaml'),
+                   '--dry-run', '--work-dir', str(tmp_path / 'work'),
+                   f'train_dataloader.dataset.ann_file={manifest}',
+                   *overrides])
+    out = capsys.readouterr().out
+    assert report['sources']['video']['feat_dim'] == 432  # X3D-S, pooled
+    cfg = load_config(osp.join(REPO, 'configs', 'xdc_kinetics_x3d.yaml'),
+                      overrides)
+    expected = forward_flops(MODELS.build(cfg.model), (3, 8, 112, 112),
+                             (1, 40, 201))
+    assert report['forward_flops'] == expected
+    # X3D-S: 1.96 G multiply-adds at 13x160x160 (X3D paper), so about
+    # 2 x 1.96 x 8/13 x (112/160)^2 = 1.18 G FLOPs at 8x112x112.
+    assert 1.1e9 < expected['video'] < 1.4e9
+    assert ('forward FLOPs per clip (3x8x112x112 video, 1x40x201 log-mel): '
+            f'video {expected["video"] / 1e9:.3f} G') in out
+
+
 def test_clip_shapes_of_the_paper_pipeline():
-    from xdc_plugin.engine import load_config
     cfg = load_config(osp.join(REPO, 'configs', 'xdc_kinetics.yaml'))
     assert dry_run.clip_shapes(cfg.train_dataloader.dataset) == (
         (3, 8, 112, 112), (1, 40, 201))

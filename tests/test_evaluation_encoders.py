@@ -181,3 +181,40 @@ def test_unknown_encoder_is_a_clear_error(tmp_path):
     text.write_text('not a checkpoint')
     with pytest.raises(ValueError):
         load_encoders(str(text), trusted=False)
+
+
+# The demo's X3D recipe at a tiny width (the input settings are the demo's).
+X3D_CFG = osp.join(REPO, 'configs', 'xdc_demo_x3d.yaml')
+X3D_TINY = ['model.video_encoder.backbone.gamma_w=0.25',
+            'model.video_encoder.backbone.gamma_d=0.5',
+            'model.audio_encoder.width=0.125']
+
+
+def test_host_backbone_encoders_from_every_source(tmp_path):
+    cfg = load_config(X3D_CFG, X3D_TINY)
+    random = load_encoders('random', 'video', cfg=cfg, seed=3)
+    video = random.modules['video']
+    assert type(video).__name__ == 'HostBackbone'
+    assert random.settings.crop_size == 40
+    # X3D's own init_weights ran, as in a training run: the last BN of
+    # each block starts at 0 (zero_init_residual).
+    assert not random.state_dict('video')['layer1.0.conv3.bn.weight'].any()
+    again = load_encoders('random', 'video', cfg=cfg, seed=3)
+    for key, value in random.state_dict('video').items():
+        assert torch.equal(value, again.state_dict('video')[key]), key
+
+    torch.manual_seed(1)
+    model = MODELS.build(cfg.model).eval()
+    clips = torch.rand(2, 3, 8, 40, 40)
+    paths = W.export_encoders(model.state_dict(), str(tmp_path), 'x3d')
+    exported = load_encoders(paths['video'], 'both', cfg=cfg)
+    checkpoint = load_encoders(_checkpoint(tmp_path / 'epoch_1.pth', model, {
+        'cfg': cfg.pretty_text}), 'both', trusted=True)
+    for encoders in (exported, checkpoint):
+        with torch.no_grad():
+            assert torch.allclose(encoders.modules['video'](clips),
+                                  model.video_encoder(clips))
+            assert torch.allclose(encoders.modules['audio'](AUDIO_IN),
+                                  model.audio_encoder(AUDIO_IN))
+    with pytest.raises(ValueError, match=r'not our encoder.*--cfg'):
+        load_encoders(paths['video'], 'video')

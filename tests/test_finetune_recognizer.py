@@ -11,7 +11,8 @@ from tiny_video_releases import SMALL_RUN, make_release, write_avi
 
 import xdc_plugin  # noqa: F401
 from xdc_plugin.engine.config import ConfigKeyError
-from xdc_plugin.evaluation.video_benchmark import benchmark_config
+from xdc_plugin.evaluation.video_benchmark import (EncoderWeights,
+                                                   benchmark_config)
 from xdc_plugin.evaluation.video_splits import convert_split
 from xdc_plugin.weights import save_hash_named
 from xdc_plugin.encoders import XDC_MEAN, XDC_STD, R2Plus1D18
@@ -79,7 +80,7 @@ def test_configs_build_the_documented_recognizer(dataset, num_classes):
 def test_benchmark_settings_reach_the_config(tiny_ucf101, tmp_path):
     config = osp.join(CONFIGS, 'ucf101.yaml')
     run = dict(annotations=tiny_ucf101, frames=8, mode='fc-only',
-               checkpoint='weights.pth', width=0.25,
+               weights=EncoderWeights('weights.pth', 0.25),
                work_dir=str(tmp_path / 'split_1'))
     cfg = benchmark_config(config, ['train_dataloader.num_workers=0'],
                            **run)
@@ -125,7 +126,7 @@ def test_training_moves_only_what_the_mode_trains(mode, tiny_ucf101,
                               .state_dict(), str(tmp_path), 'small')
     cfg = benchmark_config(
         osp.join(CONFIGS, 'ucf101.yaml'), SMALL_RUN, annotations=tiny_ucf101,
-        frames=4, mode=mode, checkpoint=weights, width=0.25,
+        frames=4, mode=mode, weights=EncoderWeights(weights, 0.25),
         work_dir=str(tmp_path / 'work'))
     cfg.experiment_name = f'finetune_recognizer_{mode}'
     runner = Runner.from_cfg(cfg)
@@ -147,6 +148,76 @@ def test_training_moves_only_what_the_mode_trains(mode, tiny_ucf101,
         assert 'backbone.stem.1.running_mean' in backbone_changed
         assert not {'backbone.stem.0.weight',
                     'backbone.stem.3.weight'} & backbone_changed
+
+
+# A tiny X3D, as a HostBackbone encoder trained with it would bring it.
+TINY_X3D = dict(type='mmaction.X3D', gamma_w=0.25, gamma_b=1.0, gamma_d=0.5)
+HOST_RUN = [o for o in SMALL_RUN if not o.startswith('model.backbone.')]
+
+
+def test_a_host_backbone_replaces_the_backbone(tiny_ucf101, tmp_path):
+    config = osp.join(CONFIGS, 'ucf101.yaml')
+    run = dict(annotations=tiny_ucf101, frames=8, mode='fc-only',
+               weights=EncoderWeights('weights.pth', host_backbone=TINY_X3D,
+                                      feat_dim=72),
+               work_dir=str(tmp_path / 'split_1'))
+    cfg = benchmark_config(config, HOST_RUN, **run)
+    assert cfg.model.backbone == dict(TINY_X3D, frozen_stages=4,
+                                      norm_eval=True)
+    assert cfg.load_from == 'weights.pth'
+    assert cfg.model.cls_head.in_channels == 72
+    cfg = benchmark_config(config, HOST_RUN + [
+        'model.backbone.frozen_stages=2'], **run)
+    assert cfg.model.backbone.frozen_stages == 2
+    with pytest.raises(ValueError, match='in_channels=512 but mmaction.X3D '
+                       'gives 72'):
+        benchmark_config(config, ['model.cls_head.in_channels=512'], **run)
+    # Our PytorchVideoHub is named with its scope in mmaction2's.
+    hub = dict(type='PytorchVideoHub', model='x3d_xs')
+    cfg = benchmark_config(config, HOST_RUN, **dict(run, mode='finetune',
+                           weights=EncoderWeights(host_backbone=hub,
+                                                  feat_dim=192)))
+    assert cfg.model.backbone == dict(hub, type='xdc.PytorchVideoHub')
+    assert cfg.load_from is None
+    # fc-only: every backbone parameter at lr 0, whatever the class
+    # freezes itself; TimeSformer takes no frozen_stages.
+    custom_keys = cfg.optim_wrapper.paramwise_cfg.custom_keys
+    assert 'backbone' not in custom_keys  # finetune
+    timesformer = dict(type='mmaction.TimeSformer', num_frames=8,
+                       img_size=32, patch_size=16)
+    cfg = benchmark_config(config, HOST_RUN, **dict(
+        run, weights=EncoderWeights(host_backbone=timesformer, feat_dim=768)))
+    assert cfg.model.backbone == dict(timesformer)
+    assert cfg.optim_wrapper.paramwise_cfg.custom_keys.backbone == dict(
+        lr_mult=0.0, decay_mult=0.0)
+
+
+def test_fc_only_host_backbone_keeps_the_loaded_weights(tiny_ucf101,
+                                                       tmp_path):
+    from mmengine.runner import Runner
+    from xdc_plugin.registry import MODELS
+    torch.manual_seed(0)
+    encoder = MODELS.build(dict(type='HostBackbone', backbone=TINY_X3D,
+                                input_shape=[3, 4, 32, 32]))
+    encoder.init_weights()
+    own = encoder.state_dict()
+    weights = save_hash_named({'backbone.' + k: v for k, v in own.items()},
+                              str(tmp_path), 'x3d')
+    cfg = benchmark_config(
+        osp.join(CONFIGS, 'ucf101.yaml'), HOST_RUN, annotations=tiny_ucf101,
+        frames=4, mode='fc-only', weights=EncoderWeights(
+            weights, host_backbone=TINY_X3D, feat_dim=encoder.feat_dim),
+        work_dir=str(tmp_path / 'work'))
+    cfg.experiment_name = 'finetune_recognizer_host'
+    runner = Runner.from_cfg(cfg)
+    head_before = runner.model.cls_head.fc_cls.weight.detach().clone()
+    runner.train()  # init, load_from, two iterations
+    assert runner.iter == 2
+    after = runner.model.backbone.state_dict()
+    assert set(after) == set(own)
+    for key, value in own.items():  # loaded, then frozen (BN too)
+        assert torch.equal(after[key], value), key
+    assert not torch.equal(runner.model.cls_head.fc_cls.weight, head_before)
 
 
 def _coded_frames(num_frames, size=64):

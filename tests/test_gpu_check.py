@@ -38,6 +38,20 @@ def test_tiny_sizes_and_later_overrides():
                               'model.video_encoder.width=0.25']
 
 
+def test_host_backbone_recipe_runs_at_its_own_size(tmp_path):
+    x3d = osp.join(REPO, 'configs', 'xdc_kinetics_x3d.yaml')
+    args = TOOL['parse_args'](['--cpu', '--tiny', '--cfg', x3d])
+    assert args.overrides == ['model.audio_encoder.width=0.125']
+    with TOOL['single_rank_group']('gloo'):
+        rows = TOOL['check_train_step'](load_config(x3d, args.overrides),
+                                        args, torch.device('cpu'), amp=False)
+    model = MODELS.build(load_config(x3d, args.overrides).model)
+    assert [r['forward_gflops_per_clip'] * 1e9 for r in rows] == [
+        pytest.approx(forward_flops(model, (3, 2, 32, 32), (1, 40, f))[
+            'total']) for f in (20, 24)]
+    assert all(r['clips_per_s'] > 0 for r in rows)
+
+
 def test_peak_given_or_by_name():
     given = TOOL['environment'](torch.device('cpu'), 500.0)
     assert given['peak_source'] == '--peak-tflops'

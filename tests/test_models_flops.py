@@ -83,6 +83,44 @@ def test_counts_scale_with_input():
     assert long['heads'] == short['heads']
 
 
+# Host backbones (tiny) whose matmuls are not all layers: attention.
+HOST_BACKBONES = [
+    dict(type='mmaction.X3D', gamma_w=0.5, gamma_d=0.5),
+    dict(type='mmaction.TimeSformer', num_frames=8, img_size=32,
+         patch_size=16, embed_dims=32, num_heads=2, num_transformer_layers=1),
+    dict(type='mmaction.SwinTransformer3D', pretrained=None,
+         pretrained2d=False, arch=dict(embed_dims=16, depths=[1, 1, 1, 1],
+                                       num_heads=[1, 1, 1, 1]),
+         window_size=(4, 4, 4), drop_path_rate=0.0),
+    dict(type='mmaction.MViT', spatial_size=32, temporal_size=8,
+         arch=dict(embed_dims=16, num_layers=2, num_heads=1,
+                   downscale_indices=[1])),
+]
+# fvcore's counts (multiply-adds) of the ops torch's counter counts.
+FVCORE_MATMULS = ('conv', 'linear', 'matmul', 'bmm', 'einsum')
+
+
+@pytest.mark.parametrize('backbone', HOST_BACKBONES,
+                         ids=lambda b: b['type'])
+def test_host_backbone_counts_equal_fvcore(backbone):
+    from fvcore.nn import FlopCountAnalysis
+    video = (3, 8, 32, 32)
+    model = MODELS.build(dict(
+        type='XDCModel', num_clusters=4,
+        video_encoder=dict(type='HostBackbone', backbone=backbone,
+                           input_shape=video),
+        audio_encoder=dict(type='AudioResNet18', width=0.125)))
+    counts = forward_flops(model, video, (1, 40, 48))
+    model.eval()
+    analysis = FlopCountAnalysis(model.video_encoder, torch.zeros(1, *video))
+    analysis.unsupported_ops_warnings(False)
+    by_op = analysis.by_operator()
+    assert set(by_op) - {'layer_norm', 'batch_norm'} <= set(FVCORE_MATMULS)
+    assert counts['video'] == pytest.approx(
+        2 * sum(by_op.get(op, 0) for op in FVCORE_MATMULS),
+        abs=4)  # fvcore counts an einsum in floats
+
+
 @pytest.mark.parametrize('name,peak', [
     ('NVIDIA H200', 989.5), ('NVIDIA H200 NVL', 835.5),
     ('NVIDIA GH200 480GB', 989.5), ('NVIDIA H100 80GB HBM3', 989.5),

@@ -21,8 +21,16 @@ Audio (a linear classifier on frozen features, the official folds):
 ENCODER: ``random``, a release name (``r2plus1d_18_xdc_ig65m_kinetics``), an
 exported encoder file or a training checkpoint of ours (read with
 ``weights_only=True``; ``--trust-checkpoint`` to unpickle an older one you
-made yourself). ``--json`` writes the records of
-``tools/evaluate.py`` (accuracies 0-1).
+made yourself). An encoder trained as a host backbone (``HostBackbone``:
+mmaction2's X3D, a pytorchvideo hub model, ...) is fine-tuned as that
+backbone in the recognizer; give its training config with ``--cfg`` when
+ENCODER is an exported file (or ``random``: the backbone at its random
+init):
+
+    python tools/benchmark.py ucf101 --encoder OUT/xdc_x3d_video-<h8>.pth \\
+        --cfg configs/xdc_kinetics_x3d.yaml --frames 8 --data-root data/ucf101
+
+``--json`` writes the records of ``tools/evaluate.py`` (accuracies 0-1).
 """
 import argparse
 import os.path as osp
@@ -49,6 +57,10 @@ def build_parser():
     common.add_argument('--trust-checkpoint', action='store_true',
                         help='allow a full unpickle of a checkpoint you '
                         'made yourself')
+    common.add_argument('--cfg', help="config of the encoder's training run "
+                        '(architecture and input settings; a checkpoint '
+                        'finds its own): needed for an exported encoder of '
+                        'a host backbone, and for random to be one')
     sub = parser.add_subparsers(dest='benchmark', required=True)
     for name in VIDEO_BENCHMARKS:
         video = sub.add_parser(name, parents=[common],
@@ -78,8 +90,6 @@ def build_parser():
     for name in AUDIO_BENCHMARKS:
         audio = sub.add_parser(name, parents=[common],
                                help=f'{name}: linear probe, official folds')
-        audio.add_argument('--cfg', help='config of the encoder\'s training '
-                           'run (architecture and input settings)')
         audio.add_argument('--device', default='cpu')
         audio.add_argument('--num-workers', type=int, default=0)
     return parser
@@ -94,7 +104,7 @@ def run_video(args):
         frames=args.frames, mode=args.mode, splits=args.splits,
         work_dir=args.work_dir, cfg_options=args.cfg_options,
         trusted=args.trust_checkpoint, skip_missing=args.skip_missing,
-        launcher=args.launcher, amp=args.amp)
+        launcher=args.launcher, amp=args.amp, cfg=args.cfg)
     run = dict(dataset=args.benchmark, encoder=args.encoder,
                frames=args.frames, mode=args.mode)
     record = summary_record(results, **run)

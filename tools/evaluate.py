@@ -9,7 +9,8 @@
 ENCODER: a training checkpoint (``work_dirs/x/epoch_48.pth``; its run's
 config gives the architecture and input settings; it is read with
 ``weights_only=True``, ``--trust-checkpoint`` to unpickle an older one you made), an exported encoder file (``<name>_video-<h8>.pth``
-or ``_audio-``), a release name (``r2plus1d_18_xdc_ig65m_kinetics``: video
+or ``_audio-``; one of a host backbone needs its training config,
+``--cfg``), a release name (``r2plus1d_18_xdc_ig65m_kinetics``: video
 only) or ``random`` (random-init encoders of ``--cfg``, seeded).
 
 Features: per file, the pooled encoder outputs averaged over ``--num-clips``

@@ -15,6 +15,11 @@ Writes, and prints the paths of:
 * ``OUT_DIR/<name>_audio-<sha256[:8]>.pth``: the audio encoder's state dict
   (``audio_encoder.`` prefix removed; the release has no audio layout).
 
+An encoder trained as a ``HostBackbone`` (mmaction2's X3D, a pytorchvideo
+hub model, ...) is written in its backbone's own layout, which loads with
+every key into the host's backbone built from the same config (see the
+project page, "Host backbones").
+
 The checkpoint is read with ``weights_only=True`` and the allow-list of
 ``xdc_plugin/engine/checkpoint.py`` (what our training checkpoints hold);
 ``--trust-checkpoint`` unpickles fully a checkpoint you made yourself that

@@ -284,13 +284,20 @@ def environment(device, given_tflops):
                 peak_source=source)
 
 
+def tiny_overrides(config):
+    """``TINY_OVERRIDES`` of the encoders that have a width (a host
+    backbone runs at the size its config sets)."""
+    model = load_config(config).model
+    return [o for o in TINY_OVERRIDES if 'width' in model[o.split('.')[1]]]
+
+
 def parse_args(argv=None):
     args = build_parser().parse_args(argv)
     if args.amp is None:
         args.amp = 'none' if args.cpu else 'bf16'
     if args.tiny:
         vars(args).update(TINY)
-        args.overrides = TINY_OVERRIDES + args.overrides
+        args.overrides = tiny_overrides(args.cfg) + args.overrides
     return args
 
 

@@ -26,12 +26,13 @@ import torch
 ATOMIC_LOCAL_BACKEND = 'xdc_atomic_local'
 
 
-# -- pytorchvideo (bench/ only) ----------------------------------------------
+# -- pytorchvideo's transforms (bench/ only) ---------------------------------
 def alias_torchvision_functional_tensor():
     """pytorchvideo 0.1.5 imports ``torchvision.transforms.functional_tensor``,
     made private (``_functional_tensor``) in torchvision 0.15 and removed in
     0.17 (facebookresearch/pytorchvideo#258, #269). Call before importing
-    pytorchvideo's transforms; the runtime never imports pytorchvideo."""
+    pytorchvideo's transforms; the runtime imports only its models
+    (``PytorchVideoHub``), which do not need it."""
     name = 'torchvision.transforms.functional_tensor'
     if name in sys.modules:
         return

@@ -5,8 +5,9 @@ It builds the model, the optimizer, every hook and, through the clustering
 hook, every clusterer; builds the train and feature-extraction datasets
 with ``lazy_init`` (their arguments are checked, no file is decoded) and
 checks each manifest as ``summarize_manifest`` does (header, rows, a sample
-of files that exist) and that the work dir can be written. Then, for the world size of the planned run
-(``--world-size``), it prints the memory per rank of a clustering round
+of files that exist) and that the work dir can be written. Then, for the
+world size of the planned run (``--world-size``), it prints the forward FLOPs of a clip (any encoder:
+``models.flops``), the memory per rank of a clustering round
 (``clustering.memory_model``: everything gathered on rank 0, and
 ``DistributedKMeans`` on shards) and the expected time of an epoch, a round
 and the run (``engine.run_cost``), every rate with its origin: measured
@@ -35,6 +36,7 @@ from xdc_plugin.engine.run_cost import (Rate, Rates, clustering_rounds,
                                         duration, merge_rates,
                                         rates_from_estimate,
                                         rates_from_gpu_check, run_times)
+from xdc_plugin.models.flops import forward_flops
 from xdc_plugin.registry import DATASETS, HOOKS, MODELS
 
 HOOK_TYPE = 'CrossModalClusteringHook'
@@ -229,6 +231,17 @@ def gather_rates(args, cfg, model, train_cfg):
     return merge_rates(*sources)
 
 
+def print_flops(model, train_cfg, echo):
+    """Forward FLOPs of one clip at the train pipeline's sizes, counted by
+    ``models.flops`` for any encoder (ours or a host backbone)."""
+    video, audio = clip_shapes(train_cfg)
+    flops = forward_flops(model, video, audio)
+    echo(f'forward FLOPs per clip ({"x".join(map(str, video))} video, '
+         f'{"x".join(map(str, audio))} log-mel): ' + ', '.join(
+             f'{name} {count / 1e9:,.3f} G' for name, count in flops.items()))
+    return flops
+
+
 def print_times(times, rates, world, echo):
     echo(f'expected time at world {world}:')
     for note in rates.notes:
@@ -296,6 +309,7 @@ def run(cfg, args, echo=print):
     echo(f'schedule: {epochs} epochs of {n:,} clips, a clustering round '
          f'every {interval} epochs ({clustering_rounds(epochs, interval)} rounds' +
          (' and a final one)' if final else ')'))
+    report['forward_flops'] = print_flops(model, train_cfg, echo)
     rates = gather_rates(args, cfg, model, train_cfg)
     times = run_times(n, world, epochs, interval, sources, rates, final)
     print_times(times, rates, world, echo)

@@ -72,9 +72,10 @@ class Encoders:
         return tuple(m for m in MODALITIES if m in self.modules)
 
     def state_dict(self, modality: str) -> Dict[str, torch.Tensor]:
-        """The encoder's weights without any fc: for the video encoder the
-        official release layout (what ``XDCBackbone`` and
-        ``xdc_video_encoder(weights=...)`` load)."""
+        """The encoder's weights without any fc, in its host's layout: for
+        our video encoder the official release layout (what ``XDCBackbone``
+        and ``xdc_video_encoder(weights=...)`` load), for a
+        ``HostBackbone`` its backbone's own (what the host loads)."""
         return {k: v for k, v in self.modules[modality].state_dict().items()
                 if k not in FC_KEYS}
 
@@ -94,15 +95,26 @@ def _release_name(encoder: str) -> Optional[str]:
     return name if name in PRETRAINED_CFGS else None
 
 
+# A key of our encoders' layouts, whose shape gives the encoder's width.
+_WIDTH_KEY = {'video': 'stem.3.weight', 'audio': 'conv1.weight'}
+
+
 def _build(cfg: Optional[dict], modality: str, state_dict=None) -> nn.Module:
     """The encoder of ``cfg`` (the model's ``<modality>_encoder``); without
     a config, ours at the width the weights have (1.0 without weights)."""
     if cfg is not None:
         return MODELS.build(cfg)
+    if state_dict and _WIDTH_KEY[modality] not in state_dict:
+        raise ValueError(
+            f'these {modality} weights are not our encoder\'s (no '
+            f'{_WIDTH_KEY[modality]}; first keys {list(state_dict)[:3]}):'
+            ' pass the config of the run that trained them (--cfg), whose '
+            f'model.{modality}_encoder builds their backbone')
     if modality == 'video':
-        width = state_dict['stem.3.weight'].shape[0] / 64 if state_dict else 1
+        width = (state_dict[_WIDTH_KEY['video']].shape[0] / 64
+                 if state_dict else 1)
         return R2Plus1D18(num_classes=0, width=width)
-    conv = state_dict['conv1.weight'] if state_dict else None
+    conv = state_dict[_WIDTH_KEY['audio']] if state_dict else None
     return AudioResNet18(width=conv.shape[0] / 64 if conv is not None else 1,
                          in_channels=conv.shape[1] if conv is not None else 1)
 
@@ -216,6 +228,8 @@ def load_encoders(encoder: str, modality: str = 'both', cfg=None,
             arch = encoder_cfg(cfg, m) if cfg else None
             if kind == 'random':
                 modules[m] = _build(arch, m)
+                if hasattr(modules[m], 'init_weights'):  # as the Runner does
+                    modules[m].init_weights()
             elif kind == 'release':  # the official architecture, always
                 modules[m] = _build(None, m)
                 load_pretrained_weights(modules[m], XDC_SCHEME + release,

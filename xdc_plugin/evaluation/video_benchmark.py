@@ -7,13 +7,22 @@ The config (``configs/benchmarks/<dataset>.yaml``) gives the model, data
 pipelines and schedule; :func:`benchmark_config` sets what changes between
 runs: the split's annotation files, the clip length, the mode, the
 encoder's weights and width. ``--cfg-options`` win over these settings.
+
+An encoder trained as a ``HostBackbone`` (mmaction2's X3D, say) replaces
+the config's ``XDCBackbone`` by the same backbone config, and its weights
+reach the recognizer through mmengine's ``load_from`` (a file in the
+recognizer's layout, ``backbone.<key>``): the one way every backbone class
+takes a 3D checkpoint as it is (TimeSformer's ``pretrained`` converts a 2D
+ViT). The classifier's input is the encoder's ``feat_dim``; the config's
+``I3DHead`` pools ``(B, C, T, H, W)`` maps, so a backbone that returns
+vectors (TimeSformer, MViT) needs ``model.cls_head.type`` set to its head.
 """
 import dataclasses
 import gc
 import os
 import os.path as osp
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +36,9 @@ from xdc_plugin.evaluation.encoders import RANDOM, load_encoders
 from xdc_plugin.evaluation.records import make_record
 from xdc_plugin.evaluation.video_splits import (SPLITS, convert_split,
                                                 find_release)
+from xdc_plugin.models.host_backbone import (HostBackbone,
+                                             backbone_arguments,
+                                             recognizer_backbone_cfg)
 from xdc_plugin.weights import XDC_SCHEME, infer_width, save_hash_named
 
 #: backbone settings of each mode: fc-only freezes the stem and layers 1-4
@@ -34,6 +46,10 @@ from xdc_plugin.weights import XDC_SCHEME, infer_width, save_hash_named
 MODES = {'finetune': dict(frozen_stages=-1, norm_eval=False),
          'fc-only': dict(frozen_stages=4, norm_eval=True)}
 BACKBONE_CHANNELS = 512  # layer4 of R(2+1)D-18 at width 1
+# fc-only with a host backbone: every backbone parameter at lr 0 here (its
+# frozen_stages, where it has them, may leave layers out), BatchNorm kept
+# by its norm_eval where it has one.
+FROZEN_BY_OPTIMIZER = 'optim_wrapper.paramwise_cfg.custom_keys'
 _LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
@@ -46,24 +62,56 @@ class SplitResult:
     error: Optional[str] = None
 
 
-def encoder_weights(encoder: str, out_dir: str, trusted: bool = False
-                    ) -> Tuple[Optional[str], Optional[float]]:
-    """``(checkpoint, width)`` for ``XDCBackbone``'s ``Pretrained``
-    init_cfg from any ENCODER (see :mod:`xdc_plugin.evaluation.encoders`):
-    ``(None, None)`` for ``random``; ``xdc://<name>`` for a release; else
-    the video encoder written in the official layout into ``out_dir``."""
-    if encoder == RANDOM:
-        return None, None
-    encoders = load_encoders(encoder, 'video', trusted=trusted)
+@dataclasses.dataclass
+class EncoderWeights:
+    """What the recognizer takes from an ENCODER: its weights file (None:
+    random init) and either the width of our ``XDCBackbone`` or, for a
+    ``HostBackbone`` encoder, the host backbone's config and its pooled
+    width (the classifier's input)."""
+    checkpoint: Optional[str] = None
+    width: Optional[float] = None
+    host_backbone: Optional[dict] = None
+    feat_dim: Optional[int] = None
+
+
+def _file_stem(encoder: str) -> str:
+    return re.sub(r'[^0-9A-Za-z_]+', '_',
+                  osp.splitext(osp.basename(encoder))[0].split('-')[0])
+
+
+def encoder_weights(encoder: str, out_dir: str, trusted: bool = False,
+                    cfg=None) -> EncoderWeights:
+    """The recognizer's backbone from any ENCODER (see
+    :mod:`xdc_plugin.evaluation.encoders`; ``cfg``: its training run's
+    config, needed for an exported ``HostBackbone`` and for ``random`` to be
+    one). Ours: ``xdc://<name>`` for a release, else the video encoder in
+    the official layout written into ``out_dir``, and its width; ``random``
+    without a host config keeps the benchmark config's backbone."""
+    if encoder == RANDOM and cfg is None:
+        return EncoderWeights()
+    encoders = load_encoders(encoder, 'video', cfg=cfg, trusted=trusted)
+    module = encoders.modules['video']
+    if isinstance(module, HostBackbone):
+        checkpoint = None
+        if encoders.kind != 'random':
+            os.makedirs(out_dir, exist_ok=True)
+            checkpoint = save_hash_named(
+                {'backbone.' + k: v for k, v in
+                 encoders.state_dict('video').items()},
+                out_dir, _file_stem(encoder))
+        return EncoderWeights(checkpoint, host_backbone=module.backbone_cfg,
+                              feat_dim=module.feat_dim)
+    if encoders.kind == 'random':
+        return EncoderWeights()
     if encoders.kind == 'release':
         name = encoder[len(XDC_SCHEME):] if encoder.startswith(
             XDC_SCHEME) else encoder
-        return XDC_SCHEME + name, 1.0
+        return EncoderWeights(XDC_SCHEME + name, 1.0)
     state_dict = encoders.state_dict('video')
-    stem = re.sub(r'[^0-9A-Za-z_]+', '_',
-                  osp.splitext(osp.basename(encoder))[0].split('-')[0])
     os.makedirs(out_dir, exist_ok=True)
-    return save_hash_named(state_dict, out_dir, stem), infer_width(state_dict)
+    return EncoderWeights(save_hash_named(state_dict, out_dir,
+                                          _file_stem(encoder)),
+                          infer_width(state_dict))
 
 
 def _pipeline_index(pipeline: Sequence[dict], kind: str) -> List[int]:
@@ -85,17 +133,35 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f'mode must be one of {sorted(MODES)}, got {mode!r}')
 
 
+def _host_backbone(weights: EncoderWeights, mode: str) -> dict:
+    """The host backbone's config with the mode's settings among those its
+    class takes (X3D's frozen stages leave its conv5 out; TimeSformer has
+    none: the optimizer freezes every backbone parameter in fc-only)."""
+    backbone = recognizer_backbone_cfg(weights.host_backbone)
+    arguments = backbone_arguments(backbone)
+    backbone.update({k: v for k, v in MODES[mode].items()
+                     if k in arguments})
+    return backbone
+
+
 def run_settings(cfg: Config, *, annotations: dict, frames: int, mode: str,
-                 checkpoint: Optional[str], width: Optional[float],
-                 work_dir: str) -> Dict[str, object]:
+                 weights: EncoderWeights, work_dir: str) -> Dict[str, object]:
     """The dotted keys :func:`benchmark_config` sets for one split run."""
     _check_mode(mode)
-    settings = {f'model.backbone.{k}': v for k, v in MODES[mode].items()}
-    settings['model.backbone.init_cfg'] = (
-        dict(type='Pretrained', checkpoint=checkpoint) if checkpoint
-        else None)
-    if width is not None:
-        settings['model.backbone.width'] = width
+    if weights.host_backbone is not None:
+        settings = {'model.backbone': dict(_host_backbone(weights, mode),
+                                           _delete_=True),
+                    'load_from': weights.checkpoint}
+        if mode == 'fc-only':
+            settings[f'{FROZEN_BY_OPTIMIZER}.backbone'] = dict(
+                lr_mult=0.0, decay_mult=0.0)
+    else:
+        settings = {f'model.backbone.{k}': v for k, v in MODES[mode].items()}
+        settings['model.backbone.init_cfg'] = (
+            dict(type='Pretrained', checkpoint=weights.checkpoint)
+            if weights.checkpoint else None)
+        if weights.width is not None:
+            settings['model.backbone.width'] = weights.width
     settings['model.cls_head.num_classes'] = annotations['num_classes']
     for loader in _LOADERS:
         part = 'train' if loader == 'train_dataloader' else 'test'
@@ -115,21 +181,28 @@ def benchmark_config(config: str, cfg_options: Sequence[str] = (), *,
                      **run_args) -> Config:
     """``config`` with ``cfg_options`` (``KEY=VALUE``, checked against the
     config), then the settings of one run (:func:`run_settings` of
-    ``run_args``) for the keys the options leave alone. The classifier's
-    input width follows the backbone's."""
+    ``run_args``) for the keys the options leave alone (a host backbone
+    replaces the config's, then takes the options' ``model.backbone``
+    keys). The classifier's input width follows the backbone's."""
     cfg = load_config(config, cfg_options)
     existing, new = parse_overrides(cfg_options)
     chosen = set(existing) | set(new)
     settings = run_settings(cfg, **run_args)
     cfg.merge_from_dict({k: v for k, v in settings.items()
                          if k not in chosen})
-    channels = scaled(BACKBONE_CHANNELS, cfg.model.backbone.width)
+    weights = run_args['weights']
+    if weights.host_backbone is not None:  # the options reach it too
+        cfg.merge_from_dict({k: v for k, v in {**existing, **new}.items()
+                             if k.startswith('model.backbone.')})
+        channels, source = weights.feat_dim, cfg.model.backbone.type
+    else:
+        channels = scaled(BACKBONE_CHANNELS, cfg.model.backbone.width)
+        source = f'a backbone of width {cfg.model.backbone.width}'
     if 'model.cls_head.in_channels' in chosen:
         if cfg.model.cls_head.in_channels != channels:
             raise ValueError(
                 f'model.cls_head.in_channels={cfg.model.cls_head.in_channels}'
-                f' but a backbone of width {cfg.model.backbone.width} gives '
-                f'{channels} channels')
+                f' but {source} gives {channels} channels')
     cfg.model.cls_head.in_channels = channels
     _as_tuples(cfg)
     for loader in _LOADERS:  # torch refuses persistent workers without any
@@ -166,12 +239,13 @@ def run_video_benchmark(dataset: str, encoder: str, data_root: str, *,
                         work_dir: Optional[str] = None,
                         cfg_options: Sequence[str] = (),
                         trusted: bool = False, skip_missing: bool = False,
-                        launcher: str = 'none',
-                        amp: bool = False) -> List[SplitResult]:
+                        launcher: str = 'none', amp: bool = False,
+                        cfg=None) -> List[SplitResult]:
     """Convert the official split files of the release under
     ``data_root`` (into ``<work_dir>/annotations``), then train and test
     each of ``splits``. A split that fails is logged with the reason and
-    reported as such; the others still run."""
+    reported as such; the others still run. ``cfg``: the encoder's training
+    config (see :func:`encoder_weights`)."""
     _check_mode(mode)
     if frames < 1:
         raise ValueError(f'frames must be positive, got {frames}')
@@ -180,8 +254,8 @@ def run_video_benchmark(dataset: str, encoder: str, data_root: str, *,
         f'{dataset}_{mode}_{frames}f_{_encoder_tag(encoder)}')
     load_config(config, cfg_options)  # a wrong key stops before any work
     layout = find_release(dataset, data_root)
-    checkpoint, width = encoder_weights(
-        encoder, osp.join(work_dir, 'encoder'), trusted=trusted)
+    weights = encoder_weights(encoder, osp.join(work_dir, 'encoder'),
+                              trusted=trusted, cfg=cfg)
     results = []
     for split in splits:
         result = SplitResult(split)
@@ -199,8 +273,7 @@ def run_video_benchmark(dataset: str, encoder: str, data_root: str, *,
             cfg = benchmark_config(
                 config, cfg_options, launcher=launcher, amp=amp,
                 annotations=annotations, frames=frames, mode=mode,
-                checkpoint=checkpoint, width=width,
-                work_dir=osp.join(work_dir, f'split_{split}'))
+                weights=weights, work_dir=osp.join(work_dir, f'split_{split}'))
             cfg.experiment_name = f'{dataset}_{mode}_split{split}'
             metrics = run_split(cfg)
             result.top1 = float(metrics['acc/top1'])
@@ -257,6 +330,6 @@ def format_table(results: Sequence[SplitResult], *, dataset: str,
     return '\n'.join(lines)
 
 
-__all__ = ['MODES', 'SplitResult', 'benchmark_config', 'encoder_weights',
-           'format_table', 'run_settings', 'run_split', 'run_video_benchmark',
-           'summary_record']
+__all__ = ['EncoderWeights', 'MODES', 'SplitResult', 'benchmark_config',
+           'encoder_weights', 'format_table', 'run_settings', 'run_split',
+           'run_video_benchmark', 'summary_record']

@@ -7,3 +7,5 @@ from xdc_plugin.models.data_preprocessor import (  # noqa: F401
 from xdc_plugin.models.xdc_model import XDCModel  # noqa: F401
 from xdc_plugin.models.backbone import XDCBackbone  # noqa: F401
 from xdc_plugin.models.xdc_scheme import register_xdc_scheme  # noqa: F401
+from xdc_plugin.models.host_backbone import HostBackbone  # noqa: F401
+from xdc_plugin.models.pytorchvideo_hub import PytorchVideoHub  # noqa: F401

@@ -60,22 +60,28 @@ def split_training_state_dict(
 ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
     """``(video, audio)`` encoder state dicts out of our XDC model's state
     dict (keys ``video_encoder.*``, ``audio_encoder.*``; ``heads.*``,
-    ``pseudo_labels`` and ``data_preprocessor.*`` are dropped). The video
-    one is in the official layout, checked strictly against
-    ``R2Plus1D18(num_classes=0, width=<inferred>)``."""
+    ``pseudo_labels`` and ``data_preprocessor.*`` are dropped), each in the
+    layout of its encoder's host: our R(2+1)D-18 in the official layout
+    (any ``fc`` dropped), checked strictly against ``R2Plus1D18(
+    num_classes=0, width=<inferred or given>)``; a ``HostBackbone``'s in
+    its backbone's own (checked when loaded into a backbone built from
+    the run's config)."""
     video = _strip_prefix(state_dict, 'video_encoder.')
     audio = _strip_prefix(state_dict, 'audio_encoder.')
     if not video:
         raise IncompatibleWeightsError(
             'No video_encoder.* keys in the checkpoint; is it an XDC '
             f'training checkpoint? First keys: {list(state_dict)[:5]}')
-    video = {k: v for k, v in video.items() if not k.startswith('fc.')}
-    if 'stem.3.weight' not in video:
+    if 'stem.3.weight' in video:  # our R2Plus1D18
+        video = {k: v for k, v in video.items() if not k.startswith('fc.')}
+        width = width if width is not None else infer_width(video)
+        check_state_dict(reference_model(width), video, allow_missing=(),
+                         source=f'video_encoder (width {width:g})')
+    elif width is not None:
         raise IncompatibleWeightsError(
-            'video_encoder is not an R2Plus1D18 (no stem.3.weight)')
-    width = width if width is not None else infer_width(video)
-    check_state_dict(reference_model(width), video, allow_missing=(),
-                     source=f'video_encoder (width {width:g})')
+            f'a width ({width:g}) was given but the video encoder is not our '
+            'R2Plus1D18 (no stem.3.weight): a HostBackbone is exported in '
+            "its backbone's layout as it is")
     return video, audio
 
 
@@ -89,9 +95,10 @@ def export_encoders(state_dict: Mapping[str, torch.Tensor], out_dir: str,
                     name: str, width: Optional[float] = None
                     ) -> Dict[str, Optional[str]]:
     """Write the encoders of a training model's state dict as hash-named
-    files: ``<name>_video-<h8>.pth`` (official layout) and
-    ``<name>_audio-<h8>.pth``. Returns ``{'video': path, 'audio': path or
-    None}`` (None: no audio encoder in the state dict)."""
+    files: ``<name>_video-<h8>.pth`` and ``<name>_audio-<h8>.pth``, each in
+    its host's layout (:func:`split_training_state_dict`). Returns
+    ``{'video': path, 'audio': path or None}`` (None: no audio encoder in
+    the state dict)."""
     video, audio = split_training_state_dict(state_dict, width=width)
     return {'video': save_hash_named(video, out_dir, f'{name}_video'),
             'audio': (save_hash_named(audio, out_dir, f'{name}_audio')

@@ -189,9 +189,9 @@ def test_files_left_out_are_reported_with_their_reason(mixed_prepared):
                     'audio_short.mp4': 'audio_short'}
     assert [osp.basename(r['path']) for r in _rows(out / 'manifest.csv')] \
         == ['good1.mp4', 'good2.mp4']
-    assert report.counts == dict(ok=2, missing=0, unreadable=2, no_video=0, no_audio=1,
-                                 truncated=1, too_short=1, audio_short=1,
-                                 silent=1)
+    assert report.counts == dict(ok=2, missing=0, unreadable=2, no_video=0,
+                                 no_audio=1, truncated=1, too_short=1,
+                                 audio_short=1, silent=1)
     table = report.table()
     assert 'silent           1  ' in table and 'total            9' in table
     # No partial copy of a left-out file stays behind.

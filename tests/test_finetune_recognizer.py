@@ -262,7 +262,7 @@ def test_amp_is_the_bf16_wrapper_of_run_net(tiny_ucf101, tmp_path):
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import DefaultScope
     run = dict(annotations=tiny_ucf101, frames=8, mode='fc-only',
-               checkpoint='weights.pth', width=0.25,
+               weights=EncoderWeights('weights.pth', 0.25),
                work_dir=str(tmp_path / 'split_1'))
     config = osp.join(CONFIGS, 'ucf101.yaml')
     assert benchmark_config(config, [], **run).optim_wrapper.get(

@@ -44,7 +44,7 @@ def test_host_backbone_recipe_runs_at_its_own_size(tmp_path):
     assert args.overrides == ['model.audio_encoder.width=0.125']
     with TOOL['single_rank_group']('gloo'):
         rows = TOOL['check_train_step'](load_config(x3d, args.overrides),
-                                        args, torch.device('cpu'), amp=False)
+                                        args, torch.device('cpu'), amp=None)
     model = MODELS.build(load_config(x3d, args.overrides).model)
     assert [r['forward_gflops_per_clip'] * 1e9 for r in rows] == [
         pytest.approx(forward_flops(model, (3, 2, 32, 32), (1, 40, f))[

@@ -14,7 +14,7 @@ from mmengine.logging import MessageHub
 import xdc_plugin  # noqa: F401
 from xdc_plugin.engine.checkpoint import UntrustedCheckpointError
 from xdc_plugin.engine.config import load_config
-from xdc_plugin.evaluation.encoders import load_encoders
+from xdc_plugin.evaluation.encoder_sources import load_encoders
 from xdc_plugin.evaluation.run_config import (InputSettings,
                                               config_from_text,
                                               input_settings)

@@ -33,6 +33,7 @@ import torch
 from mmengine.logging import print_log
 from torch import nn
 
+from xdc_plugin import MODALITIES
 from xdc_plugin.encoders import AudioResNet18, R2Plus1D18
 from xdc_plugin.engine.checkpoint import read_training_checkpoint
 from xdc_plugin.evaluation.run_config import (InputSettings, as_config_dict,
@@ -45,7 +46,6 @@ from xdc_plugin.weights import (FC_KEYS, PRETRAINED_CFGS, XDC_SCHEME,
                                 load_pretrained_weights, read_weights_file,
                                 split_training_state_dict)
 
-MODALITIES = ('video', 'audio')
 RANDOM = 'random'
 # ``tools/export_encoder.py``'s names: <name>_<modality>-<sha256 prefix>.pth
 _EXPORTED_NAME = re.compile(

@@ -10,8 +10,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from xdc_plugin.evaluation.encoder_sources import (MODALITIES, Encoders,
-                                                 load_encoders)
+from xdc_plugin import MODALITIES
+from xdc_plugin.evaluation.encoder_sources import Encoders, load_encoders
 from xdc_plugin.evaluation.eval_data import build_eval_dataset
 from xdc_plugin.evaluation.features import (DEFAULT_NUM_CLIPS, FileFeatures,
                                             extract_file_features)

@@ -37,10 +37,9 @@ import torch.nn.functional as F
 from mmengine.model import BaseModel
 from torch import nn
 
+from xdc_plugin import MODALITIES, SOURCES
 from xdc_plugin.registry import MODELS
 
-MODALITIES = ('video', 'audio')
-SOURCES = ('video', 'audio', 'joint')
 LABEL_DTYPE = torch.int32
 
 

@@ -14,7 +14,6 @@ the encoders' forward pass is not timed.
 """
 import argparse
 import itertools
-import os.path as osp
 import time
 from types import SimpleNamespace
 
@@ -23,11 +22,9 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
 import xdc_plugin.data  # noqa: F401  (registers AVClipDataset, transforms)
-from xdc_plugin.engine.config import load_config
+from xdc_plugin.engine.config import load_config, shipped_config
 from xdc_plugin.engine.extract_loader import build_extract_loader
 from xdc_plugin.registry import SCOPE
-
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def _extract_cfg(cfg):
@@ -62,8 +59,8 @@ def _timed(loader, clips):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--config', default=osp.join(
-        REPO, 'configs', 'xdc_avobjects.yaml'))
+    parser.add_argument('--config',
+                        default=shipped_config('xdc_avobjects.yaml'))
     parser.add_argument('--num-workers', type=int, nargs='+', default=[0, 2])
     parser.add_argument('--clips', type=int, default=192,
                         help='clips timed per loader and round')

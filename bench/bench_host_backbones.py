@@ -24,13 +24,13 @@ import time
 from mmengine.hooks import Hook
 
 from xdc_plugin.engine.checkpoint import SafeResumeRunner
+from xdc_plugin.engine.config import shipped_config
 from xdc_plugin.engine.dry_run import clip_shapes
 from xdc_plugin.engine.launch import build_parser, prepare_config
 from xdc_plugin.evaluation.manifest_eval import evaluate_manifest
 from xdc_plugin.evaluation.records import markdown_table
 from xdc_plugin.models.flops import forward_flops
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RECIPES = {'ours': 'xdc_demo', 'x3d': 'xdc_demo_x3d',
            'slowonly': 'xdc_demo_slowonly', 'swin': 'xdc_demo_swin',
            'pytorchvideo': 'xdc_demo_pytorchvideo',
@@ -61,7 +61,7 @@ def _encoder_name(encoder):
 def train(recipe, work_dir, overrides):
     """Train ``recipe``; its rounds, sizes, costs and last checkpoint."""
     args = build_parser().parse_args([
-        '--cfg', osp.join(REPO, 'configs', recipe + '.yaml'),
+        '--cfg', shipped_config(recipe + '.yaml'),
         '--work-dir', work_dir, *overrides])
     cfg = prepare_config(args)
     timer = EpochTimer()

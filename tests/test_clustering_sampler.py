@@ -22,7 +22,7 @@ def unbalanced_labels(seed=0):
 def at_rank(monkeypatch, rank, world_size, **kwargs):
     monkeypatch.setattr(mm_sampler, 'get_dist_info',
                         lambda: (rank, world_size))
-    return PseudoClassBalancedSampler(**kwargs)
+    return PseudoClassBalancedSampler(balance_by='video', **kwargs)
 
 
 @pytest.mark.parametrize('shuffle', [True, False])
@@ -45,8 +45,9 @@ def test_without_labels_matches_default_sampler(monkeypatch, shuffle,
 
 def test_classes_are_balanced_and_unlabelled_never_drawn():
     labels = unbalanced_labels()
-    sampler = PseudoClassBalancedSampler(list(range(len(labels))), seed=0)
-    sampler.set_pseudo_labels(labels)
+    sampler = PseudoClassBalancedSampler(list(range(len(labels))),
+                                         balance_by='video', seed=0)
+    sampler.set_pseudo_labels({'video': labels})
     assert sampler.num_classes == 4
     drawn = np.array(list(sampler))
     assert len(drawn) == len(labels) == 3100
@@ -64,8 +65,9 @@ def test_classes_are_balanced_and_unlabelled_never_drawn():
 
 def test_within_class_draws_cover_members_uniformly_over_epochs():
     labels = unbalanced_labels()
-    sampler = PseudoClassBalancedSampler(list(range(len(labels))), seed=1)
-    sampler.set_pseudo_labels(labels)
+    sampler = PseudoClassBalancedSampler(list(range(len(labels))),
+                                         balance_by='video', seed=1)
+    sampler.set_pseudo_labels({'video': labels})
     hits = np.zeros(len(labels))
     epochs = 40
     for epoch in range(epochs):
@@ -79,10 +81,12 @@ def test_within_class_draws_cover_members_uniformly_over_epochs():
 
 def test_deterministic_per_epoch_and_different_across_epochs():
     labels = unbalanced_labels()
-    a = PseudoClassBalancedSampler(list(range(len(labels))), seed=3)
-    b = PseudoClassBalancedSampler(list(range(len(labels))), seed=3)
-    a.set_pseudo_labels(labels)
-    b.set_pseudo_labels(torch.from_numpy(labels))
+    a = PseudoClassBalancedSampler(list(range(len(labels))),
+                                   balance_by='video', seed=3)
+    b = PseudoClassBalancedSampler(list(range(len(labels))),
+                                   balance_by='video', seed=3)
+    a.set_pseudo_labels({'video': labels})
+    b.set_pseudo_labels({'video': torch.from_numpy(labels)})
     a.set_epoch(2)
     b.set_epoch(2)
     assert list(a) == list(b)
@@ -99,7 +103,7 @@ def test_two_ranks_split_the_same_global_list(monkeypatch, round_up):
     for rank in range(2):
         sampler = at_rank(monkeypatch, rank, 2, dataset=dataset, seed=11,
                           round_up=round_up)
-        sampler.set_pseudo_labels(labels)
+        sampler.set_pseudo_labels({'video': labels})
         sampler.set_epoch(6)
         global_list = sampler.global_indices()
         shards.append(list(sampler))
@@ -116,38 +120,43 @@ def test_two_ranks_split_the_same_global_list(monkeypatch, round_up):
 def test_shuffle_false_groups_by_class():
     labels = unbalanced_labels()
     sampler = PseudoClassBalancedSampler(list(range(len(labels))),
-                                         shuffle=False, seed=0)
-    sampler.set_pseudo_labels(labels)
+                                         balance_by='video', shuffle=False,
+                                         seed=0)
+    sampler.set_pseudo_labels({'video': labels})
     classes = labels[list(sampler)]
     assert np.all(np.diff(classes) >= 0)
 
 
-def test_set_pseudo_labels_validation_and_reset():
+def test_set_pseudo_labels_validation():
     dataset = list(range(10))
-    sampler = PseudoClassBalancedSampler(dataset, seed=0)
-    plain = list(sampler)
+    sampler = PseudoClassBalancedSampler(dataset, balance_by='audio', seed=0)
     with pytest.raises(ValueError, match='shape'):
-        sampler.set_pseudo_labels(np.zeros(9, int))
+        sampler.set_pseudo_labels({'audio': np.zeros(9, int)})
     with pytest.raises(ValueError, match='every pseudo-label is -1'):
-        sampler.set_pseudo_labels(np.full(10, -1))
+        sampler.set_pseudo_labels({'audio': np.full(10, -1)})
     for wrong in (-2, 2**31):  # out of int32 labels' range
         with pytest.raises(ValueError, match=r'in \[-1, 2\*\*31\)'):
-            sampler.set_pseudo_labels(np.full(10, wrong))
+            sampler.set_pseudo_labels({'audio': np.full(10, wrong)})
     with pytest.raises(ValueError, match='integers'):
-        sampler.set_pseudo_labels(np.zeros(10))
-    sampler.set_pseudo_labels(np.array([0] * 9 + [1]))
+        sampler.set_pseudo_labels({'audio': np.zeros(10)})
+    # The dict the model takes: the sampler uses its own source.
+    sampler.set_pseudo_labels({'video': np.zeros(10, int),
+                               'audio': np.array([0] * 9 + [1])})
     assert sampler.pseudo_labels.dtype == np.int32
     assert np.bincount(np.array([0] * 9 + [1])[list(sampler)]).tolist() == \
         [5, 5]
-    sampler.set_pseudo_labels(None)
-    assert sampler.num_classes == 0 and list(sampler) == plain
+    with pytest.raises(ValueError, match=r"balance_by='audio'.*\['video'\]"):
+        sampler.set_pseudo_labels({'video': np.zeros(10, int)})
+    with pytest.raises(ValueError, match='balance_by must be one of'):
+        PseudoClassBalancedSampler(dataset, balance_by='vidoe')
     with pytest.raises(RuntimeError, match='needs pseudo-labels'):
-        sampler.global_indices()
+        PseudoClassBalancedSampler(dataset, balance_by='audio'
+                                   ).global_indices()
 
 
 def test_built_from_registry():
     sampler = DATA_SAMPLERS.build(
         dict(type='xdc.PseudoClassBalancedSampler', dataset=list(range(7)),
-             seed=0))
+             balance_by='joint', seed=0))
     assert isinstance(sampler, PseudoClassBalancedSampler)
     assert sorted(sampler) == list(range(7))

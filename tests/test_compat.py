@@ -40,18 +40,6 @@ def test_mmaction_models_import_and_drn_explains_itself():
         DRN()
 
 
-def test_atomic_backend_is_opt_in_through_backend_args(tmp_path):
-    from mmengine import fileio
-    args = compat.atomic_backend_args(str(tmp_path))
-    backend = fileio.get_file_backend(str(tmp_path), backend_args=args)
-    assert type(backend).__name__ == 'AtomicLocalBackend'
-    fileio.put_text('hello', str(tmp_path / 'a.txt'), backend_args=args)
-    assert (tmp_path / 'a.txt').read_text() == 'hello'
-    assert compat.atomic_backend_args('s3://bucket/run') is None
-    assert type(fileio.get_file_backend(str(tmp_path))).__name__ == \
-        'LocalBackend'
-
-
 def test_mmengine_work_dir_writes_replace_links_within_the_block(tmp_path):
     """What mmengine writes with a plain open (last_checkpoint, the config
     dump, LocalBackend puts) replaces a planted link within the block and

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 import xdc_plugin.data.dataset as dataset_module
 import xdc_plugin.data.file_check as file_check
-from xdc_plugin.data.dataset import AVClipDataset, seeded_rng
+from xdc_plugin.data.dataset import AVClipDataset
 from xdc_plugin.registry import DATASETS
 
 
@@ -179,38 +179,6 @@ def test_samples_are_seeded_by_seed_epoch_and_index(media_dir, logs):
     # Workers give each index what the main process gives it.
     loader = DataLoader(ds, batch_size=1, num_workers=2)
     assert torch.equal(list(loader)[1]['video'][0], first)
-
-
-def test_seeded_rng_seeds_numpy_and_python_too():
-    import random
-    with seeded_rng(0, 1, 2):
-        a = (torch.rand(1), np.random.rand(), random.random())
-    with seeded_rng(0, 1, 2):
-        b = (torch.rand(1), np.random.rand(), random.random())
-    with seeded_rng(0, 1, 3):
-        c = (torch.rand(1), np.random.rand(), random.random())
-    assert a == b and all(x != y for x, y in zip(a, c))
-
-
-class _DrawAfterSeeding(torch.utils.data.Dataset):
-    """numpy's and python's next draws after a seeded block."""
-
-    def __len__(self):
-        return 2
-
-    def __getitem__(self, index):
-        import random
-        with seeded_rng(0, 0, 7):
-            pass
-        return np.random.rand(), random.random()
-
-
-def test_seeded_rng_restores_states_in_the_main_process_only():
-    main = list(DataLoader(_DrawAfterSeeding(), batch_size=None))
-    assert main[0] != main[1]  # the global streams went on
-    worker = list(DataLoader(_DrawAfterSeeding(), batch_size=None,
-                             num_workers=1))
-    assert worker[0] == worker[1]  # left seeded: no one else draws there
 
 
 @pytest.fixture

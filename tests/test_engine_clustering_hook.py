@@ -164,17 +164,20 @@ def test_balanced_sampler_gets_the_labels_of_the_chosen_source(tmp_path):
     model = build_model('xdc')
     runner = _fake_runner(model, 12, tmp_path)
     sampler = PseudoClassBalancedSampler(runner.train_dataloader.dataset,
-                                         seed=0)
+                                         balance_by='audio', seed=0)
     runner.train_dataloader.sampler = sampler
-    hook = make_hook(balance_by='audio')
+    hook = make_hook()
     hook.before_train(runner)
     hook.before_train_epoch(runner)
     audio_labels = model.pseudo_labels[1].numpy()
+    np.testing.assert_array_equal(sampler.pseudo_labels, audio_labels)
     drawn = audio_labels[sampler.global_indices()]
     # Every audio cluster (none is empty) is drawn equally often.
     np.testing.assert_array_equal(np.bincount(drawn, minlength=3), [4, 4, 4])
-    with pytest.raises(ValueError, match='balance_by'):
-        make_hook(balance_by='joint').before_train(runner)
+    runner.train_dataloader.sampler = PseudoClassBalancedSampler(
+        runner.train_dataloader.dataset, balance_by='joint')
+    with pytest.raises(ValueError, match='sampler.balance_by=.joint.'):
+        make_hook().before_train(runner)
 
 
 def test_extraction_loader_is_the_train_dataset_with_its_pipeline(tmp_path):

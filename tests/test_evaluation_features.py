@@ -7,7 +7,7 @@ import torch
 import xdc_plugin  # noqa: F401
 from xdc_plugin.data.decode import DecodeError
 from xdc_plugin.encoders import XDC_MEAN, XDC_STD
-from xdc_plugin.evaluation.encoders import load_encoders
+from xdc_plugin.evaluation.encoder_sources import load_encoders
 from xdc_plugin.evaluation.features import extract_file_features
 
 

@@ -4,7 +4,8 @@ layered, read from the source with ``ast`` (nothing is imported).
 Layers, lowest first (a module may import its own layer or lower ones):
 
 0. ``atomic_write``, ``compat``: standard library and torch only;
-1. ``registry`` and the package root ``xdc_plugin``;
+1. ``registry``, ``atomic_backend`` (mmengine file I/O) and the package
+   root ``xdc_plugin``;
 2. ``encoders``, ``weights``: torch-only (see ``TORCH_ONLY``);
 3. ``models``, ``data``, ``clustering``;
 4. ``engine``, ``evaluation``, ``visualization``;
@@ -43,7 +44,7 @@ from packaging.requirements import Requirement
 REPO_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 LAYERS = (
     ('foundation', ('xdc_plugin.atomic_write', 'xdc_plugin.compat')),
-    ('registry', ('xdc_plugin.registry', )),
+    ('registry', ('xdc_plugin.registry', 'xdc_plugin.atomic_backend')),
     ('torch-only', ('xdc_plugin.encoders', 'xdc_plugin.weights')),
     ('components', ('xdc_plugin.models', 'xdc_plugin.data',
                     'xdc_plugin.clustering')),

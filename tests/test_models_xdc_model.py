@@ -1,4 +1,6 @@
 import copy
+import json
+import os.path as osp
 
 import pytest
 import torch
@@ -219,7 +221,7 @@ def test_reset_heads_changes_weights():
 
 
 def test_train_step_decreases_loss(batch):
-    model = make_model('xdc', head_dropout=0.0)
+    model = make_model('xdc')
     model.set_pseudo_labels(labels_for(model))
     optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1,
                                          momentum=0.9))
@@ -325,3 +327,108 @@ def test_int64_labels_of_older_checkpoints_load_as_int32():
     del state['pseudo_labels']
     missing = make_model('xdc').load_state_dict(state, strict=False)
     assert missing.missing_keys == ['pseudo_labels']
+
+
+# The state dicts' keys and shapes of XDCModel (width 0.125, k=3) as main
+# built them before the head became config (commit e6fb684): the default
+# head must build exactly that model, so its checkpoints load as before.
+STATE_SHAPES_BEFORE_HEAD_CONFIG = osp.join(
+    osp.dirname(osp.abspath(__file__)), 'data',
+    'xdc_model_state_shapes_e6fb684.json')
+
+
+@pytest.mark.parametrize('variant', ['mdc', 'cdc'])
+def test_default_head_builds_the_model_of_before(variant):
+    with open(STATE_SHAPES_BEFORE_HEAD_CONFIG) as f:
+        before = json.load(f)[variant]
+    model = make_model(variant)
+    assert {k: list(v.shape) for k, v in model.state_dict().items()} == \
+        before
+    # Hence a checkpoint of then loads strictly.
+    model.load_state_dict({k: torch.zeros(shape, dtype=torch.int32)
+                           if k == 'pseudo_labels' else torch.zeros(shape)
+                           for k, shape in before.items()})
+    assert all(type(head).__name__ == 'LinearHead' and
+               isinstance(head.dropout, torch.nn.Identity)
+               for head in model.heads.values())
+
+
+class BottleneckTestHead(torch.nn.Module):
+    """A head of another shape: in_dim -> hidden -> num_classes."""
+
+    def __init__(self, in_dim, num_classes, hidden=5):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(in_dim, hidden),
+                                       torch.nn.ReLU(),
+                                       torch.nn.Linear(hidden, num_classes))
+        self.resets = 0
+
+    def reset_parameters(self):
+        self.resets += 1
+        for layer in (self.net[0], self.net[2]):
+            layer.reset_parameters()
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class NoResetTestHead(torch.nn.Module):
+
+    def __init__(self, in_dim, num_classes):
+        super().__init__()
+        self.fc = torch.nn.Linear(in_dim, num_classes)
+
+
+@pytest.fixture
+def extra_heads():
+    names = [cls.__name__ for cls in (BottleneckTestHead, NoResetTestHead)]
+    for cls in (BottleneckTestHead, NoResetTestHead):
+        MODELS.register_module(module=cls, force=True)
+    yield
+    for name in names:
+        MODELS._module_dict.pop(name)
+
+
+def test_head_is_built_from_its_config(extra_heads, batch):
+    model = make_model('mdc', num_clusters=dict(video=3, audio=4),
+                       head=dict(type='BottleneckTestHead', hidden=7))
+    for modality, source in model.targets:
+        head = model.heads[model.head_name(modality, source)]
+        assert isinstance(head, BottleneckTestHead)
+        assert head.net[0].in_features == model.feat_dims[modality]
+        assert head.net[0].out_features == 7
+        assert head.net[2].out_features == model.num_clusters[source]
+    model.set_pseudo_labels(labels_for(model))
+    losses = model(**model.data_preprocessor(batch, False), mode='loss')
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.reset_heads()
+    assert all(head.resets == 1 for head in model.heads.values())
+    dropout = make_model('xdc', head=dict(type='LinearHead', dropout=0.5))
+    assert all(head.dropout.p == 0.5 for head in dropout.heads.values())
+
+
+@pytest.mark.parametrize('head, error, message', [
+    ('LinearHead', TypeError, 'model.head expects a dict with a type'),
+    (dict(dropout=0.1), TypeError, 'model.head expects a dict with a type'),
+    (dict(type='LinearHead', in_dim=8), ValueError,
+     r"model.head sets \['in_dim'\]: the model gives"),
+    (dict(type='NoResetTestHead'), TypeError,
+     'NoResetTestHead has no reset_parameters'),
+])
+def test_bad_head_config_is_a_clear_error(extra_heads, head, error,
+                                          message):
+    with pytest.raises(error, match=message):
+        make_model('xdc', head=head)
+
+
+def test_get_pseudo_labels_gives_what_set_pseudo_labels_takes():
+    model = make_model('cdc')
+    assert model.get_pseudo_labels()['joint'].shape == (0, )
+    model.set_pseudo_labels(labels_for(model))
+    labels = model.get_pseudo_labels()
+    assert list(labels) == model.cluster_sources == ['joint']
+    torch.testing.assert_close(labels['joint'],
+                               LABELS['joint'].to(torch.int32))
+    model.set_pseudo_labels(labels)
+    torch.testing.assert_close(model.get_pseudo_labels()['joint'],
+                               labels['joint'])

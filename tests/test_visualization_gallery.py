@@ -119,6 +119,33 @@ def test_media_match_the_section_and_are_shared_by_rounds(tiny_gallery):
     assert report.num_clips == len({i for _, i in used})
 
 
+class VisibleText(HTMLParser):
+    """The text a page shows (no attributes, no style)."""
+
+    def __init__(self, html):
+        super().__init__()
+        self.parts, self._style = [], False
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        self._style = tag == 'style'
+
+    def handle_data(self, data):
+        if not self._style:
+            self.parts.append(data)
+
+
+def test_the_config_shows_by_name_its_path_only_as_a_tooltip(tiny_gallery):
+    work, out, _ = tiny_gallery
+    recorded = load_round(round_path(str(work), 'final')).config
+    assert osp.isabs(recorded)
+    html = (out / 'round_final.html').read_text()
+    name = osp.basename(recorded)
+    assert f'<dd title="{recorded}">{name}</dd>' in html
+    shown = ' '.join(VisibleText(html).parts)
+    assert name in shown and osp.dirname(recorded) not in shown
+
+
 def test_a_rebuild_reuses_the_media(tiny_gallery, tmp_path):
     work, built, _ = tiny_gallery
     out = tmp_path / 'gallery'

@@ -38,18 +38,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from xdc_plugin.engine.config import load_config
+from xdc_plugin import MODALITIES
+from xdc_plugin.engine.config import load_config, shipped_config
 from xdc_plugin.evaluation.records import markdown_table
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TABLE = osp.join(REPO, 'tools', 'avobjects_table.py')
-CONFIG = osp.join(REPO, 'configs', 'xdc_avobjects_paper_input.yaml')
+CONFIG = shipped_config('xdc_avobjects_paper_input.yaml')
 DATA = osp.join(REPO, '..', 'shared', 'data', 'avobjects', 'manifest.csv')
 VARIANTS = ('random', 'sdc', 'mdc', 'cdc', 'xdc')
 COLUMNS = tuple((protocol, modality, metric)
                 for protocol, metric in (('linear', 'top1'), ('knn', 'knn@1'),
                                          ('knn', 'knn@10'))
-                for modality in ('video', 'audio'))
+                for modality in MODALITIES)
 # 20% of an H100 SXM's dense bf16 peak (989.5 TFLOP/s): a guess, not a
 # measurement (the same as configs/_base_/throughput_estimate.yaml).
 PLAN_TFLOPS = 0.2 * 989.5

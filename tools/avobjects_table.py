@@ -30,7 +30,9 @@ import time
 
 import torch
 
-from xdc_plugin.engine.config import CONFIG_ERRORS, load_config
+from xdc_plugin import MODALITIES
+from xdc_plugin.engine.config import (CONFIG_ERRORS, load_config,
+                                      shipped_config)
 from xdc_plugin.evaluation.manifest_eval import evaluate_manifest
 from xdc_plugin.evaluation.records import format_markdown, write_json
 
@@ -40,7 +42,7 @@ VARIANTS = ('random', 'sdc', 'mdc', 'cdc', 'xdc')
 COLUMNS = tuple((protocol, modality, metric)
                 for protocol, metric in (('linear', 'top1'), ('knn', 'knn@1'),
                                          ('knn', 'knn@10'))
-                for modality in ('video', 'audio'))
+                for modality in MODALITIES)
 
 
 def train(variant, cfg_path, work_dir, overrides, run_flags=()):
@@ -79,8 +81,7 @@ def parse_args(argv=None):
         description=__doc__.split('\n')[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split('\n\n', 1)[1])
-    parser.add_argument('--cfg', default=osp.join(REPO, 'configs',
-                                                  'xdc_avobjects.yaml'))
+    parser.add_argument('--cfg', default=shipped_config('xdc_avobjects.yaml'))
     parser.add_argument('--data', default=osp.join(
         REPO, '..', 'shared', 'data', 'avobjects', 'manifest.csv'))
     parser.add_argument('--label-column', default='coarse_label')

@@ -33,11 +33,9 @@ init):
 ``--json`` writes the records of ``tools/evaluate.py`` (accuracies 0-1).
 """
 import argparse
-import os.path as osp
 
 from mmengine import dist
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 VIDEO_BENCHMARKS = ('ucf101', 'hmdb51')
 AUDIO_BENCHMARKS = ('esc50', 'dcase2014')
 
@@ -73,8 +71,9 @@ def build_parser():
         video.add_argument('--splits', type=int, nargs='+',
                            default=[1, 2, 3], choices=[1, 2, 3])
         video.add_argument('--work-dir')
-        video.add_argument('--config', default=osp.join(
-            REPO, 'configs', 'benchmarks', f'{name}.yaml'))
+        video.add_argument('--config', help='the mmaction2 fine-tuning '
+                           'config (default: the shipped benchmarks/'
+                           f'{name}.yaml)')
         video.add_argument('--cfg-options', nargs='+', default=[],
                            metavar='KEY=VALUE',
                            help='config overrides, e.g. '
@@ -96,11 +95,13 @@ def build_parser():
 
 
 def run_video(args):
+    from xdc_plugin.engine.config import shipped_config
     from xdc_plugin.evaluation.video_benchmark import (format_table,
                                                        run_video_benchmark,
                                                        summary_record)
+    config = args.config or shipped_config(f'benchmarks/{args.benchmark}.yaml')
     results = run_video_benchmark(
-        args.benchmark, args.encoder, args.data_root, config=args.config,
+        args.benchmark, args.encoder, args.data_root, config=config,
         frames=args.frames, mode=args.mode, splits=args.splits,
         work_dir=args.work_dir, cfg_options=args.cfg_options,
         trusted=args.trust_checkpoint, skip_missing=args.skip_missing,

@@ -52,7 +52,8 @@ from xdc_plugin.clustering import (DistributedKMeans, FaissKMeans,
                                    TorchKMeans)
 from xdc_plugin.clustering.collectives import ProcessGroupCollectives
 from xdc_plugin.clustering.threads import rank_threads
-from xdc_plugin.engine.config import CONFIG_ERRORS, load_config
+from xdc_plugin.engine.config import (CONFIG_ERRORS, load_config,
+                                      shipped_config)
 from xdc_plugin.engine.device import cuda_versions, driver_version
 from xdc_plugin.engine.feature_extraction import extract_batch
 from xdc_plugin.engine.gpu_report import SCHEMA, format_tables
@@ -62,8 +63,7 @@ from xdc_plugin.models.flops import (forward_flops, model_flops_utilisation,
                                      peak_bf16_tflops)
 from xdc_plugin.registry import MODELS
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), 'configs', 'xdc_kinetics.yaml')
+DEFAULT_CONFIG = shipped_config('xdc_kinetics.yaml')
 GIB = 2**30
 # --tiny: the same code path at sizes a CPU runs in seconds.
 TINY = dict(batch_size=2, frames=2, crop=32, audio_frames=[20, 24],

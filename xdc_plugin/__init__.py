@@ -3,6 +3,11 @@ import importlib.util
 
 __version__ = '0.1.0'
 
+# The encoders' modalities, and the sources a clustering runs on: each
+# modality's features and their concatenation ('joint', CDC's).
+MODALITIES = ('video', 'audio')
+SOURCES = MODALITIES + ('joint', )
+
 # ``xdc_plugin.encoders`` and ``xdc_plugin.weights`` (hence ``hubconf.py``)
 # need only torch, so nothing here may import mmengine when it is absent.
 # With mmengine, importing the registry creates the ``xdc`` scope, which is

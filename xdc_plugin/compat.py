@@ -23,9 +23,6 @@ import sys
 
 import torch
 
-ATOMIC_LOCAL_BACKEND = 'xdc_atomic_local'
-
-
 # -- pytorchvideo's transforms (bench/ only) ---------------------------------
 def alias_torchvision_functional_tensor():
     """pytorchvideo 0.1.5 imports ``torchvision.transforms.functional_tensor``,
@@ -114,10 +111,11 @@ def safe_yaml_configs():
     ``_base_`` or a config dumped by someone else that holds
     ``!!python/object/apply:os.system [...]`` runs a command when loaded
     (``mmengine/fileio/handlers/yaml_handler.py``; no upstream issue
-    found). The handlers of ``.yaml``/``.yml`` load with ``SafeLoader`` here (a Python
-    tag is a ``yaml.constructor.ConstructorError``) but ``!!python/tuple``,
-    plain data that mmaction2's configs need (its ``Resize`` takes a tuple
-    scale only); the originals are back after the block.
+    found). The handlers of ``.yaml``/``.yml`` load with ``SafeLoader``
+    here (a Python tag is a ``yaml.constructor.ConstructorError``) but
+    ``!!python/tuple``, plain data that mmaction2's configs need (its
+    ``Resize`` takes a tuple scale only); the originals are back after the
+    block.
     """
     import yaml
     from mmengine.fileio.handlers import YamlHandler, file_handlers
@@ -237,34 +235,7 @@ def default_group_timeout():
     return group._get_backend(group._device_types[0]).options._timeout
 
 
-# -- atomic local writes ------------------------------------------------------
-def register_atomic_local_backend():
-    """Register, under ``ATOMIC_LOCAL_BACKEND``, an mmengine file backend
-    whose ``put``/``put_text`` write atomically (``xdc_plugin.atomic_write``).
-
-    mmengine's ``LocalBackend`` writes in place, so a run killed while
-    saving leaves a truncated checkpoint under its final name. Nothing is
-    replaced: writers opt in with ``backend_args=dict(backend=
-    ATOMIC_LOCAL_BACKEND)`` (our launcher does so for the checkpoint hook).
-    """
-    from mmengine.fileio import LocalBackend, register_backend
-    from mmengine.fileio.backends import backends
-
-    from xdc_plugin.atomic_write import write_atomically
-    if ATOMIC_LOCAL_BACKEND in backends:
-        return
-
-    class AtomicLocalBackend(LocalBackend):
-
-        def put(self, obj, filepath):
-            write_atomically(obj, filepath)
-
-        def put_text(self, obj, filepath, encoding='utf-8'):
-            write_atomically(obj.encode(encoding), filepath)
-
-    register_backend(ATOMIC_LOCAL_BACKEND, AtomicLocalBackend)
-
-
+# -- mmengine writes to the work dir -----------------------------------------
 class _ReplacingFile:
     """What ``_open_replacing`` returns for a write: the text or bytes
     written, written to the file with ``write_atomically`` on a clean
@@ -343,15 +314,6 @@ def work_dir_writes_replace_links():
                 module.open = previous
 
 
-def atomic_backend_args(path):
-    """``backend_args`` that make mmengine's file I/O atomic for ``path``,
-    or None for a remote URI (``s3://...``), left to its own backend."""
-    if '://' in os.fspath(path):
-        return None
-    register_atomic_local_backend()
-    return dict(backend=ATOMIC_LOCAL_BACKEND)
-
-
 # -- torch.load in mmengine ---------------------------------------------------
 @contextlib.contextmanager
 def torch_load_default(weights_only):
@@ -423,10 +385,9 @@ def install_missing_mmaction_drn():
 
 
 __all__ = [
-    'ATOMIC_LOCAL_BACKEND', 'alias_torchvision_functional_tensor',
+    'alias_torchvision_functional_tensor',
     'package_utils_without_pkg_resources', 'safe_yaml_configs',
     'init_dist_pytorch', 'mmengine_device', 'mmengine_logger_device_id',
-    'register_atomic_local_backend', 'atomic_backend_args',
     'work_dir_writes_replace_links',
     'torch_load_default', 'install_missing_mmaction_drn'
 ]

@@ -9,7 +9,6 @@ import sys
 import mmengine.registry
 from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
-from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import LOG_PROCESSORS as MMENGINE_LOG_PROCESSORS
 from mmengine.registry import MODELS as MMENGINE_MODELS
@@ -45,7 +44,6 @@ def _child(name, parent, location, build=build_from_cfg):
 MODELS = _child('model', MMENGINE_MODELS, 'models', build_model_from_cfg)
 DATASETS = _child('dataset', MMENGINE_DATASETS, 'data')
 TRANSFORMS = _child('transform', MMENGINE_TRANSFORMS, 'data')
-FUNCTIONS = _child('function', MMENGINE_FUNCTIONS, 'data')
 DATA_SAMPLERS = _child('data sampler', MMENGINE_DATA_SAMPLERS, 'clustering')
 HOOKS = _child('hook', MMENGINE_HOOKS, 'engine')
 # ``Bf16OptimWrapper`` (``--amp``).
@@ -59,7 +57,7 @@ CLUSTERERS = _child('clusterer', None, 'clustering')
 # ... through the parent without a warning per registry.
 for _name in ('RUNNERS', 'RUNNER_CONSTRUCTORS', 'LOOPS', 'STRATEGIES',
               'MODEL_WRAPPERS', 'WEIGHT_INITIALIZERS', 'OPTIMIZERS',
-              'OPTIM_WRAPPER_CONSTRUCTORS',
+              'OPTIM_WRAPPER_CONSTRUCTORS', 'FUNCTIONS',
               'PARAM_SCHEDULERS', 'METRICS', 'EVALUATOR', 'TASK_UTILS',
               'VISUALIZERS', 'VISBACKENDS', 'INFERENCERS'):
     _parent = getattr(mmengine.registry, _name)

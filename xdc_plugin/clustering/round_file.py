@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from mmengine import fileio
 
+from xdc_plugin import SOURCES
 from xdc_plugin.clustering.collectives import LOCAL
 from xdc_plugin.clustering.preprocess import FeaturePreprocessor
 from xdc_plugin.clustering.round_dataset import (ClipWindows, clip_arrays,
@@ -44,7 +45,6 @@ from xdc_plugin.clustering.round_dataset import (ClipWindows, clip_arrays,
                                                  dataset_meta)
 
 FORMAT_VERSION = 3
-SOURCES = ('video', 'audio', 'joint')
 _ROUND_NAME = re.compile(r'^round_(\d+|final)\.npz$')
 
 # What a file may lack, and what a viewer cannot show without it.

@@ -1,10 +1,11 @@
 """Distributed sampler that balances pseudo-classes (DeepCluster style)."""
-from typing import Iterator, Optional, Sized
+from typing import Iterator, Mapping, Optional, Sized
 
 import numpy as np
 import torch
 from mmengine.dataset import DefaultSampler
 
+from xdc_plugin import SOURCES
 from xdc_plugin.registry import DATA_SAMPLERS
 
 
@@ -14,7 +15,9 @@ class PseudoClassBalancedSampler(DefaultSampler):
     every non-empty pseudo-class equally often.
 
     Without pseudo-labels it is a plain ``DefaultSampler``. After
-    ``set_pseudo_labels(labels)`` each epoch draws ``len(dataset)`` indices:
+    ``set_pseudo_labels(labels)`` (the dict ``XDCModel.set_pseudo_labels``
+    takes; the sampler uses the clusters of its ``balance_by`` source) each
+    epoch draws ``len(dataset)`` indices:
 
     * each of the ``C`` non-empty classes gets ``len(dataset) // C`` draws,
       and a random ``len(dataset) % C`` of them one more;
@@ -35,6 +38,8 @@ class PseudoClassBalancedSampler(DefaultSampler):
 
     Args:
         dataset: the dataset (only its length is used).
+        balance_by: the clustering source (``'video'``, ``'audio'`` or
+            ``'joint'``) whose pseudo-classes are balanced.
         shuffle: shuffle the indices every epoch.
         seed: random seed, identical on every rank; ``None`` draws one and
             broadcasts rank 0's.
@@ -44,11 +49,16 @@ class PseudoClassBalancedSampler(DefaultSampler):
 
     def __init__(self,
                  dataset: Sized,
+                 balance_by: str,
                  shuffle: bool = True,
                  seed: Optional[int] = None,
                  round_up: bool = True) -> None:
         super().__init__(dataset, shuffle=shuffle, seed=seed,
                          round_up=round_up)
+        if balance_by not in SOURCES:
+            raise ValueError(f'balance_by must be one of {SOURCES}, got '
+                             f'{balance_by!r}')
+        self.balance_by = balance_by
         self._labels = None
         self._class_members = None
 
@@ -62,14 +72,15 @@ class PseudoClassBalancedSampler(DefaultSampler):
         """Number of non-empty pseudo-classes (0 without labels)."""
         return 0 if self._class_members is None else len(self._class_members)
 
-    def set_pseudo_labels(self, labels) -> None:
-        """Use ``labels`` (int, shape ``(len(dataset),)``, -1 for
-        unlabelled) from the next iteration on; ``None`` goes back to plain
-        ``DefaultSampler`` behaviour."""
-        if labels is None:
-            self._labels = None
-            self._class_members = None
-            return
+    def set_pseudo_labels(self, labels: Mapping) -> None:
+        """Balance by ``labels[balance_by]`` (int, shape
+        ``(len(dataset),)``, -1 for unlabelled) from the next iteration on.
+        ``labels``: ``{source: labels}``, as ``XDCModel`` takes them."""
+        if self.balance_by not in labels:
+            raise ValueError(
+                f'no pseudo-labels of balance_by={self.balance_by!r} among '
+                f'those given ({sorted(labels)})')
+        labels = labels[self.balance_by]
         if isinstance(labels, torch.Tensor):
             labels = labels.detach().cpu().numpy()
         labels = np.asarray(labels)

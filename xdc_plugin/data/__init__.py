@@ -3,13 +3,14 @@ registered transforms and the demo data. Importing registers the datasets
 and transforms in the ``xdc`` registries."""
 from xdc_plugin.data.augment import (AudioGain, AudioMask, VideoColorJitter,
                                      VideoRandomResizedCrop)
-from xdc_plugin.data.dataset import AVClipDataset, seeded_rng
+from xdc_plugin.data.dataset import AVClipDataset
 from xdc_plugin.data.decode import (DecodeError, VideoInfo, decode_clip,
                                     decode_clips, probe)
 from xdc_plugin.data.demo import DemoAVDataset, make_demo_dataset
 from xdc_plugin.data.file_check import CheckSettings, check_file, check_files
 from xdc_plugin.data.manifest import FileList, read_file_list
 from xdc_plugin.data.manifest_check import ManifestReport, check_manifest
+from xdc_plugin.data.seeding import seeded_rng
 from xdc_plugin.data.transforms import (AudioLogMel, DecodeAVClip,
                                         PackAVInputs, SampleClip, VideoCrop,
                                         VideoFlip, VideoResize)

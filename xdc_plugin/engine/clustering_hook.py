@@ -66,8 +66,6 @@ class CrossModalClusteringHook(Hook):
             ``pipeline``: centred clips, centre crop, no flip) replace those
             of the train dataset's config (see ``build_extract_loader``).
         interval: training epochs per clustering round.
-        balance_by: the source whose clusters the train sampler balances
-            (needs a sampler with ``set_pseudo_labels``), or None.
         save_assignments: write ``clusters/round_<r>.npz`` to the work dir
             (with one part file per rank, each written by its rank;
             ``xdc_plugin.clustering.round_file``; the cluster gallery's
@@ -97,7 +95,7 @@ class CrossModalClusteringHook(Hook):
     priority = 'ABOVE_NORMAL'
 
     def __init__(self, clusterers, extract_dataloader, interval=1,
-                 balance_by=None, save_assignments=True,
+                 save_assignments=True,
                  evaluate_after_train=True, feature_bank=False, probe=None,
                  feature_dtype='float32'):
         if interval < 1:
@@ -114,7 +112,6 @@ class CrossModalClusteringHook(Hook):
         self.clusterer_cfgs = clusterers
         self.extract_dataloader = extract_dataloader
         self.interval = interval
-        self.balance_by = balance_by
         self.save_assignments = save_assignments
         self.evaluate_after_train = evaluate_after_train
         self.feature_bank = bool(feature_bank)
@@ -140,9 +137,12 @@ class CrossModalClusteringHook(Hook):
         # clips), and the labels never change during the run.
         self._ground_truth = self._extract_loader.dataset.get_labels()
         model = unwrap(runner.model)
-        if self.balance_by and self.balance_by not in model.cluster_sources:
-            raise ValueError(f'balance_by={self.balance_by!r} is not among '
-                             f'the sources {model.cluster_sources}')
+        balance_by = getattr(runner.train_dataloader.sampler, 'balance_by',
+                             None)
+        if balance_by and balance_by not in model.cluster_sources:
+            raise ValueError(
+                f'train_dataloader.sampler.balance_by={balance_by!r} is not '
+                f'among the sources {model.cluster_sources} of the model')
         if self.feature_bank:
             self._bank = FeatureBank(model, self.feature_dtype)
         self._preemption = next((h for h in runner.hooks if isinstance(
@@ -314,13 +314,11 @@ class CrossModalClusteringHook(Hook):
             state.pop(param, None)
 
     def _update_sampler(self, runner):
+        """A sampler that balances pseudo-classes gets the new labels."""
         sampler = runner.train_dataloader.sampler
-        if self.balance_by is None or not hasattr(sampler,
-                                                  'set_pseudo_labels'):
-            return
-        model = unwrap(runner.model)
-        row = model.cluster_sources.index(self.balance_by)
-        sampler.set_pseudo_labels(model.pseudo_labels[row].cpu().numpy())
+        if hasattr(sampler, 'set_pseudo_labels'):
+            sampler.set_pseudo_labels(
+                unwrap(runner.model).get_pseudo_labels())
 
     # -- checkpoint --------------------------------------------------------
     # The labels are model state (saved with its state dict); the

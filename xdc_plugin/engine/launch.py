@@ -17,6 +17,7 @@ from mmengine import dist
 from mmengine.logging import print_log
 
 from xdc_plugin import compat
+from xdc_plugin.atomic_backend import atomic_backend_args
 from xdc_plugin.atomic_write import WriteError, remove_orphan_temporaries
 from xdc_plugin.data.manifest import ManifestError
 from xdc_plugin.engine import dry_run
@@ -127,7 +128,7 @@ def prepare_config(args):
         cfg.model_wrapper_cfg.setdefault('device_ids', [local_cuda_index()])
     checkpoint_hook = cfg.get('default_hooks', {}).get('checkpoint')
     if checkpoint_hook and 'backend_args' not in checkpoint_hook:
-        checkpoint_hook.backend_args = compat.atomic_backend_args(
+        checkpoint_hook.backend_args = atomic_backend_args(
             checkpoint_hook.get('out_dir') or cfg.work_dir)
     return cfg
 

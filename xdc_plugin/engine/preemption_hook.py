@@ -10,7 +10,7 @@ import threading
 from mmengine import dist, fileio
 from mmengine.hooks import CheckpointHook, Hook
 
-from xdc_plugin.compat import atomic_backend_args
+from xdc_plugin.atomic_backend import atomic_backend_args
 from xdc_plugin.engine.checkpoint import LAST_CHECKPOINT
 from xdc_plugin.engine.stop_request import StopRequest
 from xdc_plugin.registry import HOOKS

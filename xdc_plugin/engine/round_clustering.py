@@ -20,11 +20,10 @@ import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
 
+from xdc_plugin import SOURCES
 from xdc_plugin.clustering.distributed import gather_labels, gather_values
 from xdc_plugin.clustering.threads import rank_threads
 from xdc_plugin.registry import CLUSTERERS
-
-SOURCES = ('video', 'audio', 'joint')
 
 
 def clustering_inputs(features, sources):

@@ -2,9 +2,9 @@
 source), the log lines, the scalars and the round file."""
 from mmengine import dist
 
+from xdc_plugin.atomic_backend import atomic_backend_args
 from xdc_plugin.clustering import cluster_quality
 from xdc_plugin.clustering.round_file import round_path, save_round
-from xdc_plugin.compat import atomic_backend_args
 
 QUALITY = ('nmi', 'ari', 'purity')
 PROBES = ('linear_top1', 'knn_top1')

@@ -1,23 +1,10 @@
 """Random numbers that depend only on where training is."""
-import random
-
-import numpy as np
-import torch
 from mmengine.hooks import Hook
 
+from xdc_plugin.data.seeding import seed_generators
 from xdc_plugin.registry import HOOKS
 
 _EPOCH, _ITER = 0, 1
-
-
-def seed_everything_for(seed, rank, kind, step):
-    """Seed python, numpy and torch (CPU and every GPU) from
-    ``(seed, rank, kind, step)``."""
-    words = np.random.SeedSequence([seed, rank, kind, step]).generate_state(2)
-    derived = (int(words[0]) << 32) | int(words[1])
-    random.seed(derived)
-    np.random.seed(derived % 2**32)
-    torch.manual_seed(derived)
 
 
 @HOOKS.register_module()
@@ -36,7 +23,7 @@ class StepSeedHook(Hook):
     priority = 'VERY_HIGH'
 
     def before_train_epoch(self, runner):
-        seed_everything_for(runner.seed, runner.rank, _EPOCH, runner.epoch)
+        seed_generators(runner.seed, runner.rank, _EPOCH, runner.epoch)
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
-        seed_everything_for(runner.seed, runner.rank, _ITER, runner.iter)
+        seed_generators(runner.seed, runner.rank, _ITER, runner.iter)

@@ -35,7 +35,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from xdc_plugin.evaluation.encoders import load_encoders
+from xdc_plugin.evaluation.encoder_sources import load_encoders
 from xdc_plugin.evaluation.manifest_eval import manifest_features
 from xdc_plugin.evaluation.protocols import evaluate_features
 

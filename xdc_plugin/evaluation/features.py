@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from xdc_plugin.data.decode import DecodeError
 from xdc_plugin.encoders import XDC_MEAN, XDC_STD
-from xdc_plugin.evaluation.encoders import Encoders
+from xdc_plugin.evaluation.encoder_sources import Encoders
 
 DEFAULT_NUM_CLIPS = 10
 #: Dimensions of one clip after packing: video (3, T, H, W), audio (1, F, T').

@@ -10,8 +10,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from xdc_plugin import MODALITIES
+from xdc_plugin.evaluation.encoder_sources import Encoders, load_encoders
 from xdc_plugin.evaluation.eval_data import build_eval_dataset
-from xdc_plugin.evaluation.encoders import MODALITIES, Encoders, load_encoders
 from xdc_plugin.evaluation.features import (DEFAULT_NUM_CLIPS, FileFeatures,
                                             extract_file_features)
 from xdc_plugin.evaluation.protocols import (PROTOCOLS, evaluate_features,
@@ -65,7 +66,7 @@ def evaluate_manifest(encoder: str, label_column: str, *,
                       num_clips: int = DEFAULT_NUM_CLIPS, seed: int = 0,
                       **extract_options) -> List[dict]:
     """Result records (see ``records.py``) of ``protocols`` on the frozen
-    features of ``encoder`` (see ``encoders.py``).
+    features of ``encoder`` (see ``encoder_sources.py``).
 
     Give ``data`` (k-fold) or both ``train_manifest`` and ``test_manifest``.
     ``input_overrides`` replace input settings (e.g. ``crop_size``);

@@ -32,7 +32,7 @@ from mmengine.logging import MMLogger, print_log
 from xdc_plugin.encoders.resnet import scaled
 from xdc_plugin.engine.config import load_config, parse_overrides
 from xdc_plugin.engine.precision import optim_wrapper_config
-from xdc_plugin.evaluation.encoders import RANDOM, load_encoders
+from xdc_plugin.evaluation.encoder_sources import RANDOM, load_encoders
 from xdc_plugin.evaluation.records import make_record
 from xdc_plugin.evaluation.video_splits import (SPLITS, convert_split,
                                                 find_release)
@@ -82,7 +82,7 @@ def _file_stem(encoder: str) -> str:
 def encoder_weights(encoder: str, out_dir: str, trusted: bool = False,
                     cfg=None) -> EncoderWeights:
     """The recognizer's backbone from any ENCODER (see
-    :mod:`xdc_plugin.evaluation.encoders`; ``cfg``: its training run's
+    :mod:`xdc_plugin.evaluation.encoder_sources`; ``cfg``: its training run's
     config, needed for an exported ``HostBackbone`` and for ``random`` to be
     one). Ours: ``xdc://<name>`` for a release, else the video encoder in
     the official layout written into ``out_dir``, and its width; ``random``

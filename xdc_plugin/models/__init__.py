@@ -1,6 +1,6 @@
 from xdc_plugin.encoders import (  # noqa: F401
     XDC_MEAN, XDC_STD, AudioResNet18, R2Plus1D18)
-from xdc_plugin.models import encoders  # noqa: F401  (registers them)
+from xdc_plugin.models import torch_encoders  # noqa: F401  (registers)
 from xdc_plugin.models.heads import LinearHead  # noqa: F401
 from xdc_plugin.models.data_preprocessor import (  # noqa: F401
     AVDataPreprocessor)

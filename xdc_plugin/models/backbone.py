@@ -7,7 +7,11 @@ type='Pretrained', checkpoint='xdc://<name>')`` loads the release with our
 strict loader instead of mmengine's ``strict=False`` one (no ``xdc://``
 scheme registration needed).
 """
+from typing import List, Optional, Union
+
+import torch
 from mmengine.model import BaseModule
+from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from xdc_plugin.encoders import R2Plus1D18
@@ -35,8 +39,10 @@ class XDCBackbone(BaseModule):
             mmengine init config is handled by mmengine.
     """
 
-    def __init__(self, width=1.0, bn_momentum=0.1, bn_eps=1e-3,
-                 frozen_stages=-1, norm_eval=False, init_cfg=None):
+    def __init__(self, width: float = 1.0, bn_momentum: float = 0.1,
+                 bn_eps: float = 1e-3, frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(init_cfg=init_cfg)
         encoder = R2Plus1D18(num_classes=0, width=width, bn_eps=bn_eps,
                              bn_momentum=bn_momentum)
@@ -50,7 +56,7 @@ class XDCBackbone(BaseModule):
         self.norm_eval = norm_eval
         self._freeze_stages()
 
-    def _stages(self):
+    def _stages(self) -> List[nn.Module]:
         return [self.stem, self.layer1, self.layer2, self.layer3, self.layer4]
 
     def _freeze_stages(self):
@@ -59,7 +65,7 @@ class XDCBackbone(BaseModule):
             for param in stage.parameters():
                 param.requires_grad = False
 
-    def init_weights(self):
+    def init_weights(self) -> None:
         """mmengine initialisation, except that a ``Pretrained`` entry is
         loaded strictly by our loader (mmengine's uses ``strict=False``);
         it is applied last, as mmengine does."""
@@ -83,11 +89,11 @@ class XDCBackbone(BaseModule):
                                 allow_missing=())
         self._is_init = True
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> 'XDCBackbone':
         super().train(mode)
         self._freeze_stages()
         if mode and self.norm_eval:

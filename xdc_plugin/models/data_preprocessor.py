@@ -29,7 +29,9 @@ class AVDataPreprocessor(BaseDataPreprocessor):
     mmengine then calls ``model(**data, mode=...)``.
     """
 
-    def __init__(self, mean=XDC_MEAN, std=XDC_STD, non_blocking=False):
+    def __init__(self, mean: Sequence[float] = XDC_MEAN,
+                 std: Sequence[float] = XDC_STD,
+                 non_blocking: bool = False):
         super().__init__(non_blocking=non_blocking)
         if len(mean) != 3 or len(std) != 3:
             raise ValueError('mean and std need one value per RGB channel')
@@ -49,7 +51,7 @@ class AVDataPreprocessor(BaseDataPreprocessor):
             return torch.stack(list(value))
         return value
 
-    def forward(self, data, training=False):
+    def forward(self, data: dict, training: bool = False) -> dict:
         if not isinstance(data, dict):
             raise TypeError('AVDataPreprocessor expects the collated batch '
                             f'dict, got {type(data).__name__}')

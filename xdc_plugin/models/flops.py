@@ -8,8 +8,10 @@ of the model on the ``meta`` device, so counting at paper input sizes costs
 no memory and about a second, on any machine.
 """
 import copy
+from typing import Dict, Optional, Sequence
 
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from NVIDIA's
@@ -24,7 +26,8 @@ PEAK_BF16_TFLOPS = (
 TRAIN_FORWARDS = 3
 
 
-def forward_flops(model, video_shape, audio_shape):
+def forward_flops(model: nn.Module, video_shape: Sequence[int],
+                  audio_shape: Sequence[int]) -> Dict[str, int]:
     """FLOPs of one forward of ``model`` (encoders and heads) on one clip.
 
     Args:
@@ -53,7 +56,7 @@ def forward_flops(model, video_shape, audio_shape):
     return counts
 
 
-def peak_bf16_tflops(device_name):
+def peak_bf16_tflops(device_name: str) -> Optional[float]:
     """The dense bf16 peak (TFLOP/s) of a GPU by its name, e.g.
     ``torch.cuda.get_device_name()``; None if not in the table."""
     for name, tflops in PEAK_BF16_TFLOPS:
@@ -62,9 +65,11 @@ def peak_bf16_tflops(device_name):
     return None
 
 
-def model_flops_utilisation(forward_flops_per_clip, clips_per_s, tflops):
+def model_flops_utilisation(forward_flops_per_clip: float, clips_per_s: float,
+                            tflops: Optional[float]) -> Optional[float]:
     """Training MFU: forward+backward counted as ``TRAIN_FORWARDS``
     forwards; None without a peak."""
     if not tflops:
         return None
-    return TRAIN_FORWARDS * forward_flops_per_clip * clips_per_s / (tflops * 1e12)
+    flops_per_s = TRAIN_FORWARDS * forward_flops_per_clip * clips_per_s
+    return flops_per_s / (tflops * 1e12)

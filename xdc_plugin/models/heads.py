@@ -1,4 +1,11 @@
-"""Classification heads trained on cluster pseudo-labels."""
+"""Classification heads trained on cluster pseudo-labels.
+
+``XDCModel`` builds one per route from its ``head`` config, adding
+``in_dim`` (the encoder's ``feat_dim``) and ``num_classes`` (the source's
+k); a head maps ``(B, in_dim)`` features to ``(B, num_classes)`` logits and
+has ``reset_parameters()``.
+"""
+import torch
 from torch import nn
 
 from xdc_plugin.encoders import init_classifier
@@ -15,7 +22,7 @@ class LinearHead(nn.Module):
     confirmed by the sources we could read).
     """
 
-    def __init__(self, in_dim, num_classes, dropout=0.0):
+    def __init__(self, in_dim: int, num_classes: int, dropout: float = 0.0):
         super().__init__()
         self.in_dim = in_dim
         self.num_classes = num_classes
@@ -23,9 +30,9 @@ class LinearHead(nn.Module):
         self.fc = nn.Linear(in_dim, num_classes)
         self.reset_parameters()
 
-    def reset_parameters(self):
+    def reset_parameters(self) -> None:
         """Weights ~ N(0, 0.01), bias 0."""
         init_classifier(self.fc)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(x))

@@ -26,9 +26,11 @@ recognizers; ``xdc_plugin.evaluation`` does the same for ``random``.
 """
 import copy
 import inspect
+from typing import Optional, Sequence, Set, Tuple, Union
 
 import torch
 from mmengine.model import BaseModule
+from torch import nn
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import DefaultScope
 
@@ -44,14 +46,14 @@ FIXED_CLIP_SIZE = {
 _BACKBONE = 'backbone.'
 
 
-def _scope_and_name(type_name):
+def _scope_and_name(type_name: str) -> Tuple[str, str]:
     """``('mmaction', 'X3D')`` of ``'mmaction.X3D'``; our scope for an
     unscoped name."""
     scope, _, name = type_name.rpartition('.')
     return scope or SCOPE, name
 
 
-def build_host_backbone(cfg):
+def build_host_backbone(cfg: dict) -> nn.Module:
     """The backbone of ``cfg`` built with its registry's scope as the
     default one, so that what it builds by name inside (mmaction2's
     ``Conv2plus1d``, ``ConvAudio``, TimeSformer's attention layers) is found
@@ -65,7 +67,7 @@ def build_host_backbone(cfg):
         return MMENGINE_MODELS.build(dict(cfg))
 
 
-def host_class(cfg):
+def host_class(cfg: dict) -> type:
     """The class that ``cfg``'s type names, from its registry."""
     with DefaultScope.overwrite_default_scope(
             _scope_and_name(cfg['type'])[0]):
@@ -73,7 +75,7 @@ def host_class(cfg):
             return registry.get(cfg['type'])
 
 
-def backbone_arguments(cfg):
+def backbone_arguments(cfg: dict) -> Set[str]:
     """Names of the arguments the class of ``cfg`` takes, through the
     ``**kwargs`` that subclasses pass on (``ResNet3dSlowOnly`` to
     ``ResNet3d``)."""
@@ -89,14 +91,15 @@ def backbone_arguments(cfg):
     return names
 
 
-def recognizer_backbone_cfg(cfg):
+def recognizer_backbone_cfg(cfg: dict) -> dict:
     """``cfg`` as the backbone of a host recognizer, whose registry scope
     is not ours: its type named with its scope (``xdc.PytorchVideoHub``,
     ``mmaction.X3D``)."""
     return dict(cfg, type='.'.join(_scope_and_name(cfg['type'])))
 
 
-def pool_output(out, output='last'):
+def pool_output(out: Union[torch.Tensor, Sequence[torch.Tensor]],
+                output: str = 'last') -> torch.Tensor:
     """``(B, C)`` features of what a backbone returns: a map ``(B, C, ...)``
     averaged over every axis after C, a ``(B, C)`` vector as it is. Of a
     tuple or list, ``'last'`` takes the last item (mmaction2's multi-stage
@@ -134,8 +137,10 @@ class HostBackbone(BaseModule):
             ``prefix='backbone.'`` for an mmaction2 recognizer checkpoint).
     """
 
-    def __init__(self, backbone, input_shape=None, feat_dim=None,
-                 output='last', init_cfg=None):
+    def __init__(self, backbone: dict,
+                 input_shape: Optional[Sequence[int]] = None,
+                 feat_dim: Optional[int] = None, output: str = 'last',
+                 init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         if output not in OUTPUTS:
             raise ValueError(f'HostBackbone: output must be one of {OUTPUTS}, '
@@ -203,7 +208,7 @@ class HostBackbone(BaseModule):
                 '(Recognizer2D backbones take frames and are not '
                 'supported)') from exc
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(tuple(x.shape[1:]))
         return pool_output(self.backbone(x), self.output)
 

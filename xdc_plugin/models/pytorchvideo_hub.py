@@ -13,6 +13,9 @@ only the head missing. Wrap it in ``HostBackbone`` to train it with XDC::
 Single-pathway models whose last block is the head: ``x3d_xs/s/m/l``,
 ``slow_r50``, ``c2d_r50``, ``i3d_r50``, ``r2plus1d_r50``, ``csn_r101``.
 """
+from typing import Optional
+
+import torch
 from mmengine.model import BaseModule
 from torch import nn
 
@@ -30,7 +33,8 @@ class PytorchVideoHub(BaseModule):
             x3d.py``, ``resnet.py``, ...), e.g. ``width_factor`` of X3D.
     """
 
-    def __init__(self, model, init_cfg=None, **kwargs):
+    def __init__(self, model: str, init_cfg: Optional[dict] = None,
+                 **kwargs):
         super().__init__(init_cfg=init_cfg)
         from pytorchvideo.models import hub
         from pytorchvideo.models.net import MultiPathWayWithFuse, Net
@@ -56,7 +60,7 @@ class PytorchVideoHub(BaseModule):
         self.model = model
         self.blocks = nn.ModuleList(list(net.blocks)[:-1])
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
             x = block(x)
         return x

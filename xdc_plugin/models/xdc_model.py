@@ -1,8 +1,10 @@
 """The XDC model: two encoders, pseudo-label heads and the pseudo-labels.
 
-Variants (facts file, section 2.2), as the routing table ``ROUTES``: each
-entry is ``(encoder modality, clustering source)``, i.e. "the head on this
-encoder is trained on the clusters of that source".
+Variants (named in Fig. 1 of the paper, Alwassel et al., NeurIPS 2020,
+arXiv 1911.12667; the table in "Method" of ``projects/xdc/README.md``), as
+the routing table ``ROUTES``: each entry is ``(encoder modality, clustering
+source)``, i.e. "the head on this encoder is trained on the clusters of that
+source".
 
 ========  ==========================================  ====================
 variant   targets (encoder <- clusters)               clusterings needed
@@ -29,24 +31,81 @@ the model currently holds (int64 labels of older checkpoints too), so
 checkpoints carry the labels and a resumed run continues on the same
 targets.
 """
-from collections import OrderedDict
 from collections.abc import Mapping
+from typing import Dict, Iterator, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModel
 from torch import nn
 
+from xdc_plugin import MODALITIES, SOURCES
 from xdc_plugin.registry import MODELS
 
-MODALITIES = ('video', 'audio')
-SOURCES = ('video', 'audio', 'joint')
 LABEL_DTYPE = torch.int32
+# One source's pseudo-labels, ``(N,)`` integers (-1: unlabelled).
+Labels = Union[torch.Tensor, np.ndarray]
 
 
-def _build(cfg):
+def _build(cfg: Union[dict, nn.Module]) -> nn.Module:
     """A module, or one built from its config (in the ``xdc`` scope)."""
     return cfg if isinstance(cfg, nn.Module) else MODELS.build(cfg)
+
+
+def _clusters_per_source(num_clusters: Union[int, Mapping],
+                         sources: Sequence[str],
+                         variant: str) -> Dict[str, int]:
+    """``{source: k}`` of ``sources`` from ``model.num_clusters`` (an int
+    for every source or a dict keyed by source), checked."""
+    if isinstance(num_clusters, int) and not isinstance(num_clusters, bool):
+        num_clusters = {s: num_clusters for s in sources}
+    elif isinstance(num_clusters, Mapping):
+        missing = [s for s in sources if s not in num_clusters]
+        if missing:
+            raise ValueError(f'num_clusters has no entry for {missing} '
+                             f'(variant {variant!r} needs {list(sources)})')
+    else:
+        raise TypeError(
+            'config key model.num_clusters expects an int >= 2 or a dict '
+            f'of them keyed by source, got {type(num_clusters).__name__} '
+            f'{num_clusters!r}')
+    for source in sources:
+        k = num_clusters[source]
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise TypeError(
+                f'config key model.num_clusters.{source} expects an int '
+                f'>= 2, got {type(k).__name__} {k!r}')
+        if k < 2:
+            raise ValueError(f'config key model.num_clusters.{source} '
+                             f'must be >= 2, got {k}')
+    return {s: num_clusters[s] for s in sources}
+
+
+def _feat_dim(encoder: nn.Module, modality: str) -> int:
+    if not isinstance(getattr(encoder, 'feat_dim', None), int):
+        raise TypeError(f'the {modality} encoder ({type(encoder).__name__}) '
+                        'must expose an int `feat_dim`')
+    return encoder.feat_dim
+
+
+def _build_head(cfg: Mapping, in_dim: int, num_classes: int) -> nn.Module:
+    """The head of config ``cfg`` from ``in_dim`` features to
+    ``num_classes`` logits (both set here, from the encoder and k)."""
+    if not isinstance(cfg, Mapping) or not isinstance(cfg.get('type'), str):
+        raise TypeError('config key model.head expects a dict with a type, '
+                        f"e.g. dict(type='LinearHead', dropout=0.1), got "
+                        f'{cfg!r}')
+    given = sorted({'in_dim', 'num_classes'} & set(cfg))
+    if given:
+        raise ValueError(f'model.head sets {given}: the model gives each '
+                         "head its encoder's feat_dim and its source's k")
+    head = MODELS.build(dict(cfg, in_dim=in_dim, num_classes=num_classes))
+    if not callable(getattr(head, 'reset_parameters', None)):
+        raise TypeError(f'the head {cfg["type"]} has no reset_parameters(): '
+                        'heads are re-initialised after every clustering '
+                        'round')
+    return head
 
 
 @MODELS.register_module()
@@ -64,9 +123,13 @@ class XDCModel(BaseModel):
         num_clusters: k, an int for every clustering or a dict keyed by
             source (``'video'``, ``'audio'``, ``'joint'``); it sizes the
             heads trained on that source.
+        head: config of every pseudo-label head (one per route), built with
+            ``in_dim`` (its encoder's ``feat_dim``) and ``num_classes``
+            (its source's k); it maps ``(B, in_dim)`` to logits and has
+            ``reset_parameters()``. ``LinearHead`` by default; e.g.
+            ``dict(type='LinearHead', dropout=0.1)``.
         data_preprocessor: config (or module); ``AVDataPreprocessor`` by
             default.
-        head_dropout: dropout before each linear head.
         init_cfg: mmengine initialisation config.
     """
 
@@ -78,10 +141,13 @@ class XDCModel(BaseModel):
         'cdc': (('video', 'joint'), ('audio', 'joint')),
     }
 
-    def __init__(self, video_encoder, audio_encoder, variant='xdc',
-                 num_clusters=256,
-                 data_preprocessor=dict(type='AVDataPreprocessor'),
-                 head_dropout=0.0, init_cfg=None):
+    def __init__(self, video_encoder: Union[dict, nn.Module],
+                 audio_encoder: Union[dict, nn.Module], variant: str = 'xdc',
+                 num_clusters: Union[int, Mapping] = 256,
+                 head: Mapping = dict(type='LinearHead'),
+                 data_preprocessor: Union[dict, nn.Module] = dict(
+                     type='AVDataPreprocessor'),
+                 init_cfg: Optional[dict] = None):
         if variant not in self.ROUTES:
             raise ValueError(f'variant must be one of {sorted(self.ROUTES)}, '
                              f'got {variant!r}')
@@ -93,53 +159,16 @@ class XDCModel(BaseModel):
         self.targets = list(self.ROUTES[variant])
         needed = {source for _, source in self.targets}
         self.cluster_sources = [s for s in SOURCES if s in needed]
-
-        if isinstance(num_clusters, int) and not isinstance(num_clusters,
-                                                            bool):
-            num_clusters = {s: num_clusters for s in self.cluster_sources}
-        elif isinstance(num_clusters, Mapping):
-            num_clusters = dict(num_clusters)
-            missing = [s for s in self.cluster_sources
-                       if s not in num_clusters]
-            if missing:
-                raise ValueError(f'num_clusters has no entry for {missing} '
-                                 f'(variant {variant!r} needs '
-                                 f'{self.cluster_sources})')
-        else:
-            raise TypeError(
-                'config key model.num_clusters expects an int >= 2 or a dict '
-                f'of them keyed by source, got {type(num_clusters).__name__} '
-                f'{num_clusters!r}')
-        for source in self.cluster_sources:
-            k = num_clusters[source]
-            if isinstance(k, bool) or not isinstance(k, int):
-                raise TypeError(
-                    f'config key model.num_clusters.{source} expects an int '
-                    f'>= 2, got {type(k).__name__} {k!r}')
-            if k < 2:
-                raise ValueError(f'config key model.num_clusters.{source} '
-                                 f'must be >= 2, got {k}')
-        self.num_clusters = {s: num_clusters[s] for s in self.cluster_sources}
-
+        self.num_clusters = _clusters_per_source(
+            num_clusters, self.cluster_sources, variant)
         self.video_encoder = _build(video_encoder)
         self.audio_encoder = _build(audio_encoder)
-        feat_dims = {}
-        for modality in MODALITIES:
-            encoder = self.encoder(modality)
-            if not isinstance(getattr(encoder, 'feat_dim', None), int):
-                raise TypeError(f'the {modality} encoder '
-                                f'({type(encoder).__name__}) must expose an '
-                                'int `feat_dim`')
-            feat_dims[modality] = encoder.feat_dim
-        self.feat_dims = feat_dims
-
-        heads = OrderedDict()
-        for modality, source in self.targets:
-            heads[self.head_name(modality, source)] = _build(dict(
-                type='LinearHead', in_dim=feat_dims[modality],
-                num_classes=self.num_clusters[source], dropout=head_dropout))
-        self.heads = nn.ModuleDict(heads)
-
+        self.feat_dims = {m: _feat_dim(self.encoder(m), m)
+                          for m in MODALITIES}
+        self.heads = nn.ModuleDict(
+            (self.head_name(m, s),
+             _build_head(head, self.feat_dims[m], self.num_clusters[s]))
+            for m, s in self.targets)
         # A plain attribute, not a buffer: ``.to(device)`` leaves it in host
         # memory and DistributedDataParallel never broadcasts it (every rank
         # sets the same labels itself); the state dict methods below save
@@ -149,33 +178,33 @@ class XDCModel(BaseModel):
 
     # ------------------------------------------------------------ helpers
     @staticmethod
-    def head_name(modality, source):
+    def head_name(modality: str, source: str) -> str:
         return f'{modality}_from_{source}'
 
-    def encoder(self, modality):
+    def encoder(self, modality: str) -> nn.Module:
         if modality == 'video':
             return self.video_encoder
         if modality == 'audio':
             return self.audio_encoder
         raise KeyError(modality)
 
-    def head_parameters(self):
+    def head_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of every head (re-initialised at each re-clustering;
         the hook clears their optimizer state)."""
         return self.heads.parameters()
 
-    def reset_heads(self):
+    def reset_heads(self) -> None:
         """Re-initialise every head (after new pseudo-labels)."""
         for head in self.heads.values():
             head.reset_parameters()
 
     # ------------------------------------------------------ pseudo-labels
     @property
-    def num_labelled_samples(self):
+    def num_labelled_samples(self) -> int:
         """N, the dataset size the pseudo-labels cover (0: none set)."""
         return self.pseudo_labels.shape[1]
 
-    def set_pseudo_labels(self, labels):
+    def set_pseudo_labels(self, labels: Mapping[str, Labels]) -> None:
         """Replace the pseudo-labels.
 
         Args:
@@ -183,6 +212,8 @@ class XDCModel(BaseModel):
                 entry for each of ``cluster_sources`` and nothing else;
                 values in ``[0, num_clusters[source])`` or -1 (unlabelled).
                 N is the dataset size and may differ from the previous one.
+                (``PseudoClassBalancedSampler.set_pseudo_labels`` takes the
+                same dict.)
         """
         given = set(labels)
         if given != set(self.cluster_sources):
@@ -210,6 +241,12 @@ class XDCModel(BaseModel):
                                  {s: r.numel() for s, r in
                                   zip(self.cluster_sources, rows)}))
         self.pseudo_labels = torch.stack(rows)
+
+    def get_pseudo_labels(self) -> Dict[str, torch.Tensor]:
+        """The pseudo-labels as :meth:`set_pseudo_labels` takes them:
+        ``{source: int32 (N,)}`` for each of ``cluster_sources`` (views of
+        the buffer, in host memory)."""
+        return dict(zip(self.cluster_sources, self.pseudo_labels))
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
@@ -255,7 +292,9 @@ class XDCModel(BaseModel):
         return self.pseudo_labels[:, index].long()
 
     # ------------------------------------------------------------ forward
-    def extract_feat(self, video=None, audio=None):
+    def extract_feat(self, video: Optional[torch.Tensor] = None,
+                     audio: Optional[torch.Tensor] = None
+                     ) -> Dict[str, torch.Tensor]:
         """Pooled encoder features ``dict(video=(B, Dv), audio=(B, Da))``;
         a modality passed as None is skipped. Callers choose train/eval
         mode and grad context (the clustering hook: eval, no_grad)."""
@@ -266,13 +305,16 @@ class XDCModel(BaseModel):
             feats['audio'] = self.audio_encoder(audio)
         return feats
 
-    def head_logits(self, feats):
+    def head_logits(self, feats: Mapping[str, torch.Tensor]
+                    ) -> Dict[str, torch.Tensor]:
         """Per-head logits ``{'<modality>_from_<source>': (B, k)}``."""
         return {self.head_name(m, s): self.heads[self.head_name(m, s)](
             feats[m]) for m, s in self.targets}
 
-    def forward(self, video, audio, index=None, label=None, mode='tensor',
-                **kwargs):
+    def forward(self, video: torch.Tensor, audio: torch.Tensor,
+                index: Optional[torch.Tensor] = None,
+                label: Optional[torch.Tensor] = None, mode: str = 'tensor',
+                **kwargs) -> Union[Dict[str, torch.Tensor], List[dict]]:
         """mmengine entry point.
 
         Args:
@@ -298,7 +340,8 @@ class XDCModel(BaseModel):
         raise ValueError(f"mode must be 'tensor', 'loss' or 'predict', got "
                          f'{mode!r}')
 
-    def loss(self, video, audio, index):
+    def loss(self, video: torch.Tensor, audio: torch.Tensor,
+             index: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
         if index is None:
             raise RuntimeError("mode='loss' needs the dataset `index` of "
                                'each sample to look up its pseudo-labels')
@@ -325,7 +368,9 @@ class XDCModel(BaseModel):
                                       num_valid.clamp(min=1).float())
         return out
 
-    def predict(self, video, audio, index=None, label=None):
+    def predict(self, video: torch.Tensor, audio: torch.Tensor,
+                index: Optional[torch.Tensor] = None,
+                label: Optional[torch.Tensor] = None) -> List[dict]:
         logits = self.head_logits(self.extract_feat(video, audio))
         batch = next(iter(logits.values())).shape[0]
         samples = []

@@ -7,6 +7,9 @@ module other than ``XDCBackbone``). ``XDCBackbone``'s ``init_cfg=dict(
 type='Pretrained', checkpoint='xdc://<name>')`` does not need it: the
 backbone loads through :mod:`xdc_plugin.weights` itself.
 """
+from typing import Dict, Optional
+
+import torch
 from mmengine.runner import CheckpointLoader
 
 from xdc_plugin.weights import (XDC_SCHEME, check_state_dict,
@@ -14,7 +17,8 @@ from xdc_plugin.weights import (XDC_SCHEME, check_state_dict,
                                 resolve_weights)
 
 
-def load_from_xdc(filename, map_location=None, logger=None):
+def load_from_xdc(filename: str, map_location: Optional[str] = None,
+                  logger=None) -> Dict[str, torch.Tensor]:
     """The released file of ``xdc://<name>`` (cached download,
     hash-checked, ``weights_only=True``), checked key by key against the
     official layout."""
@@ -26,7 +30,7 @@ def load_from_xdc(filename, map_location=None, logger=None):
     return state_dict
 
 
-def register_xdc_scheme():
+def register_xdc_scheme() -> None:
     """Make mmengine's checkpoint loaders resolve ``xdc://<name>``."""
     CheckpointLoader.register_scheme(prefixes=XDC_SCHEME,
                                      loader=load_from_xdc, force=True)

@@ -166,8 +166,11 @@ def _run_summary(work_dir, round_):
         labels = f'{len(round_.classes or [])} classes (evaluation only)'
     else:
         labels = 'no labels'
+    # The config by its file name (the page is shared; the full path, as
+    # recorded, is its tooltip), as the work dir is by its name.
     return dict(name=osp.basename(osp.abspath(work_dir)),
                 work_dir=osp.abspath(work_dir), config=round_.config,
+                config_name=round_.config and osp.basename(round_.config),
                 variant=round_.variant, k=ks,
                 num_clips=round_.num_clips, labels=labels)
 

@@ -18,8 +18,10 @@
   ``trusted=True`` (``--trust-checkpoint``) allows a full unpickle of a
   checkpoint you made yourself.
 
-:func:`load_encoders` returns an :class:`Encoders`: eval-mode modules, their
-official-layout state dicts and the :class:`InputSettings` to feed them.
+Each kind is an :class:`EncoderSource` (``matches`` + ``load``) in
+``ENCODER_SOURCES``; :func:`load_encoders` asks them in turn and returns an
+:class:`Encoders`: eval-mode modules, their official-layout state dicts and
+the :class:`InputSettings` to feed them.
 """
 import dataclasses
 import logging
@@ -33,6 +35,7 @@ import torch
 from mmengine.logging import print_log
 from torch import nn
 
+from xdc_plugin import MODALITIES
 from xdc_plugin.encoders import AudioResNet18, R2Plus1D18
 from xdc_plugin.engine.checkpoint import read_training_checkpoint
 from xdc_plugin.evaluation.run_config import (InputSettings, as_config_dict,
@@ -45,7 +48,6 @@ from xdc_plugin.weights import (FC_KEYS, PRETRAINED_CFGS, XDC_SCHEME,
                                 load_pretrained_weights, read_weights_file,
                                 split_training_state_dict)
 
-MODALITIES = ('video', 'audio')
 RANDOM = 'random'
 # ``tools/export_encoder.py``'s names: <name>_<modality>-<sha256 prefix>.pth
 _EXPORTED_NAME = re.compile(
@@ -58,9 +60,10 @@ class Encoders:
 
     ``modules`` maps each loaded modality to its module, which maps a batch
     of clips (``(B, 3, T, H, W)`` normalised video, ``(B, 1, n_mels, frames)``
-    log-mel) to pooled ``(B, feat_dim)`` features. ``kind`` is ``'random'``,
-    ``'release'``, ``'exported'`` or ``'checkpoint'``; ``name`` the ENCODER
-    string as given (it goes into every result record).
+    log-mel) to pooled ``(B, feat_dim)`` features. ``kind`` is the ``name``
+    of the source that loaded them (``'random'``, ``'release'``,
+    ``'exported'`` or ``'checkpoint'``); ``name`` the ENCODER string as
+    given (it goes into every result record).
     """
     modules: Dict[str, nn.Module]
     settings: InputSettings
@@ -152,21 +155,141 @@ def _exported_files(path: str) -> Dict[str, str]:
     return files
 
 
-def _missing_modality(encoder: str, kind: str, modality: str):
-    hint = {'release': ' The official release ships only video encoders; '
-                       'use --modality video.',
-            'exported': ' tools/export_encoder.py writes it beside the video '
-                        'file as <name>_audio-<hash>.pth.'}.get(kind, '')
-    return ValueError(f'{encoder!r} ({kind}) has no {modality} encoder.'
-                      + hint)
-
-
 def _load_weights(modality, state_dict, cfg, source):
     module = _build(cfg, modality, state_dict)
     load_official_state_dict(module, state_dict,
                              allow_missing=FC_KEYS if modality == 'video'
                              else (), source=f'{source} ({modality})')
     return module
+
+
+class EncoderSource:
+    """One kind of ENCODER string: :meth:`matches` says whether a string
+    is of this kind, :meth:`load` builds its encoders. ``name`` is the
+    ``Encoders.kind`` it gives; ``missing_hint`` completes the error for a
+    modality it does not have."""
+
+    name = ''
+    missing_hint = ''
+
+    def matches(self, encoder: str) -> bool:
+        raise NotImplementedError
+
+    def load(self, encoder: str, wanted: Tuple[str, ...],
+             cfg: Optional[dict], trusted: bool, offline: Optional[bool]
+             ) -> Tuple[Dict[str, nn.Module], Optional[dict]]:
+        """``({modality: module}, cfg)`` for the ``wanted`` modalities,
+        ``cfg`` the config given or, for a checkpoint without one, its
+        run's. Called with torch's generator seeded."""
+        raise NotImplementedError
+
+    def missing(self, encoder: str, modality: str) -> ValueError:
+        return ValueError(f'{encoder!r} ({self.name}) has no {modality} '
+                          f'encoder.{self.missing_hint}')
+
+    def from_weights(self, encoder: str,
+                     weights: Dict[str, Dict[str, torch.Tensor]],
+                     wanted: Tuple[str, ...], cfg: Optional[dict]
+                     ) -> Dict[str, nn.Module]:
+        """The ``wanted`` modules built and loaded from ``{modality: state
+        dict}``; a modality without weights is an error."""
+        for m in wanted:
+            if m not in weights:
+                raise self.missing(encoder, m)
+        return {m: _load_weights(m, weights[m],
+                                 encoder_cfg(cfg, m) if cfg else None,
+                                 encoder) for m in wanted}
+
+
+class RandomSource(EncoderSource):
+    """``random``: the config's encoders (the official widths without
+    one), initialised as the Runner initialises them."""
+
+    name = RANDOM
+
+    def matches(self, encoder):
+        return encoder == RANDOM
+
+    def load(self, encoder, wanted, cfg, trusted, offline):
+        modules = {}
+        for m in wanted:
+            modules[m] = _build(encoder_cfg(cfg, m) if cfg else None, m)
+            if hasattr(modules[m], 'init_weights'):  # as the Runner does
+                modules[m].init_weights()
+        return modules, cfg
+
+
+class ReleaseSource(EncoderSource):
+    """A release name, or ``xdc://<name>``: the official architecture,
+    whatever the config's, with the released weights."""
+
+    name = 'release'
+    missing_hint = (' The official release ships only video encoders; use '
+                    '--modality video.')
+
+    def matches(self, encoder):
+        return _release_name(encoder) is not None
+
+    def load(self, encoder, wanted, cfg, trusted, offline):
+        if 'audio' in wanted:
+            raise self.missing(encoder, 'audio')
+        module = _build(None, 'video')
+        load_pretrained_weights(module, XDC_SCHEME + _release_name(encoder),
+                                offline=offline)
+        return {'video': module}, cfg
+
+
+class ExportedSource(EncoderSource):
+    """A file of weights only (``tools/export_encoder.py``'s pair, or the
+    official video layout)."""
+
+    name = 'exported'
+    missing_hint = (' tools/export_encoder.py writes it beside the video '
+                    'file as <name>_audio-<hash>.pth.')
+
+    def matches(self, encoder):
+        return osp.isfile(encoder) and _is_flat_weights(encoder)
+
+    def load(self, encoder, wanted, cfg, trusted, offline):
+        files = _exported_files(encoder)
+        weights = {m: read_weights_file(files[m]) for m in wanted
+                   if m in files}
+        return self.from_weights(encoder, weights, wanted, cfg), cfg
+
+
+class CheckpointSource(EncoderSource):
+    """Any other file: a training checkpoint, read safely unless
+    ``trusted``; without ``cfg`` its run's config gives the architecture."""
+
+    name = 'checkpoint'
+
+    def matches(self, encoder):
+        return osp.isfile(encoder)
+
+    def load(self, encoder, wanted, cfg, trusted, offline):
+        checkpoint = read_training_checkpoint(encoder, trusted=trusted)
+        if cfg is None:
+            cfg = run_config(encoder, checkpoint.get('meta')) or None
+        weights = dict(zip(MODALITIES, split_training_state_dict(
+            checkpoint['state_dict'])))
+        weights = {m: sd for m, sd in weights.items() if sd}
+        return self.from_weights(encoder, weights, wanted, cfg), cfg
+
+
+# Asked in this order; the first that matches loads (a checkpoint is any
+# file that is not weights only).
+ENCODER_SOURCES = (RandomSource(), ReleaseSource(), ExportedSource(),
+                   CheckpointSource())
+
+
+def encoder_source(encoder: str) -> EncoderSource:
+    """The source that loads ``encoder``; a clear error for none."""
+    for source in ENCODER_SOURCES:
+        if source.matches(encoder):
+            return source
+    raise FileNotFoundError(
+        f'ENCODER {encoder!r} is not a file, a release name '
+        f'({", ".join(sorted(PRETRAINED_CFGS))}) or {RANDOM!r}.')
 
 
 def load_encoders(encoder: str, modality: str = 'both', cfg=None,
@@ -186,62 +309,22 @@ def load_encoders(encoder: str, modality: str = 'both', cfg=None,
     wanted = _check_modality(modality)
     encoder = str(encoder)
     cfg = as_config_dict(cfg) if cfg is not None else None
-    release = _release_name(encoder)
-    weights: Dict[str, Dict[str, torch.Tensor]] = {}
-    if encoder == RANDOM:
-        kind = 'random'
-    elif release is not None:
-        kind = 'release'
-        if 'audio' in wanted:
-            raise _missing_modality(encoder, kind, 'audio')
-    elif not osp.isfile(encoder):
-        raise FileNotFoundError(
-            f'ENCODER {encoder!r} is not a file, a release name '
-            f'({", ".join(sorted(PRETRAINED_CFGS))}) or {RANDOM!r}.')
-    elif _is_flat_weights(encoder):
-        kind = 'exported'
-        files = _exported_files(encoder)
-        weights = {m: read_weights_file(files[m]) for m in wanted
-                   if m in files}
-    else:
-        kind = 'checkpoint'
-        checkpoint = read_training_checkpoint(encoder, trusted=trusted)
-        if cfg is None:
-            cfg = run_config(encoder, checkpoint.get('meta')) or None
-        video, audio = split_training_state_dict(checkpoint['state_dict'])
-        weights = {m: sd for m, sd in (('video', video), ('audio', audio))
-                   if m in wanted and sd}
-    if kind in ('exported', 'checkpoint'):
-        for m in wanted:
-            if m not in weights:
-                raise _missing_modality(encoder, kind, m)
-    if cfg is None and kind != 'random':
+    source = encoder_source(encoder)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        modules, cfg = source.load(encoder, wanted, cfg, trusted, offline)
+    if cfg is None and source.name != RANDOM:
         print_log(f'{encoder}: no config, so the default input settings '
                   f'{InputSettings()} are used; pass the training config '
                   '(--cfg) if it used others.', logger='current',
                   level=logging.WARNING)
-
-    modules = {}
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        for m in wanted:
-            arch = encoder_cfg(cfg, m) if cfg else None
-            if kind == 'random':
-                modules[m] = _build(arch, m)
-                if hasattr(modules[m], 'init_weights'):  # as the Runner does
-                    modules[m].init_weights()
-            elif kind == 'release':  # the official architecture, always
-                modules[m] = _build(None, m)
-                load_pretrained_weights(modules[m], XDC_SCHEME + release,
-                                        offline=offline)
-            else:
-                modules[m] = _load_weights(m, weights[m], arch, encoder)
     for module in modules.values():
         module.eval().requires_grad_(False)
     settings = input_settings(cfg) if cfg else InputSettings()
     return Encoders(modules=modules, settings=settings, name=encoder,
-                    kind=kind)
+                    kind=source.name)
 
 
-__all__ = ['Encoders', 'IncompatibleWeightsError', 'InputSettings',
-           'load_encoders', 'RANDOM']
+__all__ = ['Encoders', 'EncoderSource', 'ENCODER_SOURCES', 'encoder_source',
+           'IncompatibleWeightsError', 'InputSettings', 'load_encoders',
+           'RANDOM']

@@ -14,7 +14,12 @@ from mmengine.logging import MessageHub
 import xdc_plugin  # noqa: F401
 from xdc_plugin.engine.checkpoint import UntrustedCheckpointError
 from xdc_plugin.engine.config import load_config
-from xdc_plugin.evaluation.encoders import load_encoders
+from xdc_plugin.evaluation.encoder_sources import (CheckpointSource,
+                                                   ExportedSource,
+                                                   RandomSource,
+                                                   ReleaseSource,
+                                                   encoder_source,
+                                                   load_encoders)
 from xdc_plugin.evaluation.run_config import (InputSettings,
                                               config_from_text,
                                               input_settings)
@@ -218,3 +223,28 @@ def test_host_backbone_encoders_from_every_source(tmp_path):
                                   model.audio_encoder(AUDIO_IN))
     with pytest.raises(ValueError, match=r'not our encoder.*--cfg'):
         load_encoders(paths['video'], 'video')
+
+
+def test_each_encoder_string_is_dispatched_to_one_source(
+        fake_release, trained_model, tmp_path):
+    paths = W.export_encoders(trained_model.state_dict(),
+                              str(tmp_path / 'out'), 'xdc_epoch_4')
+    checkpoint = _checkpoint(tmp_path / 'epoch_4.pth', trained_model, {})
+    official = tmp_path / 'official.pth'  # a video file not named by export
+    torch.save(fake_release, official)
+    expected = {'random': RandomSource, 'fake_xdc': ReleaseSource,
+                'xdc://fake_xdc': ReleaseSource,
+                paths['video']: ExportedSource,
+                paths['audio']: ExportedSource,
+                str(official): ExportedSource,
+                checkpoint: CheckpointSource}
+    for encoder, kind in expected.items():
+        assert type(encoder_source(encoder)) is kind, encoder
+    assert load_encoders(str(official), 'video').kind == 'exported'
+    # Neither a file, a release nor random: one error naming the choices.
+    for unknown in ('Random', 'xdc://no_such_release', str(tmp_path),
+                    str(tmp_path / 'missing.pth')):
+        with pytest.raises(FileNotFoundError,
+                           match=r"not a file, a release name \(.*fake_xdc"
+                                 r".*\) or 'random'"):
+            encoder_source(unknown)

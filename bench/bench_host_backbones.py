@@ -23,9 +23,9 @@ import time
 
 from mmengine.hooks import Hook
 
-from xdc_plugin.engine.checkpoint import SafeResumeRunner
-from xdc_plugin.engine.dry_run import clip_shapes
-from xdc_plugin.engine.launch import build_parser, prepare_config
+from xdc_plugin.engine.launch.dry_run import clip_shapes
+from xdc_plugin.engine.launch.launch import build_parser, prepare_config
+from xdc_plugin.engine.runner.checkpoint import SafeResumeRunner
 from xdc_plugin.evaluation.manifest_eval import evaluate_manifest
 from xdc_plugin.evaluation.records import markdown_table
 from xdc_plugin.models.flops import forward_flops

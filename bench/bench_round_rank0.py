@@ -60,7 +60,7 @@ STEPS = ('round file', 'probe sample', 'probe jobs')
 
 
 def ig65m_extract_pipeline():
-    from xdc_plugin.engine.config import load_config, shipped_config
+    from xdc_plugin.engine.runner.config import load_config, shipped_config
     cfg = load_config(shipped_config('xdc_ig65m.yaml'))
     return cfg.custom_hooks[0].extract_dataloader.dataset.pipeline
 
@@ -140,8 +140,8 @@ def _worker(rank, world, opts, init_file, out_dir):
 
     from xdc_plugin.clustering.collectives import ProcessGroupCollectives
     from xdc_plugin.clustering.round_file import round_path, save_round
-    from xdc_plugin.engine.feature_shard import FeatureShard
-    from xdc_plugin.engine.round_probe_sample import probe_shard
+    from xdc_plugin.engine.round.feature_shard import FeatureShard
+    from xdc_plugin.engine.round.round_probe_sample import probe_shard
     from xdc_plugin.evaluation.round_probe import probe_round
     torch.set_num_threads(1)
     torch_dist.init_process_group('gloo', init_method=f'file://{init_file}',

@@ -16,7 +16,7 @@ from tiny_video_releases import SMALL_RUN, make_release
 
 import xdc_plugin.weights as P
 from xdc_plugin.encoders import AudioResNet18, R2Plus1D18
-from xdc_plugin.engine.config import load_config
+from xdc_plugin.engine.runner.config import load_config
 from xdc_plugin.evaluation.encoders import load_encoders
 from xdc_plugin.evaluation.video_benchmark import (EncoderWeights,
                                                    encoder_weights,

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from xdc_plugin.clustering import ClusterResult, cluster_quality
-from xdc_plugin.engine.round_report import (format_history, format_round,
-                                            round_records, round_scalars)
+from xdc_plugin.engine.round.round_report import (format_history, format_round,
+                                                  round_records, round_scalars)
 
 
 def result(labels):

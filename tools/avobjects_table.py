@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from xdc_plugin.engine.config import CONFIG_ERRORS, load_config
+from xdc_plugin.engine.runner.config import CONFIG_ERRORS, load_config
 from xdc_plugin.evaluation.manifest_eval import evaluate_manifest
 from xdc_plugin.evaluation.records import format_markdown, write_json
 

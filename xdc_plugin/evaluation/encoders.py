@@ -34,7 +34,7 @@ from mmengine.logging import print_log
 from torch import nn
 
 from xdc_plugin.encoders import AudioResNet18, R2Plus1D18
-from xdc_plugin.engine.checkpoint import read_training_checkpoint
+from xdc_plugin.engine.runner.checkpoint import read_training_checkpoint
 from xdc_plugin.evaluation.run_config import (InputSettings, as_config_dict,
                                               encoder_cfg, input_settings,
                                               run_config)

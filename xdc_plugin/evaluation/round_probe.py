@@ -10,7 +10,7 @@ and a warning: the probe never stops training.
 
 The work is a list of independent jobs, one per (protocol, modality,
 fold) (``probe_jobs``), so that several ranks can share it
-(``engine.round_probe_sample``); each scalar is the mean of its jobs'
+(``engine.round.round_probe_sample``); each scalar is the mean of its jobs'
 scores, in job order, whoever ran them.
 """
 import functools

@@ -30,8 +30,8 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger, print_log
 
 from xdc_plugin.encoders.resnet import scaled
-from xdc_plugin.engine.config import load_config, parse_overrides
-from xdc_plugin.engine.precision import optim_wrapper_config
+from xdc_plugin.engine.runner.config import load_config, parse_overrides
+from xdc_plugin.engine.runner.precision import optim_wrapper_config
 from xdc_plugin.evaluation.encoders import RANDOM, load_encoders
 from xdc_plugin.evaluation.records import make_record
 from xdc_plugin.evaluation.video_splits import (SPLITS, convert_split,

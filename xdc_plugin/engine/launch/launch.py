@@ -19,23 +19,25 @@ from mmengine.logging import print_log
 from xdc_plugin import compat
 from xdc_plugin.atomic_write import WriteError, remove_orphan_temporaries
 from xdc_plugin.data.manifest import ManifestError
-from xdc_plugin.engine import dry_run
-from xdc_plugin.engine.checkpoint import (SafeResumeRunner,
-                                          UntrustedCheckpointError,
-                                          checkpoint_problem,
-                                          find_resume_checkpoint,
-                                          refuse_untrusted)
-from xdc_plugin.engine.config import (CONFIG_ERRORS, ConfigTypeError,
-                                      check_dataloaders,
-                                      load_config, shipped_config)
-from xdc_plugin.engine.device import (DEVICE_CHOICES, DeviceError,
-                                      local_cuda_index, planned_device,
-                                      resolve_device)
-from xdc_plugin.engine.lock import WorkDirBusyError, WorkDirError, WorkDirLock
-from xdc_plugin.engine.precision import (AMP_CHOICES, PrecisionError,
-                                         check_amp, optim_wrapper_config)
-from xdc_plugin.engine.resumed_schedule_hook import ScheduleMismatchError
-from xdc_plugin.engine.round_clustering import TooFewClipsError
+from xdc_plugin.engine.hooks.resumed_schedule_hook import ScheduleMismatchError
+from xdc_plugin.engine.launch import dry_run
+from xdc_plugin.engine.round.round_clustering import TooFewClipsError
+from xdc_plugin.engine.runner.checkpoint import (SafeResumeRunner,
+                                                 UntrustedCheckpointError,
+                                                 checkpoint_problem,
+                                                 find_resume_checkpoint,
+                                                 refuse_untrusted)
+from xdc_plugin.engine.runner.config import (CONFIG_ERRORS, ConfigTypeError,
+                                             check_dataloaders, load_config,
+                                             shipped_config)
+from xdc_plugin.engine.runner.device import (DEVICE_CHOICES, DeviceError,
+                                             local_cuda_index, planned_device,
+                                             resolve_device)
+from xdc_plugin.engine.runner.lock import (WorkDirBusyError, WorkDirError,
+                                           WorkDirLock)
+from xdc_plugin.engine.runner.precision import (AMP_CHOICES, PrecisionError,
+                                                check_amp,
+                                                optim_wrapper_config)
 
 DEFAULT_CONFIG = shipped_config('xdc_demo.yaml')
 
@@ -146,7 +148,7 @@ def init_distributed(cfg):
         # srun's tasks: torch.distributed's variables from SLURM's, then the
         # pytorch path (mmengine's slurm launcher selects the CUDA device
         # by SLURM_LOCALID, wrong with one visible device per task).
-        from xdc_plugin.engine.slurm import slurm_task_env
+        from xdc_plugin.engine.launch.slurm import slurm_task_env
         os.environ.update(slurm_task_env())
     if cfg.launcher in ('pytorch', 'slurm'):
         compat.init_dist_pytorch(

@@ -20,7 +20,8 @@ of a bank epoch extracts at the next round).
 """
 import torch
 
-from xdc_plugin.engine.feature_shard import FeatureShard, first_occurrences
+from xdc_plugin.engine.round.feature_shard import (FeatureShard,
+                                                   first_occurrences)
 
 
 class FeatureBank:

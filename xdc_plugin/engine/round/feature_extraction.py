@@ -11,7 +11,7 @@ from mmengine import dist
 from mmengine.model import is_model_wrapper
 from torch.utils.data import DataLoader
 
-from xdc_plugin.engine.feature_shard import FeatureShard
+from xdc_plugin.engine.round.feature_shard import FeatureShard
 
 
 def unwrap(model):

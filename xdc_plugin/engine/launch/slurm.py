@@ -21,7 +21,7 @@ import submitit
 import torch
 from submitit.slurm.slurm import SlurmJobEnvironment
 
-from xdc_plugin.engine import launch
+from xdc_plugin.engine.launch import launch
 
 # Rendezvous ports for jobs that share a node: one per job id in this range.
 PORT_BASE, PORT_SPAN = 20000, 10000

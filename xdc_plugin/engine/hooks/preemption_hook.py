@@ -11,8 +11,8 @@ from mmengine import dist, fileio
 from mmengine.hooks import CheckpointHook, Hook
 
 from xdc_plugin.compat import atomic_backend_args
-from xdc_plugin.engine.checkpoint import LAST_CHECKPOINT
-from xdc_plugin.engine.stop_request import StopRequest
+from xdc_plugin.engine.runner.checkpoint import LAST_CHECKPOINT
+from xdc_plugin.engine.runner.stop_request import StopRequest
 from xdc_plugin.registry import HOOKS
 
 _NAME = re.compile(r'iter_(\d+)\.pth$')

@@ -28,21 +28,21 @@ from mmengine import dist
 from mmengine.hooks import Hook
 
 from xdc_plugin.clustering.collectives import default_collectives
-from xdc_plugin.engine.dataset_agreement import check_ranks_agree
-from xdc_plugin.engine.extract_loader import build_extract_loader
-from xdc_plugin.engine.feature_bank import FeatureBank
-from xdc_plugin.engine.feature_extraction import (extract_shard,
-                                                  subset_loader, unwrap)
-from xdc_plugin.engine.feature_shard import FeatureShard, claim_rows
-from xdc_plugin.engine.mid_epoch_resume_hook import BATCHES_DONE
-from xdc_plugin.engine.precision import autocast_dtype
-from xdc_plugin.engine.preemption_hook import PreemptionCheckpointHook
-from xdc_plugin.engine.round_clustering import (check_cluster_counts,
-                                                cluster_shard)
-from xdc_plugin.engine.round_probe_sample import probe_shard
-from xdc_plugin.engine.round_report import (format_history, format_round,
-                                            publish_round, round_records)
-from xdc_plugin.engine.stop_request import StopRequested
+from xdc_plugin.engine.hooks.mid_epoch_resume_hook import BATCHES_DONE
+from xdc_plugin.engine.hooks.preemption_hook import PreemptionCheckpointHook
+from xdc_plugin.engine.round.dataset_agreement import check_ranks_agree
+from xdc_plugin.engine.round.extract_loader import build_extract_loader
+from xdc_plugin.engine.round.feature_bank import FeatureBank
+from xdc_plugin.engine.round.feature_extraction import (extract_shard,
+                                                        subset_loader, unwrap)
+from xdc_plugin.engine.round.feature_shard import FeatureShard, claim_rows
+from xdc_plugin.engine.round.round_clustering import (check_cluster_counts,
+                                                      cluster_shard)
+from xdc_plugin.engine.round.round_probe_sample import probe_shard
+from xdc_plugin.engine.round.round_report import (format_history, format_round,
+                                                  publish_round, round_records)
+from xdc_plugin.engine.runner.precision import autocast_dtype
+from xdc_plugin.engine.runner.stop_request import StopRequested
 from xdc_plugin.registry import HOOKS
 
 

@@ -10,7 +10,7 @@ world size of the planned run (``--world-size``), it prints the forward FLOPs of
 ``models.flops``), the memory per rank of a clustering round
 (``clustering.memory_model``: everything gathered on rank 0, and
 ``DistributedKMeans`` on shards) and the expected time of an epoch, a round
-and the run (``engine.run_cost``), every rate with its origin: measured
+and the run (``engine.launch.run_cost``), every rate with its origin: measured
 (``--throughput gpu_check.json`` or a flag) or the config's
 ``throughput_estimate``. The estimate is for the device the run will use
 (``--device``, ``--launcher`` and ``--world-size`` as the run would decide
@@ -29,13 +29,13 @@ from mmengine.registry import init_default_scope
 
 from xdc_plugin.clustering.memory_model import clustering_memory
 from xdc_plugin.data.manifest import summarize_manifest
-from xdc_plugin.engine.extract_loader import extract_dataset_cfg
-from xdc_plugin.engine.lock import LOCK_NAME
-from xdc_plugin.engine.round_clustering import build_clusterer
-from xdc_plugin.engine.run_cost import (Rate, Rates, clustering_rounds,
-                                        duration, merge_rates,
-                                        rates_from_estimate,
-                                        rates_from_gpu_check, run_times)
+from xdc_plugin.engine.launch.run_cost import (Rate, Rates, clustering_rounds,
+                                               duration, merge_rates,
+                                               rates_from_estimate,
+                                               rates_from_gpu_check, run_times)
+from xdc_plugin.engine.round.extract_loader import extract_dataset_cfg
+from xdc_plugin.engine.round.round_clustering import build_clusterer
+from xdc_plugin.engine.runner.lock import LOCK_NAME
 from xdc_plugin.models.flops import forward_flops
 from xdc_plugin.registry import DATASETS, HOOKS, MODELS
 

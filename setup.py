@@ -45,7 +45,7 @@ setup(
         'av>=11',
         'submitit>=1.4',
         'scikit-learn>=1.2',
-        # thread limits of the frozen-feature probes (evaluation/protocols)
+        # thread limits of the frozen-feature probes (probe/protocols)
         'threadpoolctl',
         'tqdm',
         'pyyaml',

@@ -142,7 +142,7 @@ def _worker(rank, world, opts, init_file, out_dir):
     from xdc_plugin.clustering.round_file import round_path, save_round
     from xdc_plugin.engine.round.feature_shard import FeatureShard
     from xdc_plugin.engine.round.round_probe_sample import probe_shard
-    from xdc_plugin.evaluation.round_probe import probe_round
+    from xdc_plugin.probe.round_probe import probe_round
     torch.set_num_threads(1)
     torch_dist.init_process_group('gloo', init_method=f'file://{init_file}',
                                   rank=rank, world_size=world)

@@ -6,7 +6,7 @@ Layers, lowest first (a module may import its own layer or lower ones):
 0. ``atomic_write``, ``compat``: standard library and torch only;
 1. ``registry`` and the package root ``xdc_plugin``;
 2. ``encoders``, ``weights``: torch-only (see ``TORCH_ONLY``);
-3. ``models``, ``data``, ``clustering``;
+3. ``models``, ``data``, ``clustering``, ``probe``;
 4. ``engine``, ``evaluation``, ``visualization``;
 5. ``tools`` and ``hubconf``.
 
@@ -46,7 +46,7 @@ LAYERS = (
     ('registry', ('xdc_plugin.registry', )),
     ('torch-only', ('xdc_plugin.encoders', 'xdc_plugin.weights')),
     ('components', ('xdc_plugin.models', 'xdc_plugin.data',
-                    'xdc_plugin.clustering')),
+                    'xdc_plugin.clustering', 'xdc_plugin.probe')),
     ('runtime', ('xdc_plugin.engine', 'xdc_plugin.evaluation',
                  'xdc_plugin.visualization')),
     ('tools', ('tools', 'hubconf')),

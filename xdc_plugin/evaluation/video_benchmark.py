@@ -33,12 +33,12 @@ from xdc_plugin.encoders.resnet import scaled
 from xdc_plugin.engine.runner.config import load_config, parse_overrides
 from xdc_plugin.engine.runner.precision import optim_wrapper_config
 from xdc_plugin.evaluation.encoders import RANDOM, load_encoders
-from xdc_plugin.evaluation.records import make_record
 from xdc_plugin.evaluation.video_splits import (SPLITS, convert_split,
                                                 find_release)
 from xdc_plugin.models.host_backbone import (HostBackbone,
                                              backbone_arguments,
                                              recognizer_backbone_cfg)
+from xdc_plugin.probe.records import make_record
 from xdc_plugin.weights import XDC_SCHEME, infer_width, save_hash_named
 
 #: backbone settings of each mode: fc-only freezes the stem and layers 1-4
@@ -293,7 +293,7 @@ def _encoder_tag(encoder: str) -> str:
 
 def summary_record(results: Sequence[SplitResult], *, dataset: str,
                    encoder: str, frames: int, mode: str) -> Optional[dict]:
-    """The run as one record of :mod:`xdc_plugin.evaluation.records`
+    """The run as one record of :mod:`xdc_plugin.probe.records`
     (``folds``: the top-1 of each split that ran; ``failed``: the reason of
     each that did not), with the top-5 beside it; None if no split ran."""
     done = [r for r in results if r.error is None]

@@ -1,6 +1,6 @@
 """What ``tools/gpu_check.py`` writes: the JSON report's schema name and its
 tables in markdown (train step, k-means)."""
-from xdc_plugin.evaluation.records import markdown_table
+from xdc_plugin.probe.records import markdown_table
 
 SCHEMA = 'xdc-gpu-check/1'
 

@@ -1,14 +1,13 @@
 """The per-round probe on sharded features: a bounded sample of labelled
 rows reaches every rank, which runs its share of the jobs of
-``xdc_plugin.evaluation.round_probe.probe_jobs``; the scores are
+``xdc_plugin.probe.round_probe.probe_jobs``; the scores are
 gathered, so no rank probes while the others wait."""
 import numpy as np
 import torch
 from mmengine import dist
 
 from xdc_plugin.clustering.distributed import index_keys, smallest_keys_mask
-from xdc_plugin.evaluation.round_probe import (MAX_SAMPLES, mean_scores,
-                                               probe_jobs)
+from xdc_plugin.probe.round_probe import MAX_SAMPLES, mean_scores, probe_jobs
 
 
 def probe_shard(shard, labels, collectives, **probe_kwargs):

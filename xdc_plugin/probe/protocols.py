@@ -32,7 +32,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from xdc_plugin.evaluation.records import make_record
+from xdc_plugin.probe.records import make_record
 
 logger = logging.getLogger(__name__)
 

@@ -19,9 +19,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from xdc_plugin.evaluation.protocols import (LabelError, knn_probe,
-                                             labelled_rows, linear_probe,
-                                             stratified_splits)
+from xdc_plugin.probe.protocols import (LabelError, knn_probe, labelled_rows,
+                                        linear_probe, stratified_splits)
 
 logger = logging.getLogger(__name__)
 

@@ -3,11 +3,10 @@ hand-computed kNN/recall, splits and label errors."""
 import numpy as np
 import pytest
 
-from xdc_plugin.evaluation.protocols import (LabelError, evaluate_features,
-                                             knn_probe, linear_probe,
-                                             predefined_splits,
-                                             stratified_splits)
-from xdc_plugin.evaluation.records import format_table
+from xdc_plugin.probe.protocols import (LabelError, evaluate_features,
+                                        knn_probe, linear_probe,
+                                        predefined_splits, stratified_splits)
+from xdc_plugin.probe.records import format_table
 
 
 def _planted(n=300, dim=32, classes=3, seed=0):

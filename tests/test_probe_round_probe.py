@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from xdc_plugin.evaluation.round_probe import probe_round
+from xdc_plugin.probe.round_probe import probe_round
 
 
 def _features(n=90, seed=0):

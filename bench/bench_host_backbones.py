@@ -28,7 +28,7 @@ from xdc_plugin.engine.launch.launch import build_parser, prepare_config
 from xdc_plugin.engine.runner.checkpoint import SafeResumeRunner
 from xdc_plugin.evaluation.manifest_eval import evaluate_manifest
 from xdc_plugin.models.flops import forward_flops
-from xdc_plugin.probe.records import markdown_table
+from xdc_plugin.tables import markdown_table
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RECIPES = {'ours': 'xdc_demo', 'x3d': 'xdc_demo_x3d',

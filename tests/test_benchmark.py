@@ -100,7 +100,7 @@ def test_fc_only_learns_the_planted_classes_and_reports_a_failed_split(
                 1.0, 0.0, [1.0, 1.0], [1, 2], 6)
     assert list(record['failed']) == ['3']
     table = format_table(results, record=record, **run)
-    assert '3' + ' ' * 16 + '0   FAILED: FileNotFoundError' in table
+    assert '| 3 | 0 | FAILED: FileNotFoundError' in table
     assert 'over 2 splits' in table
 
 
@@ -117,8 +117,8 @@ def test_audio_subcommand_prints_and_writes_the_records(dcase_root,
     assert (record['protocol'], record['modality'], record['benchmark'],
             record['num_samples']) == ('linear', 'audio', 'dcase2014', 18)
     printed = capsys.readouterr().out
-    assert 'dcase2014, encoder random\nprotocol  modality' in printed
-    assert (f'linear    audio     top1    {100 * record["accuracy"]:.1f} +- '
+    assert 'dcase2014, encoder random\n| protocol | modality |' in printed
+    assert (f'| linear | audio | top1 | {100 * record["accuracy"]:.1f} +- '
             in printed)
 
 

@@ -3,7 +3,7 @@ layered, read from the source with ``ast`` (nothing is imported).
 
 Layers, lowest first (a module may import its own layer or lower ones):
 
-0. ``atomic_write``, ``compat``: standard library and torch only;
+0. ``atomic_write``, ``compat``, ``tables``: standard library and torch only;
 1. ``registry`` and the package root ``xdc_plugin``;
 2. ``encoders``, ``weights``: torch-only (see ``TORCH_ONLY``);
 3. ``models``, ``data``, ``clustering``, ``probe``;
@@ -42,7 +42,8 @@ from packaging.requirements import Requirement
 
 REPO_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 LAYERS = (
-    ('foundation', ('xdc_plugin.atomic_write', 'xdc_plugin.compat')),
+    ('foundation', ('xdc_plugin.atomic_write', 'xdc_plugin.compat',
+                    'xdc_plugin.tables')),
     ('registry', ('xdc_plugin.registry', )),
     ('torch-only', ('xdc_plugin.encoders', 'xdc_plugin.weights')),
     ('components', ('xdc_plugin.models', 'xdc_plugin.data',
@@ -55,7 +56,8 @@ LAYERS = (
 # there): it sits with the registry.
 ROOT_PACKAGE = 'xdc_plugin'
 TORCH_ONLY = ('xdc_plugin.atomic_write', 'xdc_plugin.compat',
-              'xdc_plugin.encoders', 'xdc_plugin.weights', 'hubconf')
+              'xdc_plugin.tables', 'xdc_plugin.encoders', 'xdc_plugin.weights',
+              'hubconf')
 TORCH_ONLY_PACKAGES = ('torch', 'torchvision')
 # Upward imports with a reason: (importer, imported) -> why. Empty: none.
 ALLOWED_UPWARD = {}

@@ -89,7 +89,7 @@ def test_records_unlabelled_rows_and_splits():
         assert len(record['folds']) == 3 and record['encoder'] == 'random'
         assert record['accuracy'] == pytest.approx(np.mean(record['folds']))
         assert record['std'] == pytest.approx(np.std(record['folds']))
-    assert 'linear    video' in format_table(records)
+    assert '| linear | video | top1 |' in format_table(records)
     # A given train/test split: one score, std 0.
     is_test = np.arange(60) % 4 == 0
     (record,) = evaluate_features({'video': x}, labels, ('linear',),

@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from xdc_plugin.engine.runner.config import load_config
-from xdc_plugin.probe.records import markdown_table
+from xdc_plugin.tables import markdown_table
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TABLE = osp.join(REPO, 'tools', 'avobjects_table.py')

@@ -1,5 +1,5 @@
 """Result records of the evaluation tools: one dict per (protocol,
-modality, metric), a text table of them and their JSON file.
+modality, metric), tables of them and their JSON file.
 
 A record has at least ``protocol``, ``modality``, ``metric``, ``accuracy``
 (the metric's mean over splits, 0-1: top-1 accuracy, or recall for
@@ -14,6 +14,8 @@ from typing import Callable, Iterable, List, Sequence, Tuple
 import numpy as np
 from mmengine import fileio
 
+from xdc_plugin.tables import markdown_table
+
 
 def make_record(protocol: str, modality: str, metric: str,
                 per_split: Sequence[float], **extra) -> dict:
@@ -24,20 +26,14 @@ def make_record(protocol: str, modality: str, metric: str,
 
 
 def format_table(records: Iterable[dict]) -> str:
-    """One line per record: protocol, modality, metric, mean +- std (in
+    """One row per record: protocol, modality, metric, mean +- std (in
     %), number of splits and of samples."""
-    records = list(records)
-    header = ('protocol', 'modality', 'metric', 'mean +- std (%)', 'splits',
-              'samples')
-    rows = [header] + [
-        (r['protocol'], r['modality'], r['metric'],
-         f"{100 * r['accuracy']:.1f} +- {100 * r['std']:.1f}",
-         str(len(r['folds'])), str(r['num_samples'])) for r in records]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ['  '.join(v.ljust(w) for v, w in zip(row, widths)).rstrip()
-             for row in rows]
-    lines.insert(1, '  '.join('-' * w for w in widths))
-    return '\n'.join(lines)
+    return markdown_table(
+        ('protocol', 'modality', 'metric', 'mean +- std (%)', 'splits',
+         'samples'),
+        [(r['protocol'], r['modality'], r['metric'],
+          f"{100 * r['accuracy']:.1f} +- {100 * r['std']:.1f}",
+          len(r['folds']), r['num_samples']) for r in records])
 
 
 def format_markdown(records: Iterable[dict], row_key: str,
@@ -59,14 +55,6 @@ def format_markdown(records: Iterable[dict], row_key: str,
     return markdown_table(header, [
         [str(row)] + [cells.get((row,) + c, '-') for c in columns] +
         [text(row) for _, text in extra] for row in rows])
-
-
-def markdown_table(header, rows):
-    """A markdown table of ``header`` and ``rows`` (cells as ``str()``)."""
-    return '\n'.join(['| ' + ' | '.join(map(str, header)) + ' |',
-                      '|' + '---|' * len(header)] +
-                     ['| ' + ' | '.join(map(str, row)) + ' |'
-                      for row in rows])
 
 
 def write_json(records: List[dict], path: str) -> None:

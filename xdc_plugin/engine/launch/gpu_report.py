@@ -1,15 +1,17 @@
 """What ``tools/gpu_check.py`` writes: the JSON report's schema name and its
 tables in markdown (train step, k-means)."""
-from xdc_plugin.probe.records import markdown_table
+from typing import Any, Dict, Optional
+
+from xdc_plugin.tables import markdown_table
 
 SCHEMA = 'xdc-gpu-check/1'
 
 
-def _cell(value, fmt):
+def _cell(value: Optional[float], fmt: str) -> str:
     return 'n/a' if value is None else format(value, fmt)
 
 
-def format_tables(report):
+def format_tables(report: Dict[str, Any]) -> str:
     env = report['environment']
     shape = 'x'.join
     steps = [(r['batch_size'], shape(map(str, r['video_shape'])),
@@ -37,8 +39,9 @@ def format_tables(report):
         f"({env['peak_source']}), backend {report['backend']}; checks "
         'took ' + ', '.join(f'{name} {seconds:.0f} s' for name, seconds in
                             report.get('seconds', {}).items()),
-        markdown_table(('batch', 'video', 'audio', 'amp', 'step ms', 'clips/s',
-                   'extract clips/s', 'fwd GFLOP/clip', 'MFU', 'peak GiB'),
-                  steps),
-        markdown_table(('k-means', 'device', 'N x d, k', 'iters', 'seconds',
-                   'inertia', 'labels = Torch', 'peak GiB'), kmeans)])
+        markdown_table(('batch', 'video', 'audio', 'amp', 'step ms',
+                        'clips/s', 'extract clips/s', 'fwd GFLOP/clip',
+                        'MFU', 'peak GiB'), steps),
+        markdown_table(('k-means', 'device', 'N x d, k', 'iters',
+                        'seconds', 'inertia', 'labels = Torch',
+                        'peak GiB'), kmeans)])

@@ -5,6 +5,7 @@ from mmengine import dist
 from xdc_plugin.clustering import cluster_quality
 from xdc_plugin.clustering.round_file import round_path, save_round
 from xdc_plugin.compat import atomic_backend_args
+from xdc_plugin.tables import markdown_table
 
 QUALITY = ('nmi', 'ari', 'purity')
 PROBES = ('linear_top1', 'knn_top1')
@@ -112,12 +113,12 @@ def format_history(history):
     probes = [p for p in PROBES
               if any(f"{r['source']}_{p}" in r for r in history)]
     header = ['round', 'epoch', 'source'] + metrics + probes + ['resplit']
-    lines = [' | '.join(header)]
+    rows = []
     for r in history:
-        row = [str(r['round']), str(r['epoch']), r['source']]
+        row = [r['round'], r['epoch'], r['source']]
         row += [f'{r[m]:.3f}' if m in r else '-' for m in metrics]
         keys = [f"{r['source']}_{p}" for p in probes]
         row += [f'{r[k]:.3f}' if k in r else '-' for k in keys]
-        row.append(str(r['num_resplit']))
-        lines.append(' | '.join(row))
-    return '\n'.join(lines)
+        row.append(r['num_resplit'])
+        rows.append(row)
+    return markdown_table(header, rows)

@@ -22,7 +22,8 @@ from xdc_plugin.compat import (package_utils_without_pkg_resources,
                                safe_yaml_configs)
 
 
-_PACKAGE = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# xdc_plugin/, two folders above this file (xdc_plugin/engine/runner/).
+_PACKAGE = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def shipped_config(name):

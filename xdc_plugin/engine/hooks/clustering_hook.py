@@ -22,10 +22,12 @@ round is kept and the round runs again on resume.
 """
 import contextlib
 import time
+from typing import Any, Mapping, Optional, Union
 
 import torch
 from mmengine import dist
 from mmengine.hooks import Hook
+from mmengine.runner import Runner
 
 from xdc_plugin.clustering.collectives import default_collectives
 from xdc_plugin.engine.hooks.mid_epoch_resume_hook import BATCHES_DONE
@@ -96,10 +98,14 @@ class CrossModalClusteringHook(Hook):
 
     priority = 'ABOVE_NORMAL'
 
-    def __init__(self, clusterers, extract_dataloader, interval=1,
-                 balance_by=None, save_assignments=True,
-                 evaluate_after_train=True, feature_bank=False, probe=None,
-                 feature_dtype='float32'):
+    def __init__(self, clusterers: Mapping[str, Any],
+                 extract_dataloader: Mapping[str, Any], interval: int = 1,
+                 balance_by: Optional[str] = None,
+                 save_assignments: bool = True,
+                 evaluate_after_train: bool = True,
+                 feature_bank: bool = False,
+                 probe: Union[None, bool, Mapping[str, Any]] = None,
+                 feature_dtype: str = 'float32') -> None:
         if interval < 1:
             raise ValueError(f'interval must be >= 1, got {interval}')
         if feature_dtype not in FEATURE_DTYPES:
@@ -129,7 +135,7 @@ class CrossModalClusteringHook(Hook):
         self._preemption = None
 
     # -- setup -------------------------------------------------------------
-    def before_train(self, runner):
+    def before_train(self, runner: Runner) -> None:
         # Here, not in the dataset's build: every rank reaches this point
         # together, while a dataset is also built alone (tools, one rank);
         # and indices start to matter here (the pseudo-label buffer).
@@ -150,7 +156,7 @@ class CrossModalClusteringHook(Hook):
         self._stop = self._preemption and self._preemption.stop
 
     # -- schedule ----------------------------------------------------------
-    def before_train_epoch(self, runner):
+    def before_train_epoch(self, runner: Runner) -> None:
         self._schedule_round(runner)
         if self._bank is not None:
             self._schedule_bank(runner)
@@ -187,20 +193,22 @@ class CrossModalClusteringHook(Hook):
         else:
             self._bank.open(runner.epoch)
 
-    def before_train_iter(self, runner, batch_idx, data_batch=None):
+    def before_train_iter(self, runner: Runner, batch_idx: int,
+                          data_batch: Optional[dict] = None) -> None:
         if self._bank is not None:
             self._bank.expect(data_batch['index'])
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
-                         outputs=None):
+    def after_train_iter(self, runner: Runner, batch_idx: int,
+                         data_batch: Optional[dict] = None,
+                         outputs: Optional[dict] = None) -> None:
         if self._bank is not None:
             self._bank.commit()
 
-    def after_train_epoch(self, runner):
+    def after_train_epoch(self, runner: Runner) -> None:
         if self._bank is not None:
             self._bank.close()
 
-    def after_train(self, runner):
+    def after_train(self, runner: Runner) -> None:
         if self.evaluate_after_train:
             self.run_round(runner, apply=False)
         if self.history and dist.is_main_process():
@@ -208,7 +216,7 @@ class CrossModalClusteringHook(Hook):
                                format_history(self.history))
 
     # -- one round ---------------------------------------------------------
-    def run_round(self, runner, apply):
+    def run_round(self, runner: Runner, apply: bool) -> None:
         """Features, clusters, report; with ``apply``, the new pseudo-labels
         (a numbered round), else only the report (``'final'``)."""
         start = time.perf_counter()
@@ -326,10 +334,10 @@ class CrossModalClusteringHook(Hook):
     # The labels are model state (saved with its state dict); the
     # quality history travels with the checkpoint here. The feature bank
     # does not (N x D floats): a run resumed mid-epoch extracts instead.
-    def before_save_checkpoint(self, runner, checkpoint):
+    def before_save_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
         checkpoint['xdc_clustering'] = dict(history=self.history)
 
-    def after_load_checkpoint(self, runner, checkpoint):
+    def after_load_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
         saved = checkpoint.get('xdc_clustering', {})
         self.history = list(saved.get('history', []))
         self._resumed_mid_epoch = checkpoint.get('meta', {}).get(

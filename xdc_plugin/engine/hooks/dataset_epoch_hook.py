@@ -2,6 +2,7 @@
 (seed, epoch, index) and a resumed run draws what the uninterrupted one
 would have drawn."""
 from mmengine.hooks import Hook
+from mmengine.runner import Runner
 
 from xdc_plugin.registry import HOOKS
 
@@ -19,7 +20,7 @@ class DatasetEpochHook(Hook):
 
     priority = 'NORMAL'
 
-    def before_train(self, runner):
+    def before_train(self, runner: Runner) -> None:
         loader = runner.train_dataloader
         if loader.persistent_workers and loader.num_workers > 0:
             raise ValueError(
@@ -29,5 +30,5 @@ class DatasetEpochHook(Hook):
         if getattr(loader.dataset, 'seed', 0) is None:
             loader.dataset.seed = runner.seed
 
-    def before_train_epoch(self, runner):
+    def before_train_epoch(self, runner: Runner) -> None:
         runner.train_dataloader.dataset.set_epoch(runner.epoch)

@@ -1,9 +1,10 @@
 """Resume a checkpoint written mid-epoch at the next batch, and count the
 batches it skips in the log."""
 import itertools
+from typing import Tuple
 
 from mmengine.hooks import Hook
-from mmengine.runner import LogProcessor
+from mmengine.runner import LogProcessor, Runner
 from torch.utils.data import Sampler
 
 from xdc_plugin.registry import HOOKS, LOG_PROCESSORS
@@ -41,14 +42,14 @@ class MidEpochResumeHook(Hook):
 
     priority = 'VERY_HIGH'
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._resume_batches = 0
         self._epoch_start_iter = None
 
-    def after_load_checkpoint(self, runner, checkpoint):
+    def after_load_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
         self._resume_batches = checkpoint['meta'].get(BATCHES_DONE, 0)
 
-    def before_train_epoch(self, runner):
+    def before_train_epoch(self, runner: Runner) -> None:
         skip = self._resume_batches
         self._resume_batches = 0
         self._epoch_start_iter = runner.iter - skip
@@ -60,12 +61,12 @@ class MidEpochResumeHook(Hook):
             runner.logger.info(f'Resuming epoch {runner.epoch + 1} after its '
                                f'first {skip} batches.')
 
-    def after_train_epoch(self, runner):
+    def after_train_epoch(self, runner: Runner) -> None:
         batch_sampler = runner.train_dataloader.batch_sampler
         if isinstance(batch_sampler.sampler, _SkipFirst):
             batch_sampler.sampler = batch_sampler.sampler.sampler
 
-    def before_save_checkpoint(self, runner, checkpoint):
+    def before_save_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
         meta = checkpoint['meta']
         mid_epoch = (self._epoch_start_iter is not None
                      and meta['epoch'] == runner.epoch)
@@ -81,11 +82,12 @@ class MidEpochLogProcessor(LogProcessor):
     ``n`` stays the epoch's length (the loop's own batch index restarts at
     0 over a shorter loader)."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._mode = None
 
-    def get_log_after_iter(self, runner, batch_idx, mode):
+    def get_log_after_iter(self, runner: Runner, batch_idx: int,
+                           mode: str) -> Tuple[dict, str]:
         self._mode = mode  # for _get_iter, which is not told
         return super().get_log_after_iter(runner, batch_idx, mode)
 

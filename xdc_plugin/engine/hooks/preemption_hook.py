@@ -6,9 +6,11 @@ import os.path as osp
 import re
 import signal
 import threading
+from typing import NoReturn, Optional, Sequence
 
 from mmengine import dist, fileio
 from mmengine.hooks import CheckpointHook, Hook
+from mmengine.runner import Runner
 
 from xdc_plugin.compat import atomic_backend_args
 from xdc_plugin.engine.runner.checkpoint import LAST_CHECKPOINT
@@ -42,42 +44,47 @@ class PreemptionCheckpointHook(Hook):
 
     priority = 'LOWEST'
 
-    def __init__(self, signals=('SIGUSR2', 'SIGTERM', 'SIGINT')):
+    def __init__(
+            self,
+            signals: Sequence[str] = ('SIGUSR2', 'SIGTERM', 'SIGINT')
+    ) -> None:
         self.stop = StopRequest(signals)
         self._state_saved_at = None  # iterations of the last checkpoint
         self._saved_at = None  # the last save by this process
 
-    def before_train(self, runner):
+    def before_train(self, runner: Runner) -> None:
         if threading.current_thread() is not threading.main_thread():
             runner.logger.warning('PreemptionCheckpointHook: not in the main '
                                   'thread, signals cannot be handled.')
             return
         self.stop.install()
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
-                         outputs=None):
+    def after_train_iter(self, runner: Runner, batch_idx: int,
+                         data_batch: Optional[dict] = None,
+                         outputs: Optional[dict] = None) -> None:
         signum = self.stop.agreed()
         if signum:
             self.stop_run(runner, signum, runner.iter + 1,
                           f'after iteration {runner.iter + 1}')
 
-    def after_train_epoch(self, runner):
+    def after_train_epoch(self, runner: Runner) -> None:
         if dist.is_main_process() and self._saved_at == runner.iter:
             self._remove_superseded(runner)
 
-    def after_train(self, runner):
+    def after_train(self, runner: Runner) -> None:
         signum = self.stop.agreed()
         self.stop.restore()
         if signum:
             self.stop_run(runner, signum, runner.iter, 'after training')
 
-    def before_save_checkpoint(self, runner, checkpoint):
+    def before_save_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
         self._saved_at = self._state_saved_at = checkpoint['meta']['iter']
 
-    def after_load_checkpoint(self, runner, checkpoint):
+    def after_load_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
         self._state_saved_at = checkpoint['meta']['iter']
 
-    def stop_run(self, runner, signum, iters_done, event):
+    def stop_run(self, runner: Runner, signum: int, iters_done: int,
+                 event: str) -> NoReturn:
         """Save the training state after ``iters_done`` iterations as
         ``iter_<n>.pth`` unless a checkpoint of it exists, log one line
         naming ``event`` and exit with 128 + ``signum``. Call on every rank

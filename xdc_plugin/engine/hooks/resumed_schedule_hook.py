@@ -3,6 +3,7 @@ import copy
 import warnings
 
 from mmengine.hooks import Hook
+from mmengine.runner import Runner
 
 from xdc_plugin.registry import HOOKS
 
@@ -55,14 +56,14 @@ class ResumedScheduleHook(Hook):
 
     priority = 'NORMAL'
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._configured = None
         self._saved_max_epochs = None
 
-    def before_save_checkpoint(self, runner, checkpoint):
+    def before_save_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
         checkpoint['meta']['max_epochs'] = runner.max_epochs
 
-    def after_load_checkpoint(self, runner, checkpoint):
+    def after_load_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
         # mmengine loads the schedulers' states after this hook, into the
         # schedulers built from this run's config: record those.
         if isinstance(runner.param_schedulers, list):
@@ -70,7 +71,7 @@ class ResumedScheduleHook(Hook):
                                 for s in runner.param_schedulers]
         self._saved_max_epochs = checkpoint.get('meta', {}).get('max_epochs')
 
-    def before_train(self, runner):
+    def before_train(self, runner: Runner) -> None:
         configured, self._configured = self._configured, None
         # Not resumed: nothing loaded, or load_from (the loop is at 0); or
         # several optimizers (mmengine's way).
@@ -81,7 +82,8 @@ class ResumedScheduleHook(Hook):
                 f'the checkpoint is at epoch {runner.epoch}, past '
                 f'max_epochs={runner.max_epochs} of this run: nothing to '
                 f'train. Resume with max_epochs >= {runner.epoch}.')
-        resumed = [_definition(s.state_dict()) for s in runner.param_schedulers]
+        resumed = [_definition(s.state_dict())
+                   for s in runner.param_schedulers]
         lengths = ''
         if self._saved_max_epochs not in (None, runner.max_epochs):
             lengths = f'max_epochs {self._saved_max_epochs} -> ' \

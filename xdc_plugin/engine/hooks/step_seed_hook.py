@@ -1,16 +1,18 @@
 """Random numbers that depend only on where training is."""
 import random
+from typing import Optional
 
 import numpy as np
 import torch
 from mmengine.hooks import Hook
+from mmengine.runner import Runner
 
 from xdc_plugin.registry import HOOKS
 
 _EPOCH, _ITER = 0, 1
 
 
-def seed_everything_for(seed, rank, kind, step):
+def seed_everything_for(seed: int, rank: int, kind: int, step: int) -> None:
     """Seed python, numpy and torch (CPU and every GPU) from
     ``(seed, rank, kind, step)``."""
     words = np.random.SeedSequence([seed, rank, kind, step]).generate_state(2)
@@ -35,8 +37,9 @@ class StepSeedHook(Hook):
 
     priority = 'VERY_HIGH'
 
-    def before_train_epoch(self, runner):
+    def before_train_epoch(self, runner: Runner) -> None:
         seed_everything_for(runner.seed, runner.rank, _EPOCH, runner.epoch)
 
-    def before_train_iter(self, runner, batch_idx, data_batch=None):
+    def before_train_iter(self, runner: Runner, batch_idx: int,
+                          data_batch: Optional[dict] = None) -> None:
         seed_everything_for(runner.seed, runner.rank, _ITER, runner.iter)

@@ -12,8 +12,11 @@ import logging
 import os
 import os.path as osp
 import sys
+from typing import (Any, Dict, Iterable, Iterator, List, Optional, Sequence,
+                    Tuple, Union)
 
 from mmengine import dist
+from mmengine.config import Config
 from mmengine.logging import print_log
 
 from xdc_plugin import compat
@@ -46,7 +49,7 @@ class ResumeError(RuntimeError):
     """The checkpoint to resume from is missing or not intact."""
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description='Pretrain video and audio encoders with XDC.')
     parser.add_argument('--cfg', default=DEFAULT_CONFIG,
@@ -82,7 +85,7 @@ def build_parser():
     return parser
 
 
-def parse_args(argv=None):
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """``build_parser().parse_args``, where a bare ``--amp`` followed by an
     override (``--amp work_dir=x``) means bf16: argparse would otherwise
     take the override for ``--amp``'s value."""
@@ -94,7 +97,7 @@ def parse_args(argv=None):
     return build_parser().parse_args(argv)
 
 
-def prepare_config(args):
+def prepare_config(args: argparse.Namespace) -> Config:
     cfg = load_config(args.cfg, args.overrides)
     check_dataloaders(cfg)
     if args.work_dir:
@@ -134,7 +137,7 @@ def prepare_config(args):
     return cfg
 
 
-def init_distributed(cfg):
+def init_distributed(cfg: Config) -> None:
     """Initialise the process group now (the Runner then keeps it), on the
     run's device (``cfg.device``), with ``env_cfg.dist_cfg`` (``timeout``:
     seconds any collective may wait)."""
@@ -171,7 +174,7 @@ def _from_rank0(func):
     return outcome[0]
 
 
-def checkpoint_dir(cfg):
+def checkpoint_dir(cfg: Config) -> Optional[str]:
     """Where the checkpoint hook saves (mmengine's rule: ``out_dir`` gets
     the work dir's name), or None for a remote ``out_dir``."""
     out_dir = cfg.get('default_hooks', {}).get('checkpoint', {}).get(
@@ -183,7 +186,7 @@ def checkpoint_dir(cfg):
     return osp.join(out_dir, osp.basename(osp.normpath(cfg.work_dir)))
 
 
-def remove_orphans(folders):
+def remove_orphans(folders: Iterable[Optional[str]]) -> List[str]:
     """Remove the temporary files that a save killed midway left in
     ``folders``; returns the messages to log."""
     messages = []
@@ -199,7 +202,9 @@ def remove_orphans(folders):
 
 
 @contextlib.contextmanager
-def work_dir_lock(work_dir, force, orphan_dirs=()):
+def work_dir_lock(work_dir: str, force: bool,
+                  orphan_dirs: Iterable[Optional[str]] = ()
+                  ) -> Iterator[List[str]]:
     """Rank 0 holds the work_dir's lock for the block; every rank stops if
     another run holds it. Holding it (not sharing it with ``force``), rank 0
     first removes the temporary files of interrupted saves from
@@ -219,7 +224,9 @@ def work_dir_lock(work_dir, force, orphan_dirs=()):
         lock.__exit__(None, None, None)
 
 
-def choose_checkpoint(args, work_dir):
+def choose_checkpoint(
+        args: argparse.Namespace, work_dir: str
+) -> Tuple[Optional[str], Optional[str], List[str]]:
     """``(checkpoint to resume or None, why it was chosen, warnings to
     log)``."""
     if args.resume not in (None, 'auto'):
@@ -245,7 +252,8 @@ def choose_checkpoint(args, work_dir):
 
 
 @compat.mmengine_logger_device_id(local_cuda_index)
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None
+         ) -> Union[SafeResumeRunner, Dict[str, Any]]:
     args = parse_args(argv)
     cfg = prepare_config(args)
     if args.dry_run:
@@ -271,7 +279,8 @@ def main(argv=None):
     return runner
 
 
-def cli(argv=None):
+def cli(argv: Optional[Sequence[str]] = None
+        ) -> Union[SafeResumeRunner, Dict[str, Any]]:
     """``main`` for the command line: a bad config, manifest, checkpoint or
     work dir, too few clips for k, or a failed save (disk full) ends the
     program with its message instead of a traceback."""

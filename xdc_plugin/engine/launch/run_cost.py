@@ -14,6 +14,9 @@ since the round's k-means runs where the encoders run.
 import json
 import math
 from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from torch import nn
 
 from xdc_plugin.models.flops import TRAIN_FORWARDS, forward_flops
 
@@ -26,7 +29,7 @@ class Rate:
     origin: str
     unit: str = 'clips'
 
-    def __str__(self):
+    def __str__(self) -> str:
         # a CPU's k-means rate is a small fraction of a TFLOP/s
         value = (f'{self.value:,.0f}' if self.value >= 10 else
                  f'{self.value:.3g}')
@@ -35,15 +38,16 @@ class Rate:
 
 @dataclass
 class Rates:
-    train: Rate = None
-    extract: Rate = None
-    kmeans: Rate = None       # effective TFLOP/s of k-means' distances
-    data: Rate = None         # the data loader's clips/s, when known
-    notes: list = field(default_factory=list)
+    train: Optional[Rate] = None
+    extract: Optional[Rate] = None
+    kmeans: Optional[Rate] = None  # effective TFLOP/s of k-means' distances
+    data: Optional[Rate] = None  # the data loader's clips/s, when known
+    notes: List[str] = field(default_factory=list)
 
 
-def kmeans_flops(num_points, dim, num_clusters, num_iters,
-                 max_points_per_centroid=None, num_redo=1):
+def kmeans_flops(num_points: int, dim: int, num_clusters: int,
+                 num_iters: int, max_points_per_centroid: Optional[int] = None,
+                 num_redo: int = 1) -> int:
     """FLOPs of the distances of one fit: ``num_redo`` runs of ``num_iters``
     passes over the training rows (``k * max_points_per_centroid`` at most)
     and a final one over every row, 2 FLOPs per row x dim x cluster."""
@@ -63,7 +67,8 @@ def _step_row(rows, audio_frames):
                      f"used {rows[0]['audio_shape'][-1]}")
 
 
-def rates_from_gpu_check(path, audio_frames, run_device=None):
+def rates_from_gpu_check(path: str, audio_frames: int,
+                         run_device: Optional[str] = None) -> Rates:
     """Rates measured by ``tools/gpu_check.py`` (its ``--out`` JSON): the
     step at the config's audio size, the k-means of ``DistributedKMeans``
     (else ``TorchKMeans``, ``FaissKMeans``) as effective TFLOP/s over the
@@ -100,7 +105,9 @@ def rates_from_gpu_check(path, audio_frames, run_device=None):
     return rates
 
 
-def rates_from_estimate(estimate, model, video_shape, audio_shape):
+def rates_from_estimate(estimate: Mapping[str, Any], model: nn.Module,
+                        video_shape: Sequence[int],
+                        audio_shape: Sequence[int]) -> Rates:
     """Rates from the config's ``throughput_estimate``: ``mfu`` of
     ``peak_tflops`` spent on the FLOPs counted on ``model`` (training: 3
     forwards; extraction: 1), k-means at ``kmeans_tflops``; all labelled
@@ -117,7 +124,7 @@ def rates_from_estimate(estimate, model, video_shape, audio_shape):
                  kmeans=Rate(estimate['kmeans_tflops'], origin, 'TFLOP'))
 
 
-def merge_rates(*sources):
+def merge_rates(*sources: Rates) -> Rates:
     """The first rate each source gives, in order (command line first)."""
     merged = Rates()
     for rates in sources:
@@ -128,7 +135,7 @@ def merge_rates(*sources):
     return merged
 
 
-def duration(seconds):
+def duration(seconds: float) -> str:
     """``'12.3 s'``, ``'4.56 h'`` or ``'7.8 days'``."""
     if seconds < 360:
         return f'{seconds:,.1f} s'
@@ -137,14 +144,15 @@ def duration(seconds):
     return f'{seconds / 86400:,.1f} days'
 
 
-def clustering_rounds(epochs, interval):
+def clustering_rounds(epochs: int, interval: int) -> int:
     """Rounds that refresh the pseudo-labels: one at every ``interval``-th
     epoch from epoch 0 (the final report's round not counted)."""
     return math.ceil(epochs / interval)
 
 
-def run_times(num_clips, world_size, epochs, interval, sources, rates,
-              final_round=True):
+def run_times(num_clips: int, world_size: int, epochs: int, interval: int,
+              sources: Mapping[str, Mapping[str, Any]], rates: Rates,
+              final_round: bool = True) -> Dict[str, float]:
     """Seconds of an epoch, a round's extraction and k-means (on rank 0
     and sharded), its clustering (extraction + k-means), a round (the
     epochs it trains and its clustering) and the whole run, where the

@@ -16,6 +16,7 @@ the job; the requeued job resumes from that checkpoint at the next batch.
 import os
 import signal
 import time
+from typing import Dict, Optional, Sequence
 
 import submitit
 import torch
@@ -29,7 +30,8 @@ PORT_BASE, PORT_SPAN = 20000, 10000
 REQUEUE_WAIT_S = 300
 
 
-def distributed_env(job_env, port):
+def distributed_env(job_env: submitit.JobEnvironment,
+                    port: int) -> Dict[str, str]:
     """torch.distributed variables for one submitit task."""
     return {
         'MASTER_ADDR': job_env.hostnames[0],
@@ -40,7 +42,7 @@ def distributed_env(job_env, port):
     }
 
 
-def slurm_task_env():
+def slurm_task_env() -> Dict[str, str]:
     """torch.distributed variables of this ``srun`` task (``--launcher
     slurm``, not started by submitit): from SLURM's, read by submitit's SLURM
     environment; a ``MASTER_PORT`` already set is kept."""
@@ -48,7 +50,7 @@ def slurm_task_env():
         'MASTER_PORT') or rendezvous_port())
 
 
-def rendezvous_port(default=29500):
+def rendezvous_port(default: int = 29500) -> int:
     """A port derived from ``SLURM_JOB_ID`` (unique per job, also per array
     element), so that jobs sharing a node do not collide; ``default``
     outside SLURM (submitit's local executor)."""
@@ -59,11 +61,12 @@ def rendezvous_port(default=29500):
 class TrainingJob:
     """The callable submitit pickles and runs on every task."""
 
-    def __init__(self, run_args, port=None):
+    def __init__(self, run_args: Sequence[str],
+                 port: Optional[int] = None) -> None:
         self.run_args = list(run_args)
         self.port = port
 
-    def __call__(self):
+    def __call__(self) -> Dict[str, int]:
         """Train; returns this task's summary (rank, world size, where
         training ended, how often SLURM restarted the job)."""
         job_env = submitit.JobEnvironment()
@@ -101,16 +104,20 @@ class TrainingJob:
         print(f'xdc task finished: {summary}', flush=True)
         return summary
 
-    def checkpoint(self):
+    def checkpoint(self) -> submitit.helpers.DelayedSubmission:
         # Called by submitit on preemption/timeout: requeue the same job;
         # ``--resume`` picks up the latest checkpoint of the work dir.
         return submitit.helpers.DelayedSubmission(TrainingJob(
             self.run_args, self.port))
 
 
-def submit(run_args, folder, nodes=1, gpus_per_node=8, tasks_per_node=None,
-           cpus_per_task=10, partition=None, timeout_min=72 * 60, mem_gb=None,
-           name='xdc', cluster=None, port=None, gpus_per_task=None):
+def submit(run_args: Sequence[str], folder: str, nodes: int = 1,
+           gpus_per_node: int = 8, tasks_per_node: Optional[int] = None,
+           cpus_per_task: int = 10, partition: Optional[str] = None,
+           timeout_min: int = 72 * 60, mem_gb: Optional[int] = None,
+           name: str = 'xdc', cluster: Optional[str] = None,
+           port: Optional[int] = None,
+           gpus_per_task: Optional[int] = None) -> submitit.Job:
     """Submit ``tools/run_net.py RUN_ARGS`` as a SLURM job; returns the job.
 
     One task per GPU unless ``tasks_per_node`` says otherwise; with

@@ -8,7 +8,10 @@ differ.
 The comparison runs in ``CrossModalClusteringHook.before_train`` (see
 there for why).
 """
+from typing import Iterable, List, Optional
+
 from mmengine import dist
+from mmengine.dataset import BaseDataset
 
 from xdc_plugin.data.prepared_manifest import file_list_digest
 
@@ -24,7 +27,8 @@ class DatasetMismatchError(RuntimeError):
     """The ranks' datasets list different files."""
 
 
-def dataset_paths(dataset, indices=None):
+def dataset_paths(dataset: BaseDataset,
+                  indices: Optional[Iterable[int]] = None) -> List[str]:
     """The paths of ``dataset``'s items (of ``indices``, default all)."""
     if indices is None:
         indices = range(len(dataset))
@@ -90,7 +94,8 @@ def _describe(sizes, where):
     return '\n'.join(lines)
 
 
-def check_ranks_agree(dataset, what='train dataset'):
+def check_ranks_agree(dataset: BaseDataset,
+                      what: str = 'train dataset') -> None:
     """Raise ``DatasetMismatchError`` on every rank unless every rank's
     ``dataset`` has the same length and file list digest. The message names
     the ranks that differ from rank 0, their N and the first index where

@@ -1,15 +1,19 @@
 """The feature-extraction loader of the clustering hook: the train dataset's
 config with the extraction pipeline, built by mmengine."""
 import copy
+from typing import Any, Dict, Mapping
 
 from mmengine.runner import Runner
+from torch.utils.data import DataLoader
 
 
 def _file_list(dataset):
     return [dataset.get_data_info(i)['path'] for i in range(len(dataset))]
 
 
-def extract_dataset_cfg(train_dataset_cfg, extract_dataloader):
+def extract_dataset_cfg(train_dataset_cfg: Mapping[str, Any],
+                        extract_dataloader: Mapping[str, Any]
+                        ) -> Dict[str, Any]:
     """The extraction dataset's config: the train dataset's, with the keys
     of ``extract_dataloader.dataset`` replacing its own."""
     dataset = copy.deepcopy(dict(train_dataset_cfg))
@@ -18,7 +22,8 @@ def extract_dataset_cfg(train_dataset_cfg, extract_dataloader):
     return dataset
 
 
-def build_extract_loader(runner, extract_dataloader):
+def build_extract_loader(runner: Runner,
+                         extract_dataloader: Mapping[str, Any]) -> DataLoader:
     """``Runner.build_dataloader`` of ``extract_dataloader`` whose ``dataset``
     keys replace those of ``runner.cfg.train_dataloader.dataset`` (so that
     an override of the train manifest reaches feature extraction too).
@@ -29,8 +34,8 @@ def build_extract_loader(runner, extract_dataloader):
     the train dataset's files in the same order, or ``ValueError``.
     """
     cfg = copy.deepcopy(dict(extract_dataloader))
-    cfg['dataset'] = extract_dataset_cfg(runner.cfg.train_dataloader['dataset'],
-                                         extract_dataloader)
+    cfg['dataset'] = extract_dataset_cfg(
+        runner.cfg.train_dataloader['dataset'], extract_dataloader)
     cfg.setdefault('sampler', dict(type='DefaultSampler', shuffle=False,
                                    round_up=False))
     cfg.setdefault('collate_fn', dict(type='default_collate'))

@@ -18,10 +18,13 @@ never checkpointed (see ``CrossModalClusteringHook``: a run resumed in the
 middle
 of a bank epoch extracts at the next round).
 """
+from typing import Sequence, Union
+
 import torch
 
 from xdc_plugin.engine.round.feature_shard import (FeatureShard,
                                                    first_occurrences)
+from xdc_plugin.models.xdc_model import XDCModel
 
 
 class FeatureBank:
@@ -34,7 +37,8 @@ class FeatureBank:
     one per index (its last occurrence: the latest weights).
     """
 
-    def __init__(self, model, feature_dtype=torch.float32):
+    def __init__(self, model: XDCModel,
+                 feature_dtype: torch.dtype = torch.float32) -> None:
         self.model = model
         self.feature_dtype = feature_dtype
         self.epoch = None
@@ -43,7 +47,7 @@ class FeatureBank:
         self._indices = None
         self._pending = {}
 
-    def open(self, epoch):
+    def open(self, epoch: int) -> None:
         self.close()
         self.epoch = epoch
         self._parts = [FeatureShard.empty(
@@ -61,13 +65,13 @@ class FeatureBank:
                     output.detach().to(self.feature_dtype))
         return capture
 
-    def expect(self, indices):
+    def expect(self, indices: Union[torch.Tensor, Sequence[int]]) -> None:
         """The dataset indices of the batch the next step trains on."""
         if self._handles:
             self._indices = torch.as_tensor(indices).long().cpu().flatten()
             self._pending = {m: [] for m in self.model.feat_dims}
 
-    def commit(self):
+    def commit(self) -> None:
         """Keep the features the step computed for the expected batch."""
         if self._indices is None:
             return
@@ -83,16 +87,16 @@ class FeatureBank:
             features[modality] = outputs[0]
         self._parts.append(FeatureShard(indices, features))
 
-    def close(self):
+    def close(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles, self._indices = [], None
 
-    def discard(self):
+    def discard(self) -> None:
         self.close()
         self.epoch, self._parts = None, []
 
-    def shard(self):
+    def shard(self) -> FeatureShard:
         """The rows captured since ``open``, the last one of each index."""
         rows = FeatureShard.cat(self._parts)
         flipped = torch.arange(len(rows) - 1, -1, -1)

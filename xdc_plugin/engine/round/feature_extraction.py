@@ -6,19 +6,25 @@ The forward runs under the autocast of training (``precision.autocast_dtype``
 of the run's optimizer wrapper: bf16 with ``--amp``), so that the features
 are those of the encoders as trained and ``tools/gpu_check.py`` times the
 same pass; the rows are then stored in the hook's ``feature_dtype``."""
+from typing import Any, Dict, Iterable, Optional, Tuple
+
 import torch
 from mmengine import dist
 from mmengine.model import is_model_wrapper
+from torch import nn
 from torch.utils.data import DataLoader
 
 from xdc_plugin.engine.round.feature_shard import FeatureShard
 
 
-def unwrap(model):
+def unwrap(model: nn.Module) -> nn.Module:
     return model.module if is_model_wrapper(model) else model
 
 
-def extract_batch(model, batch, amp_dtype=None):
+def extract_batch(
+        model: nn.Module, batch: Dict[str, Any],
+        amp_dtype: Optional[torch.dtype] = None
+) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
     """Pooled encoder features of one collated batch, as a round extracts
     them: the forward under autocast to ``amp_dtype`` (None: fp32) on the
     model's device. The caller sets eval mode and the grad context."""
@@ -29,8 +35,9 @@ def extract_batch(model, batch, amp_dtype=None):
 
 
 @torch.no_grad()
-def extract_shard(model, loader, amp_dtype=None,
-                  feature_dtype=torch.float32):
+def extract_shard(model: nn.Module, loader: Iterable[Dict[str, Any]],
+                  amp_dtype: Optional[torch.dtype] = None,
+                  feature_dtype: torch.dtype = torch.float32) -> FeatureShard:
     """``FeatureShard`` of the clips ``loader`` gives this rank: the pooled
     encoder features in eval mode (``extract_batch``), on the model's device
     in ``feature_dtype``, keyed by each sample's ``index`` (the content
@@ -58,7 +65,8 @@ def extract_shard(model, loader, amp_dtype=None,
     return FeatureShard.cat(parts)
 
 
-def subset_loader(loader, indices, rank, world_size):
+def subset_loader(loader: DataLoader, indices: torch.Tensor, rank: int,
+                  world_size: int) -> DataLoader:
     """``loader`` over this rank's share (``indices[rank::world_size]``) of
     the dataset ``indices``: the clips a feature bank lacks."""
     return DataLoader(

@@ -7,9 +7,11 @@ the whole dataset's features: ``claim_rows`` makes the shards disjoint
 can cluster them where they are.
 """
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Mapping, Sequence, Tuple, Union
 
 import torch
+
+from xdc_plugin.clustering.collectives import Collectives
 
 
 @dataclass
@@ -21,27 +23,29 @@ class FeatureShard:
     features: Dict[str, torch.Tensor]
 
     @classmethod
-    def empty(cls, feat_dims, device='cpu', dtype=torch.float32):
+    def empty(cls, feat_dims: Mapping[str, int],
+              device: Union[str, torch.device] = 'cpu',
+              dtype: torch.dtype = torch.float32) -> 'FeatureShard':
         return cls(torch.empty(0, dtype=torch.long),
                    {m: torch.empty(0, d, device=device, dtype=dtype)
                     for m, d in feat_dims.items()})
 
     @classmethod
-    def cat(cls, shards):
+    def cat(cls, shards: Sequence['FeatureShard']) -> 'FeatureShard':
         return cls(torch.cat([s.indices for s in shards]),
                    {m: torch.cat([s.features[m] for s in shards])
                     for m in shards[0].features})
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.indices)
 
-    def select(self, rows):
+    def select(self, rows: torch.Tensor) -> 'FeatureShard':
         """The shard restricted to ``rows`` (bool mask or positions)."""
         return FeatureShard(self.indices[rows],
                             {m: f[rows] for m, f in self.features.items()})
 
 
-def first_occurrences(indices):
+def first_occurrences(indices: torch.Tensor) -> torch.Tensor:
     """Bool mask keeping the first row of every dataset index."""
     order = torch.argsort(indices, stable=True)
     ordered = indices[order]
@@ -52,7 +56,8 @@ def first_occurrences(indices):
     return keep
 
 
-def claim_rows(shard, num_total, collectives):
+def claim_rows(shard: FeatureShard, num_total: int,
+               collectives: Collectives) -> Tuple[FeatureShard, torch.Tensor]:
     """``(shard, missing)``: the rows of ``shard`` this rank owns and the
     dataset indices no rank holds.
 

@@ -14,20 +14,25 @@ on the CPU the section uses all of the rank's cores
 import dataclasses
 import logging
 import math
+from typing import Any, Dict, Mapping, Sequence, Sized
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
 
+from xdc_plugin.clustering.collectives import Collectives
 from xdc_plugin.clustering.distributed import gather_labels, gather_values
+from xdc_plugin.clustering.kmeans import BaseKMeans, ClusterResult
 from xdc_plugin.clustering.threads import rank_threads
+from xdc_plugin.engine.round.feature_shard import FeatureShard
 from xdc_plugin.registry import CLUSTERERS
 
 SOURCES = ('video', 'audio', 'joint')
 
 
-def clustering_inputs(features, sources):
+def clustering_inputs(features: Mapping[str, torch.Tensor],
+                      sources: Sequence[str]) -> Dict[str, torch.Tensor]:
     """The matrix each clustering source is computed on (row-wise, so it
     applies to a shard as to the whole dataset).
 
@@ -63,7 +68,9 @@ def _source_cfg(clusterer_cfgs, source, num_clusters):
     return cfg
 
 
-def check_cluster_counts(clusterer_cfgs, num_clusters, dataset):
+def check_cluster_counts(clusterer_cfgs: Mapping[str, Any],
+                         num_clusters: Mapping[str, int],
+                         dataset: Sized) -> None:
     """``TooFewClipsError`` when a source (``num_clusters``: source -> the
     model's k) would cluster the clips of ``dataset`` into more clusters
     than it has clips: found before any feature is extracted."""
@@ -79,7 +86,8 @@ def check_cluster_counts(clusterer_cfgs, num_clusters, dataset):
                 ': lower model.num_clusters or give more data')
 
 
-def build_clusterer(clusterer_cfgs, source, num_clusters, world_size):
+def build_clusterer(clusterer_cfgs: Mapping[str, Any], source: str,
+                    num_clusters: int, world_size: int) -> BaseKMeans:
     """The clusterer of ``source`` (its own config, or the one config of
     every source; ``num_clusters`` defaults to the model's). With several
     ranks, a single-process clusterer becomes ``DistributedKMeans`` with
@@ -96,8 +104,11 @@ def build_clusterer(clusterer_cfgs, source, num_clusters, world_size):
     return clusterer
 
 
-def cluster_shard(shard, sources, clusterer_cfgs, num_clusters, num_total,
-                  collectives, with_distances=True):
+def cluster_shard(shard: FeatureShard, sources: Sequence[str],
+                  clusterer_cfgs: Mapping[str, Any],
+                  num_clusters: Mapping[str, int], num_total: int,
+                  collectives: Collectives,
+                  with_distances: bool = True) -> Dict[str, ClusterResult]:
     """Cluster every source on the rows of all ranks; call on every rank.
 
     Args:

@@ -2,15 +2,21 @@
 rows reaches every rank, which runs its share of the jobs of
 ``xdc_plugin.probe.round_probe.probe_jobs``; the scores are
 gathered, so no rank probes while the others wait."""
+from typing import Dict
+
 import numpy as np
 import torch
 from mmengine import dist
 
+from xdc_plugin.clustering.collectives import Collectives
 from xdc_plugin.clustering.distributed import index_keys, smallest_keys_mask
+from xdc_plugin.engine.round.feature_shard import FeatureShard
 from xdc_plugin.probe.round_probe import MAX_SAMPLES, mean_scores, probe_jobs
 
 
-def probe_shard(shard, labels, collectives, **probe_kwargs):
+def probe_shard(shard: FeatureShard, labels: np.ndarray,
+                collectives: Collectives,
+                **probe_kwargs) -> Dict[str, float]:
     """``probe_round`` scalars (``'<modality>_linear_top1'``, ...) of the
     features all ranks hold, on every rank.
 

@@ -1,8 +1,14 @@
 """What a clustering round reports: quality records (one per clustering
 source), the log lines, the scalars and the round file."""
-from mmengine import dist
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from xdc_plugin.clustering import cluster_quality
+import numpy as np
+from mmengine import dist
+from mmengine.dataset import BaseDataset
+from mmengine.runner import Runner
+
+from xdc_plugin.clustering import ClusterResult, cluster_quality
+from xdc_plugin.clustering.collectives import Collectives
 from xdc_plugin.clustering.round_file import round_path, save_round
 from xdc_plugin.compat import atomic_backend_args
 from xdc_plugin.tables import markdown_table
@@ -11,8 +17,11 @@ QUALITY = ('nmi', 'ari', 'purity')
 PROBES = ('linear_top1', 'knn_top1')
 
 
-def round_records(round_id, epoch, results, ground_truth, probe=None,
-                  **extra):
+def round_records(round_id: Union[int, str], epoch: int,
+                  results: Mapping[str, ClusterResult],
+                  ground_truth: Optional[np.ndarray],
+                  probe: Optional[Mapping[str, float]] = None,
+                  **extra) -> List[Dict[str, Any]]:
     """One history record per source of ``results``: cluster sizes,
     inertia, re-splits, the video/audio agreement (``xmodal_nmi``), NMI,
     ARI and purity against ``ground_truth`` when it has labels, the probe
@@ -39,7 +48,7 @@ def round_records(round_id, epoch, results, ground_truth, probe=None,
     return records
 
 
-def round_scalars(records):
+def round_scalars(records: Sequence[Mapping[str, Any]]) -> Dict[str, float]:
     """``{'xdc/<source>_<metric>': value}`` of one round's records."""
     scalars = {}
     for record in records:
@@ -55,8 +64,10 @@ def round_scalars(records):
     return scalars
 
 
-def publish_round(runner, records, results, dataset, variant,
-                  save_assignments, collectives):
+def publish_round(runner: Runner, records: Sequence[Mapping[str, Any]],
+                  results: Mapping[str, ClusterResult], dataset: BaseDataset,
+                  variant: str, save_assignments: bool,
+                  collectives: Collectives) -> None:
     """The round's scalars to the message hub (every rank; the next log
     line shows them) and, on the main process, to the visualizer's backends
     (TensorBoard when configured; at the current iteration, to line up with
@@ -80,7 +91,7 @@ def publish_round(runner, records, results, dataset, variant,
                    collectives=collectives)
 
 
-def format_round(records):
+def format_round(records: Sequence[Mapping[str, Any]]) -> str:
     """One log line for one round's records."""
     parts, agreement = [], None
     for record in records:
@@ -106,7 +117,7 @@ def format_round(records):
     return head + '): ' + ' | '.join(parts)
 
 
-def format_history(history):
+def format_history(history: Sequence[Mapping[str, Any]]) -> str:
     """A table of every round's quality, one line per (round, source)."""
     metrics = [m for m in QUALITY + ('xmodal_nmi', )
                if any(m in r for r in history)]

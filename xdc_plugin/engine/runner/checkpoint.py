@@ -21,6 +21,7 @@ import os.path as osp
 import pickle
 import re
 import zipfile
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -48,7 +49,7 @@ class UntrustedCheckpointError(ValueError):
 
 
 @contextlib.contextmanager
-def reading_checkpoint(path, trusted=False):
+def reading_checkpoint(path: str, trusted: bool = False) -> Iterator[None]:
     """Within this block mmengine reads checkpoints with
     ``weights_only=True`` and :data:`CHECKPOINT_GLOBALS`, or fully unpickled
     when ``trusted``; a refused file raises
@@ -66,7 +67,7 @@ def reading_checkpoint(path, trusted=False):
         raise
 
 
-def refuse_untrusted(path):
+def refuse_untrusted(path: str) -> None:
     """Raise :class:`UntrustedCheckpointError` if ``path`` holds globals
     outside :data:`CHECKPOINT_GLOBALS` (reads its pickle, runs nothing)."""
     allowed = {f'{g.__module__}.{g.__name__}' for g in CHECKPOINT_GLOBALS}
@@ -80,7 +81,8 @@ def refuse_untrusted(path):
             '--trust-checkpoint to unpickle it fully.')
 
 
-def read_training_checkpoint(path, trusted=False):
+def read_training_checkpoint(path: str,
+                             trusted: bool = False) -> Dict[str, Any]:
     """One of our checkpoints (``state_dict``, ``meta``, ...), read as
     :func:`reading_checkpoint` does."""
     with reading_checkpoint(path, trusted):
@@ -91,12 +93,13 @@ def read_training_checkpoint(path, trusted=False):
     return checkpoint
 
 
-def load_training_checkpoint(path, trusted=False):
+def load_training_checkpoint(path: str,
+                             trusted: bool = False) -> Dict[str, torch.Tensor]:
     """The model state dict of :func:`read_training_checkpoint`."""
     return read_training_checkpoint(path, trusted)['state_dict']
 
 
-def checkpoint_problem(path):
+def checkpoint_problem(path: str) -> Optional[str]:
     """Why ``path`` is not an intact checkpoint (truncated, corrupt), or
     None. Checks the zip container and its CRCs; unpickles nothing."""
     try:
@@ -112,7 +115,8 @@ def checkpoint_problem(path):
     return None
 
 
-def checkpoint_position(path, trusted=False):
+def checkpoint_position(path: str,
+                        trusted: bool = False) -> Optional[Tuple[int, int]]:
     """``(epoch, iteration)`` from the ``meta`` of the checkpoint at ``path``
     (read as :func:`reading_checkpoint` does, tensors memory-mapped, not
     read), or None when its meta has no such numbers."""
@@ -147,7 +151,9 @@ def _named_by_last_checkpoint(work_dir):
     return path, note
 
 
-def find_resume_checkpoint(work_dir, trusted=False):
+def find_resume_checkpoint(
+        work_dir: str, trusted: bool = False
+) -> Tuple[Optional[str], str, List[str]]:
     """The checkpoint of ``work_dir`` that ``--resume`` continues from.
 
     The one ``last_checkpoint`` names (the record of the run's latest save)
@@ -165,7 +171,8 @@ def find_resume_checkpoint(work_dir, trusted=False):
     if named is None:
         why = f'no {LAST_CHECKPOINT} in the work dir'
     elif not osp.exists(named):
-        why = f'{LAST_CHECKPOINT} names {osp.basename(named)}, which is missing'
+        why = (f'{LAST_CHECKPOINT} names {osp.basename(named)}, which is '
+               'missing')
     else:
         problem = checkpoint_problem(named)
         position = None if problem else checkpoint_position(named, trusted)
@@ -174,7 +181,8 @@ def find_resume_checkpoint(work_dir, trusted=False):
                            f'iteration {position[1]})'), notes
         problem = problem or 'no epoch/iteration in its meta'
         notes.append(f'skipped {named} ({problem}).')
-        why = f'{LAST_CHECKPOINT} names {osp.basename(named)}, which is damaged'
+        why = (f'{LAST_CHECKPOINT} names {osp.basename(named)}, which is '
+               'damaged')
     candidates = []
     for path in sorted(glob.glob(osp.join(work_dir, '*.pth'))):
         if path == named or not RESUMABLE_NAME.match(osp.basename(path)):
@@ -189,8 +197,9 @@ def find_resume_checkpoint(work_dir, trusted=False):
     if not candidates:
         return None, why, notes
     iteration, epoch, path = max(candidates)
-    return path, (f'{why}; the intact checkpoint furthest in training by its '
-                  f'own metadata (epoch {epoch}, iteration {iteration})'), notes
+    why = (f'{why}; the intact checkpoint furthest in training by its own '
+           f'metadata (epoch {epoch}, iteration {iteration})')
+    return path, why, notes
 
 
 @HOOKS.register_module()
@@ -201,7 +210,7 @@ class WeightsOnlyCheckpointHook(Hook):
 
     priority = 'VERY_LOW'
 
-    def before_save_checkpoint(self, runner, checkpoint):
+    def before_save_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
         hub = checkpoint.get('message_hub')
         if not hub or not hub.get('log_scalars'):
             return
@@ -214,7 +223,7 @@ class WeightsOnlyCheckpointHook(Hook):
         checkpoint['message_hub'] = dict(hub, log_scalars={})
         checkpoint[_PLAIN_SCALARS] = plain
 
-    def after_load_checkpoint(self, runner, checkpoint):
+    def after_load_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
         plain = checkpoint.pop(_PLAIN_SCALARS, None)
         if plain is None or 'message_hub' not in checkpoint:
             return
@@ -239,6 +248,6 @@ class SafeResumeRunner(Runner):
                    for h in self.hooks):
             self.register_hook(WeightsOnlyCheckpointHook())
 
-    def load_checkpoint(self, filename, *args, **kwargs):
+    def load_checkpoint(self, filename: str, *args, **kwargs) -> dict:
         with reading_checkpoint(filename, self.trust_checkpoint):
             return super().load_checkpoint(filename, *args, **kwargs)

@@ -14,6 +14,7 @@ launcher stop before any work. Every error here is one of
 """
 import difflib
 import os.path as osp
+from typing import Any, Dict, Iterable, Sequence, Tuple
 
 import yaml
 from mmengine.config import Config
@@ -26,7 +27,7 @@ from xdc_plugin.compat import (package_utils_without_pkg_resources,
 _PACKAGE = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
-def shipped_config(name):
+def shipped_config(name: str) -> str:
     """Path of one of the configs we ship: ``xdc_plugin/configs/<name>``
     (package data of an installed wheel) or ``configs/<name>`` beside the
     package (a source checkout, editable install)."""
@@ -74,7 +75,8 @@ def _split(item):
     return item.split('=', 1)
 
 
-def parse_overrides(overrides):
+def parse_overrides(
+        overrides: Iterable[str]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """``['a.b=1', '+c=[1, 2]']`` -> ``({'a.b': 1}, {'c': [1, 2]})``.
 
     Values are parsed as YAML (numbers, booleans, lists, null). A leading
@@ -118,7 +120,7 @@ def _type_name(value):
     return type(value).__name__
 
 
-def checked_value(key, current, value, text):
+def checked_value(key: str, current: Any, value: Any, text: str) -> Any:
     """``value`` (parsed from ``text``) if it may replace ``current`` at
     ``key``, converted where the exceptions above apply; else
     :class:`ConfigTypeError` naming the key, the value and the type."""
@@ -151,7 +153,7 @@ def checked_value(key, current, value, text):
     return value
 
 
-def load_config(path, overrides=()):
+def load_config(path: str, overrides: Sequence[str] = ()) -> Config:
     """Read a config file (YAML, Python or JSON) and apply overrides.
 
     YAML (the file and its ``_base_`` files) is read with PyYAML's safe
@@ -202,7 +204,7 @@ def _dataloaders(node, key=''):
         yield from _dataloaders(value, dotted)
 
 
-def check_dataloaders(cfg):
+def check_dataloaders(cfg: Config) -> None:
     """``ConfigValueError`` naming the first dataloader of ``cfg`` (the
     train, val and test loaders, the clustering hook's
     ``extract_dataloader``, ...) whose ``num_workers`` is not an integer >=

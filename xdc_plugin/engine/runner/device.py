@@ -18,6 +18,7 @@ sees a single device (SLURM's ``--gpus-per-task``, or
 import os
 import shutil
 import subprocess
+from typing import Callable, Optional
 
 import torch
 
@@ -29,7 +30,7 @@ class DeviceError(RuntimeError):
     """The device asked for is not there."""
 
 
-def driver_version():
+def driver_version() -> Optional[str]:
     """The NVIDIA driver's version without going through CUDA
     (``nvidia-smi``, else ``/proc/driver/nvidia/version``), or None when
     no driver is found."""
@@ -52,7 +53,7 @@ def driver_version():
     return next((w for w in words if w[:1].isdigit() and '.' in w), None)
 
 
-def cuda_versions():
+def cuda_versions() -> str:
     """``'torch 2.x built with CUDA 13.0, NVIDIA driver 550.54.15'`` (or
     ``'no NVIDIA driver found'``)."""
     driver = driver_version()
@@ -63,7 +64,7 @@ def cuda_versions():
                '/proc/driver/nvidia/version)'))
 
 
-def planned_device(requested, launcher, world_size=1):
+def planned_device(requested: str, launcher: str, world_size: int = 1) -> str:
     """The device a run of ``world_size`` ranks started with ``requested``
     and ``launcher`` will use, decided without needing CUDA here (the dry
     run plans a GPU run from a machine without one)."""
@@ -77,7 +78,8 @@ def planned_device(requested, launcher, world_size=1):
     return 'cuda' if torch.cuda.is_available() else 'cpu'
 
 
-def resolve_device(requested, launcher, log=None):
+def resolve_device(requested: str, launcher: str,
+                   log: Optional[Callable[[str], object]] = None) -> str:
     """The device of this run (``'cuda'`` or ``'cpu'``); ``DeviceError``
     when CUDA is asked for (``cuda``, or ``auto`` under a distributed
     launcher) and not visible. ``log(message)`` is told what ``auto``
@@ -97,7 +99,7 @@ def resolve_device(requested, launcher, log=None):
     return device
 
 
-def local_cuda_index():
+def local_cuda_index() -> int:
     """This process's CUDA device: 0 when it sees one device, else
     ``LOCAL_RANK`` (which must name one of the devices it sees)."""
     count = torch.cuda.device_count()

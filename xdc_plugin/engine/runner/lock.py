@@ -22,6 +22,7 @@ import shlex
 import socket
 import sys
 import time
+from typing import Any, Callable, Dict, Optional
 
 LOCK_NAME = 'run.lock'
 
@@ -51,19 +52,20 @@ class WorkDirLock:
     without the lock.
     """
 
-    def __init__(self, work_dir, force=False, on_force=print):
+    def __init__(self, work_dir: str, force: bool = False,
+                 on_force: Callable[[str], object] = print) -> None:
         self.path = osp.join(work_dir, LOCK_NAME)
         self.force = force
         self.on_force = on_force
         self._fd = None
 
     @property
-    def held(self):
+    def held(self) -> bool:
         """Whether this process holds the lock (False when sharing it with
         ``force``)."""
         return self._fd is not None
 
-    def holder(self):
+    def holder(self) -> Optional[Dict[str, Any]]:
         """The details the holding run wrote, or None."""
         try:
             if self._fd is not None:
@@ -94,7 +96,7 @@ class WorkDirLock:
             raise WorkDirError(f'cannot write in the work_dir {folder}: '
                                f'{exc.strerror}') from None
 
-    def __enter__(self):
+    def __enter__(self) -> 'WorkDirLock':
         fd = self._open()
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -119,7 +121,7 @@ class WorkDirLock:
         self._fd = fd
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> bool:
         if self._fd is not None:
             os.close(self._fd)  # releases the lock
             self._fd = None

@@ -15,9 +15,11 @@ trains in, which the clustering hook's extraction then uses
 (``feature_extraction.extract_batch``).
 """
 import contextlib
+from typing import Any, Dict, Iterator, Mapping, Optional
 
 import torch
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
+from torch import nn
 
 from xdc_plugin.registry import OPTIM_WRAPPERS
 
@@ -37,14 +39,14 @@ class Bf16OptimWrapper(OptimWrapper):
     cast_dtype = torch.bfloat16
 
     @contextlib.contextmanager
-    def optim_context(self, model):
+    def optim_context(self, model: nn.Module) -> Iterator[None]:
         device = next(model.parameters()).device.type
         with super().optim_context(model), torch.autocast(
                 device, dtype=self.cast_dtype):
             yield
 
 
-def check_amp(amp, device):
+def check_amp(amp: Optional[str], device: str) -> None:
     """``PrecisionError`` when ``device`` ('cuda' or 'cpu') cannot run
     ``amp`` (None, 'bf16' or 'fp16')."""
     if amp is None:
@@ -66,7 +68,8 @@ def check_amp(amp, device):
                              '(bf16)')
 
 
-def optim_wrapper_config(optim_cfg, amp):
+def optim_wrapper_config(optim_cfg: Mapping[str, Any],
+                         amp: Optional[str]) -> Dict[str, Any]:
     """The optimizer wrapper config of a run: ``optim_cfg`` (the config's
     ``optim_wrapper``) with ``amp`` (None, 'bf16', 'fp16') applied."""
     cfg = dict(optim_cfg)
@@ -82,7 +85,7 @@ def optim_wrapper_config(optim_cfg, amp):
     return cfg
 
 
-def autocast_dtype(optim_wrapper):
+def autocast_dtype(optim_wrapper: OptimWrapper) -> Optional[torch.dtype]:
     """The dtype the built ``optim_wrapper`` trains the forward in (bf16,
     fp16), or None for fp32."""
     if isinstance(optim_wrapper, (Bf16OptimWrapper, AmpOptimWrapper)):

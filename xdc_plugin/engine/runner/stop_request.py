@@ -36,9 +36,14 @@ import contextlib
 import os
 import signal
 import time
+from typing import Iterable, Iterator, Sequence, TypeVar
 
 import torch
 from mmengine import dist
+
+from xdc_plugin.clustering.collectives import Collectives
+
+T = TypeVar('T')
 
 _END = object()
 # A second signal within this many seconds of the first is the same stop.
@@ -48,7 +53,7 @@ SAME_STOP_S = 1.0
 class StopRequested(Exception):
     """Raised where a stop is acted on; ``signum`` is the signal."""
 
-    def __init__(self, signum):
+    def __init__(self, signum: int) -> None:
         super().__init__(f'{signal.Signals(signum).name} received')
         self.signum = signum
 
@@ -57,7 +62,7 @@ class StopRequest:
     """The handler of ``signals`` (names) and the signal it received
     (``signum``, 0 while none)."""
 
-    def __init__(self, signals):
+    def __init__(self, signals: Sequence[str]) -> None:
         self.signals = [getattr(signal, name) for name in signals]
         self.signum = 0
         self._received_at = None
@@ -65,13 +70,13 @@ class StopRequest:
         self._pid = None
         self._raise_at_once = False
 
-    def install(self):
+    def install(self) -> None:
         """Handle the signals from now on (main thread only)."""
         self._pid = os.getpid()
         for signum in self.signals:
             self._previous[signum] = signal.signal(signum, self._on_signal)
 
-    def restore(self):
+    def restore(self) -> None:
         """Give the signals back to their previous handlers."""
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
@@ -91,7 +96,7 @@ class StopRequest:
             self._raise_at_once = False
             raise StopRequested(signum)
 
-    def agreed(self):
+    def agreed(self) -> int:
         """The signal any rank received (the largest number), 0 if none; an
         all-reduce with several ranks: every rank calls it at the same
         point."""
@@ -101,7 +106,7 @@ class StopRequest:
         dist.all_reduce(flag, op='max')
         return int(flag)
 
-    def check(self):
+    def check(self) -> None:
         """Raise :class:`StopRequested` on every rank if any rank received
         a signal (call on every rank at the same point)."""
         signum = self.agreed()
@@ -109,7 +114,7 @@ class StopRequest:
             raise StopRequested(signum)
 
     @contextlib.contextmanager
-    def interruptible(self):
+    def interruptible(self) -> Iterator[None]:
         """In one process, a signal within the block (or before it) raises
         :class:`StopRequested` at once; with several ranks nothing changes
         (the block's :meth:`check` points stop it)."""
@@ -123,7 +128,7 @@ class StopRequest:
         finally:
             self._raise_at_once = False
 
-    def each(self, iterable):
+    def each(self, iterable: Iterable[T]) -> Iterator[T]:
         """The items of ``iterable`` (a sized one, a DataLoader), with a
         :meth:`check` after each is fetched. With several ranks, a rank with
         fewer items goes on checking until the rank with the most has
@@ -141,7 +146,7 @@ class StopRequest:
             if item is not _END:
                 yield item
 
-    def checked(self, collectives):
+    def checked(self, collectives: Collectives) -> Collectives:
         """``collectives`` (``clustering.collectives``) whose every
         operation first agrees on a stop: ranks run the same collectives in
         the same order, so these checks pair up."""

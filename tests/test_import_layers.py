@@ -493,7 +493,7 @@ def test_checker_reports_folders_that_import_each_other(tmp_path):
             'from xdc_plugin.engine.runner.config import load\n',
         'xdc_plugin/engine/runner/__init__.py': '',
         'xdc_plugin/engine/runner/config.py': '',
-        # A subfolder and its parent folder are one folder, not a pair.
+        # clustering/ holds clustering/kmeans/: their imports make no pair.
         'xdc_plugin/clustering/__init__.py':
             'from xdc_plugin.clustering.kmeans import base\n',
         'xdc_plugin/clustering/prep.py': '',

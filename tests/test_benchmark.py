@@ -63,8 +63,9 @@ def test_three_split_finetune_end_to_end(tmp_path):
     assert record['std'] == pytest.approx(folds.std())
     table = done.stdout
     for split, accuracy in zip((1, 2, 3), folds):
-        assert f'\n{split}{3:>17}{100 * accuracy:>9.2f}{100.0:>9.2f}' in table
-    assert f'mean{9:>14}{100 * folds.mean():>9.2f}' in table
+        assert f'\n| {split} | 3 | {100 * accuracy:.2f} | 100.00 |' in table
+    assert (f'| mean (top-1 std {100 * folds.std():.2f} over 3 splits) | 9 | '
+            f'{100 * folds.mean():.2f} | 100.00 |') in table
     # Progress and results went through mmengine's log of each split.
     for split in (1, 2, 3):
         assert (tmp_path / 'work' / 'annotations' /

@@ -15,7 +15,7 @@ BENCH_REQUIRES = ['fvcore', 'iopath']
 FAISS_BUILDS = {'cpu': ['faiss-cpu>=1.7.4'], 'gpu': ['faiss-gpu>=1.15']}
 
 # configs/ ships as the package data ``xdc_plugin/configs`` (found by
-# ``xdc_plugin.engine.config.shipped_config`` in any kind of install).
+# ``xdc_plugin.engine.runner.config.shipped_config`` in any kind of install).
 CONFIG_FILES = sorted(
     osp.relpath(path, 'configs')
     for pattern in ('configs/**/*.yaml', 'configs/**/*.py')
@@ -45,7 +45,7 @@ setup(
         'av>=11',
         'submitit>=1.4',
         'scikit-learn>=1.2',
-        # thread limits of the frozen-feature probes (evaluation/protocols)
+        # thread limits of the frozen-feature probes (probe/protocols)
         'threadpoolctl',
         'tqdm',
         'pyyaml',

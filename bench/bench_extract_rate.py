@@ -22,8 +22,8 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
 import xdc_plugin.data  # noqa: F401  (registers AVClipDataset, transforms)
-from xdc_plugin.engine.config import load_config, shipped_config
-from xdc_plugin.engine.extract_loader import build_extract_loader
+from xdc_plugin.engine.round.extract_loader import build_extract_loader
+from xdc_plugin.engine.runner.config import load_config, shipped_config
 from xdc_plugin.registry import SCOPE
 
 

@@ -23,13 +23,13 @@ import time
 
 from mmengine.hooks import Hook
 
-from xdc_plugin.engine.checkpoint import SafeResumeRunner
-from xdc_plugin.engine.config import shipped_config
-from xdc_plugin.engine.dry_run import clip_shapes
-from xdc_plugin.engine.launch import build_parser, prepare_config
+from xdc_plugin.engine.launch.dry_run import clip_shapes
+from xdc_plugin.engine.launch.launch import build_parser, prepare_config
+from xdc_plugin.engine.runner.checkpoint import SafeResumeRunner
+from xdc_plugin.engine.runner.config import shipped_config
 from xdc_plugin.evaluation.manifest_eval import evaluate_manifest
-from xdc_plugin.evaluation.records import markdown_table
 from xdc_plugin.models.flops import forward_flops
+from xdc_plugin.tables import markdown_table
 
 RECIPES = {'ours': 'xdc_demo', 'x3d': 'xdc_demo_x3d',
            'slowonly': 'xdc_demo_slowonly', 'swin': 'xdc_demo_swin',

@@ -41,7 +41,7 @@ from xdc_plugin.data import AVClipDataset  # noqa: E402
 from xdc_plugin.data.prepare import PrepareSettings, prepare_dataset  # noqa
 from xdc_plugin.data.prepared_manifest import (  # noqa: E402
     read_sidecar, write_prepared_manifest)
-from xdc_plugin.engine.config import load_config, shipped_config  # noqa
+from xdc_plugin.engine.runner.config import load_config, shipped_config  # noqa
 
 REFERENCE = 'avobjects'
 

@@ -19,8 +19,8 @@ import time
 
 from mmengine.hooks import Hook
 
-from xdc_plugin.engine.checkpoint import SafeResumeRunner
-from xdc_plugin.engine.launch import build_parser, prepare_config
+from xdc_plugin.engine.launch.launch import build_parser, prepare_config
+from xdc_plugin.engine.runner.checkpoint import SafeResumeRunner
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = {'demo': 'configs/xdc_demo.yaml',

@@ -60,7 +60,7 @@ STEPS = ('round file', 'probe sample', 'probe jobs')
 
 
 def ig65m_extract_pipeline():
-    from xdc_plugin.engine.config import load_config, shipped_config
+    from xdc_plugin.engine.runner.config import load_config, shipped_config
     cfg = load_config(shipped_config('xdc_ig65m.yaml'))
     return cfg.custom_hooks[0].extract_dataloader.dataset.pipeline
 
@@ -140,9 +140,9 @@ def _worker(rank, world, opts, init_file, out_dir):
 
     from xdc_plugin.clustering.collectives import ProcessGroupCollectives
     from xdc_plugin.clustering.round_file import round_path, save_round
-    from xdc_plugin.engine.feature_shard import FeatureShard
-    from xdc_plugin.engine.round_probe_sample import probe_shard
-    from xdc_plugin.evaluation.round_probe import probe_round
+    from xdc_plugin.engine.round.feature_shard import FeatureShard
+    from xdc_plugin.engine.round.round_probe_sample import probe_shard
+    from xdc_plugin.probe.round_probe import probe_round
     torch.set_num_threads(1)
     torch_dist.init_process_group('gloo', init_method=f'file://{init_file}',
                                   rank=rank, world_size=world)
@@ -198,10 +198,11 @@ def _worker(rank, world, opts, init_file, out_dir):
 def table(report, opts):
     """Markdown rows: per N and step, rank 0's and the others' seconds
     before and after, and rank 0's time alone."""
-    lines = ['| N | step | before: rank 0 s | before: others s | '
-             'after: rank 0 s | after: others s | rank 0 alone before s | '
-             'rank 0 alone after s |', '|---' * 8 + '|']
-    totals = {}
+    from xdc_plugin.tables import markdown_table
+    header = ('N', 'step', 'before: rank 0 s', 'before: others s',
+              'after: rank 0 s', 'after: others s', 'rank 0 alone before s',
+              'rank 0 alone after s')
+    rows, totals = [], {}
     for i, n in enumerate(opts['sizes']):
         for step in STEPS:
             cells, alone = [], []
@@ -214,12 +215,11 @@ def table(report, opts):
                 alone.append(max(0.0, times[0] - others))
             for key, value in zip(('before', 'after'), alone):
                 totals[n, key] = totals.get((n, key), 0.0) + value
-            lines.append(f'| {n:,} | {step} | ' + ' | '.join(
-                f'{x:.2f}' for x in cells + alone) + ' |')
-        lines.append(f'| {n:,} | **rank 0 alone** | | | | | '
-                     f'{totals[n, "before"]:.2f} | {totals[n, "after"]:.2f} '
-                     '|')
-    return '\n'.join(lines)
+            rows.append([f'{n:,}', step] +
+                        [f'{x:.2f}' for x in cells + alone])
+        rows.append([f'{n:,}', '**rank 0 alone**', '', '', '', ''] +
+                    [f'{totals[n, when]:.2f}' for when in ('before', 'after')])
+    return markdown_table(header, rows)
 
 
 def main():

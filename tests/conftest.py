@@ -209,7 +209,7 @@ def tiny_xdc_run(tmp_path_factory):
     """A real one-epoch demo run with TensorBoard on and the losses logged
     every iteration: round files 0 and final. Returns ``(work_dir,
     runner)``."""
-    from xdc_plugin.engine import launch
+    from xdc_plugin.engine.launch import launch
     root = tmp_path_factory.mktemp('tiny_run')
     runner = launch.main(tiny_demo_args(root, max_epochs=1) + [
         TENSORBOARD_SWITCH, 'default_hooks.logger.interval=1'])

@@ -57,8 +57,8 @@ def _kill_in_save(n):
 
 
 def _signal_in_round(n, name, rank=None):
-    from xdc_plugin.engine import clustering_hook
-    from xdc_plugin.engine.feature_shard import FeatureShard
+    from xdc_plugin.engine.hooks import clustering_hook
+    from xdc_plugin.engine.round.feature_shard import FeatureShard
     cluster_shard = clustering_hook.cluster_shard
     signum = getattr(signal, name)
 
@@ -89,7 +89,7 @@ def main():
     if kind == 'kill-in-save':
         _kill_in_save(int(spec))
     elif kind == 'kill-in-round':
-        from xdc_plugin.engine import clustering_hook
+        from xdc_plugin.engine.hooks import clustering_hook
         clustering_hook.cluster_shard = _nth_call(
             int(spec), lambda *a, **k: _kill('in a clustering round'),
             clustering_hook.cluster_shard)
@@ -98,7 +98,7 @@ def main():
         _signal_in_round(int(n), name, int(rank[0]) if rank else None)
     elif kind != 'none':
         raise SystemExit(f'unknown fault {fault!r}')
-    from xdc_plugin.engine.launch import cli
+    from xdc_plugin.engine.launch.launch import cli
     cli(args)
 
 

@@ -7,7 +7,7 @@ import runpy
 import numpy as np
 import pytest
 
-from xdc_plugin.engine.config import load_config
+from xdc_plugin.engine.runner.config import load_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 STUDY = runpy.run_path(osp.join(REPO, 'tools', 'avobjects_study.py'))

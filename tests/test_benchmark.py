@@ -16,7 +16,7 @@ from tiny_video_releases import SMALL_RUN, make_release
 
 import xdc_plugin.weights as P
 from xdc_plugin.encoders import AudioResNet18, R2Plus1D18
-from xdc_plugin.engine.config import load_config
+from xdc_plugin.engine.runner.config import load_config
 from xdc_plugin.evaluation.encoder_sources import load_encoders
 from xdc_plugin.evaluation.video_benchmark import (EncoderWeights,
                                                    encoder_weights,
@@ -63,8 +63,9 @@ def test_three_split_finetune_end_to_end(tmp_path):
     assert record['std'] == pytest.approx(folds.std())
     table = done.stdout
     for split, accuracy in zip((1, 2, 3), folds):
-        assert f'\n{split}{3:>17}{100 * accuracy:>9.2f}{100.0:>9.2f}' in table
-    assert f'mean{9:>14}{100 * folds.mean():>9.2f}' in table
+        assert f'\n| {split} | 3 | {100 * accuracy:.2f} | 100.00 |' in table
+    assert (f'| mean (top-1 std {100 * folds.std():.2f} over 3 splits) | 9 | '
+            f'{100 * folds.mean():.2f} | 100.00 |') in table
     # Progress and results went through mmengine's log of each split.
     for split in (1, 2, 3):
         assert (tmp_path / 'work' / 'annotations' /
@@ -100,7 +101,7 @@ def test_fc_only_learns_the_planted_classes_and_reports_a_failed_split(
                 1.0, 0.0, [1.0, 1.0], [1, 2], 6)
     assert list(record['failed']) == ['3']
     table = format_table(results, record=record, **run)
-    assert '3' + ' ' * 16 + '0   FAILED: FileNotFoundError' in table
+    assert '| 3 | 0 | FAILED: FileNotFoundError' in table
     assert 'over 2 splits' in table
 
 
@@ -117,8 +118,8 @@ def test_audio_subcommand_prints_and_writes_the_records(dcase_root,
     assert (record['protocol'], record['modality'], record['benchmark'],
             record['num_samples']) == ('linear', 'audio', 'dcase2014', 18)
     printed = capsys.readouterr().out
-    assert 'dcase2014, encoder random\nprotocol  modality' in printed
-    assert (f'linear    audio     top1    {100 * record["accuracy"]:.1f} +- '
+    assert 'dcase2014, encoder random\n| protocol | modality |' in printed
+    assert (f'| linear | audio | top1 | {100 * record["accuracy"]:.1f} +- '
             in printed)
 
 

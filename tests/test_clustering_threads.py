@@ -9,8 +9,8 @@ import torch
 from xdc_plugin.clustering import threads
 from xdc_plugin.clustering.collectives import LOCAL
 from xdc_plugin.clustering.kmeans import FaissKMeans
-from xdc_plugin.engine.feature_shard import FeatureShard
-from xdc_plugin.engine.round_clustering import cluster_shard
+from xdc_plugin.engine.round.feature_shard import FeatureShard
+from xdc_plugin.engine.round.round_clustering import cluster_shard
 
 
 @pytest.fixture

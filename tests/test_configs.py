@@ -11,8 +11,8 @@ import torch
 from mmengine.runner import Runner
 
 from xdc_plugin.engine import load_config
-from xdc_plugin.engine.dry_run import clip_shapes
-from xdc_plugin.engine.round_clustering import build_clusterer
+from xdc_plugin.engine.launch.dry_run import clip_shapes
+from xdc_plugin.engine.round.round_clustering import build_clusterer
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RECIPES = sorted(glob.glob(osp.join(REPO, 'configs', 'xdc_*.yaml')))

@@ -17,7 +17,7 @@ import re
 import pytest
 
 from xdc_plugin.engine import load_config
-from xdc_plugin.engine.config import parse_overrides
+from xdc_plugin.engine.runner.config import parse_overrides
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 READMES = ('README.md', 'projects/xdc/README.md')

@@ -13,12 +13,12 @@ import torch
 from mmengine.logging import MessageHub
 
 from test_engine_launch import REPO, tiny_demo_args
-from xdc_plugin.engine.checkpoint import (UntrustedCheckpointError,
-                                          WeightsOnlyCheckpointHook,
-                                          checkpoint_problem,
-                                          find_resume_checkpoint,
-                                          reading_checkpoint)
-from xdc_plugin.engine.launch import ResumeError, choose_checkpoint
+from xdc_plugin.engine.launch.launch import ResumeError, choose_checkpoint
+from xdc_plugin.engine.runner.checkpoint import (UntrustedCheckpointError,
+                                                 WeightsOnlyCheckpointHook,
+                                                 checkpoint_problem,
+                                                 find_resume_checkpoint,
+                                                 reading_checkpoint)
 
 
 class Hostile:

@@ -229,8 +229,8 @@ def test_a_round_extracts_under_trainings_autocast(tmp_path, monkeypatch):
     """The run's optimizer wrapper trains in bf16 (--amp): the round's
     extraction autocasts to bf16 too, and stores the hook's feature_dtype
     on the model's device."""
-    from xdc_plugin.engine import clustering_hook
-    from xdc_plugin.engine.precision import Bf16OptimWrapper
+    from xdc_plugin.engine.hooks import clustering_hook
+    from xdc_plugin.engine.runner.precision import Bf16OptimWrapper
     model = build_model('xdc')
     runner = _fake_runner(model, 12, tmp_path)
     runner.optim_wrapper = Bf16OptimWrapper(runner.optim_wrapper.optimizer)

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from xdc_plugin.engine.config import (ConfigFileError, ConfigKeyError,
-                                      ConfigTypeError, ConfigValueError,
-                                      check_dataloaders, load_config,
-                                      parse_overrides, shipped_config)
+from xdc_plugin.engine.runner.config import (ConfigFileError, ConfigKeyError,
+                                             ConfigTypeError, ConfigValueError,
+                                             check_dataloaders, load_config,
+                                             parse_overrides, shipped_config)
 
 CONFIGS = osp.join(osp.dirname(osp.dirname(__file__)), 'configs')
 
@@ -147,8 +147,8 @@ def test_the_default_config_is_package_data_of_a_wheel(tmp_path):
     subprocess.run(pip + ['install', '--no-deps', '--no-index', '--target',
                           str(tmp_path / 'site'), str(wheel)], check=True,
                    timeout=300)
-    code = ('from xdc_plugin.engine.launch import DEFAULT_CONFIG\n'
-            'from xdc_plugin.engine.config import load_config\n'
+    code = ('from xdc_plugin.engine.launch.launch import DEFAULT_CONFIG\n'
+            'from xdc_plugin.engine.runner.config import load_config\n'
             'print(DEFAULT_CONFIG, load_config(DEFAULT_CONFIG).model.type)')
     out = subprocess.run(
         [sys.executable, '-c', code], cwd=tmp_path, capture_output=True,

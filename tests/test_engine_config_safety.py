@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from xdc_plugin.engine.config import (ConfigFileError, ConfigOverrideError,
-                                      load_config)
+from xdc_plugin.engine.runner.config import (ConfigFileError,
+                                             ConfigOverrideError, load_config)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = osp.join(REPO, 'configs', 'xdc_demo.yaml')

@@ -1,8 +1,8 @@
-"""xdc_plugin/engine/dataset_agreement.py: two gloo ranks whose datasets
-differ (a file missing on one node, the same files in another order) both
-stop with one error naming the rank, N and the first difference; ranks
-that agree go on. The clustering hook runs the check before anything
-else."""
+"""xdc_plugin/engine/round/dataset_agreement.py: two gloo ranks whose
+datasets differ (a file missing on one node, the same files in another
+order) both stop with one error naming the rank, N and the first
+difference; ranks that agree go on. The clustering hook runs the check
+before anything else."""
 import json
 import os.path as osp
 from unittest import mock
@@ -13,9 +13,9 @@ import torch.multiprocessing as mp
 
 from xdc_plugin.data import AVClipDataset
 from xdc_plugin.data.prepared_manifest import write_prepared_manifest
-from xdc_plugin.engine import clustering_hook
-from xdc_plugin.engine.dataset_agreement import (DatasetMismatchError,
-                                                 check_ranks_agree)
+from xdc_plugin.engine.hooks import clustering_hook
+from xdc_plugin.engine.round.dataset_agreement import (DatasetMismatchError,
+                                                       check_ranks_agree)
 
 PIPELINE = [dict(type='SampleClip', num_frames=8, frame_rate=30),
             dict(type='DecodeAVClip'), dict(type='PackAVInputs')]

@@ -1,6 +1,6 @@
-"""engine/device.py and the launcher's device: no silent fallback from CUDA
-to the CPU, one visible device per task, --device cpu on a GPU machine.
-CUDA's presence, device counts and nvidia-smi are mocked."""
+"""engine/runner/device.py and the launcher's device: no silent fallback
+from CUDA to the CPU, one visible device per task, --device cpu on a GPU
+machine. CUDA's presence, device counts and nvidia-smi are mocked."""
 import datetime
 import os
 from types import SimpleNamespace
@@ -10,7 +10,8 @@ import torch
 from mmengine.device import get_device
 
 from xdc_plugin import compat
-from xdc_plugin.engine import device, launch
+from xdc_plugin.engine.launch import launch
+from xdc_plugin.engine.runner import device
 
 
 @pytest.fixture

@@ -6,10 +6,11 @@ import os.path as osp
 import pytest
 
 from xdc_plugin.clustering.memory_model import clustering_memory
-from xdc_plugin.engine import dry_run
-from xdc_plugin.engine.config import load_config, shipped_config
-from xdc_plugin.engine.launch import build_parser, cli, main
-from xdc_plugin.engine.run_cost import Rate, Rates, kmeans_flops, run_times
+from xdc_plugin.engine.launch import dry_run
+from xdc_plugin.engine.launch.launch import build_parser, cli, main
+from xdc_plugin.engine.launch.run_cost import (Rate, Rates, kmeans_flops,
+                                               run_times)
+from xdc_plugin.engine.runner.config import load_config, shipped_config
 from xdc_plugin.models.flops import forward_flops
 from xdc_plugin.registry import MODELS
 

@@ -10,8 +10,8 @@ from mmengine.dataset import default_collate
 
 from test_engine_clustering_hook import (_fake_runner, build_model,
                                          make_hook, toy_loader)
-from xdc_plugin.engine.feature_bank import FeatureBank
-from xdc_plugin.engine.mid_epoch_resume_hook import BATCHES_DONE
+from xdc_plugin.engine.hooks.mid_epoch_resume_hook import BATCHES_DONE
+from xdc_plugin.engine.round.feature_bank import FeatureBank
 
 
 def train_steps(model, batches, hook=None, runner=None, bank=None):

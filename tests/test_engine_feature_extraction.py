@@ -8,7 +8,8 @@ import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 
 from test_engine_clustering_hook import build_model, toy_loader
-from xdc_plugin.engine.feature_extraction import extract_shard, subset_loader
+from xdc_plugin.engine.round.feature_extraction import (extract_shard,
+                                                        subset_loader)
 
 
 def test_features_are_keyed_by_dataset_index():

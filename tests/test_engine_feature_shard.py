@@ -9,8 +9,8 @@ import torch.multiprocessing as mp
 
 from xdc_plugin.clustering.collectives import (LOCAL,
                                                ProcessGroupCollectives)
-from xdc_plugin.engine.feature_shard import (FeatureShard, claim_rows,
-                                             first_occurrences)
+from xdc_plugin.engine.round.feature_shard import (FeatureShard, claim_rows,
+                                                   first_occurrences)
 
 
 def shard_of(indices, offset=0.0):

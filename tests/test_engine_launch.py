@@ -15,9 +15,9 @@ from conftest import tiny_demo_args
 from mmengine.config import Config
 from mmengine.dist import utils as mmengine_dist
 
-from xdc_plugin.engine import launch, slurm
-from xdc_plugin.engine.config import (ConfigTypeError, load_config,
-                                      shipped_config)
+from xdc_plugin.engine.launch import launch, slurm
+from xdc_plugin.engine.runner.config import (ConfigTypeError, load_config,
+                                             shipped_config)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CFG = osp.join(REPO, 'configs', 'xdc_demo.yaml')
@@ -155,7 +155,7 @@ GROUP_TIMEOUTS = textwrap.dedent('''
     from mmengine.config import Config
     from xdc_plugin.clustering.collectives import _gloo_group
     from xdc_plugin.compat import default_group_timeout
-    from xdc_plugin.engine import launch
+    from xdc_plugin.engine.launch import launch
     launch.init_distributed(Config(dict(
         launcher='pytorch', device='cpu',
         env_cfg=dict(dist_cfg=dict(backend='gloo', timeout=1234)))))

@@ -10,12 +10,12 @@ import textwrap
 import pytest
 
 from test_engine_launch import REPO, tiny_demo_args
-from xdc_plugin.engine.launch import work_dir_lock
-from xdc_plugin.engine.lock import WorkDirBusyError, WorkDirLock
+from xdc_plugin.engine.launch.launch import work_dir_lock
+from xdc_plugin.engine.runner.lock import WorkDirBusyError, WorkDirLock
 
 HOLDER = '''
 import os, sys, time
-from xdc_plugin.engine.lock import WorkDirLock
+from xdc_plugin.engine.runner.lock import WorkDirLock
 with WorkDirLock(sys.argv[1]):
     # Like a DataLoader worker: a forked child with the lock file open.
     child = os.fork() if len(sys.argv) > 2 else None
@@ -102,8 +102,8 @@ def test_the_lock_dies_with_the_run_not_with_its_workers(tmp_path):
 TWO_RANKS = textwrap.dedent('''
     import sys
     import torch.distributed as td
-    from xdc_plugin.engine.launch import work_dir_lock
-    from xdc_plugin.engine.lock import WorkDirBusyError
+    from xdc_plugin.engine.launch.launch import work_dir_lock
+    from xdc_plugin.engine.runner.lock import WorkDirBusyError
     td.init_process_group('gloo')
     try:
         with work_dir_lock(sys.argv[1], force=False):
@@ -130,8 +130,8 @@ def test_every_rank_stops_when_the_work_dir_is_busy(tmp_path, holder):
 
 
 def test_a_link_planted_as_the_lock_is_never_written_through(tmp_path):
-    from xdc_plugin.engine import launch
-    from xdc_plugin.engine.lock import WorkDirError
+    from xdc_plugin.engine.launch import launch
+    from xdc_plugin.engine.runner.lock import WorkDirError
     work = tmp_path / 'work'
     work.mkdir()
     target = tmp_path / 'precious'

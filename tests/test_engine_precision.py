@@ -1,5 +1,5 @@
-"""engine/precision.py: what ``--amp`` builds (bf16 without a loss scaler,
-fp16 with one only when asked) and the autocast that training and
+"""engine/runner/precision.py: what ``--amp`` builds (bf16 without a loss
+scaler, fp16 with one only when asked) and the autocast that training and
 extraction share. CUDA and its bf16 support are mocked where a GPU is
 needed."""
 import pytest
@@ -7,10 +7,11 @@ import torch
 from mmengine.optim import AmpOptimWrapper, OptimWrapper, build_optim_wrapper
 from mmengine.registry import init_default_scope
 
-from xdc_plugin.engine import launch
-from xdc_plugin.engine.precision import (Bf16OptimWrapper, PrecisionError,
-                                         autocast_dtype, check_amp,
-                                         optim_wrapper_config)
+from xdc_plugin.engine.launch import launch
+from xdc_plugin.engine.runner.precision import (Bf16OptimWrapper,
+                                                PrecisionError, autocast_dtype,
+                                                check_amp,
+                                                optim_wrapper_config)
 
 
 @pytest.fixture

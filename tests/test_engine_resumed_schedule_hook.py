@@ -12,8 +12,8 @@ from mmengine.registry import DATASETS, HOOKS, MODELS
 from torch.utils.data import Dataset
 
 import xdc_plugin  # noqa: F401
-from xdc_plugin.engine.checkpoint import SafeResumeRunner
-from xdc_plugin.engine.resumed_schedule_hook import ScheduleMismatchError
+from xdc_plugin.engine.hooks.resumed_schedule_hook import ScheduleMismatchError
+from xdc_plugin.engine.runner.checkpoint import SafeResumeRunner
 
 ITERS_PER_EPOCH = 4
 _RUNS = itertools.count()  # one mmengine logger/visualizer per run

@@ -13,10 +13,10 @@ import torch.multiprocessing as mp
 import xdc_plugin  # noqa: F401
 from xdc_plugin.clustering.collectives import (LOCAL,
                                                ProcessGroupCollectives)
-from xdc_plugin.engine import round_clustering
-from xdc_plugin.engine.feature_shard import FeatureShard
-from xdc_plugin.engine.round_clustering import (build_clusterer,
-                                                cluster_shard)
+from xdc_plugin.engine.round import round_clustering
+from xdc_plugin.engine.round.feature_shard import FeatureShard
+from xdc_plugin.engine.round.round_clustering import (build_clusterer,
+                                                      cluster_shard)
 from xdc_plugin.registry import CLUSTERERS
 
 FAISS = dict(type='FaissKMeans', num_iters=10, seed=0)
@@ -117,8 +117,8 @@ def test_two_processes_give_the_single_process_labels(tmp_path, cfg):
 
 
 def test_more_clusters_than_clips_is_found_before_extraction():
-    from xdc_plugin.engine.round_clustering import (TooFewClipsError,
-                                                    check_cluster_counts)
+    from xdc_plugin.engine.round.round_clustering import (TooFewClipsError,
+                                                          check_cluster_counts)
 
     class Clips(list):  # 5 clips kept of 6 listed
         skipped = [('gone.mp4', 'missing')]

@@ -7,11 +7,11 @@ import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 
-import xdc_plugin.engine.round_probe_sample as module
+import xdc_plugin.engine.round.round_probe_sample as module
 from xdc_plugin.clustering.collectives import LOCAL, ProcessGroupCollectives
-from xdc_plugin.engine.feature_shard import FeatureShard
-from xdc_plugin.engine.round_probe_sample import probe_shard
-from xdc_plugin.evaluation.round_probe import probe_round
+from xdc_plugin.engine.round.feature_shard import FeatureShard
+from xdc_plugin.engine.round.round_probe_sample import probe_shard
+from xdc_plugin.probe.round_probe import probe_round
 
 
 def planted(n=60):

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from xdc_plugin.clustering import ClusterResult, cluster_quality
-from xdc_plugin.engine.round_report import (format_history, format_round,
-                                            round_records, round_scalars)
+from xdc_plugin.engine.round.round_report import (format_history, format_round,
+                                                  round_records, round_scalars)
 
 
 def result(labels):
@@ -46,9 +46,9 @@ def test_records_carry_quality_agreement_probe_and_timing():
     assert 'video clusters NMI=1.000' in line and 'linear_top1=0.750' in line
     assert f'agreement NMI={agreement:.3f}' in line
     table = format_history(records).splitlines()
-    assert table[0] == ('round | epoch | source | nmi | ari | purity | '
-                        'xmodal_nmi | linear_top1 | knn_top1 | resplit')
-    assert table[1].endswith('| 0.750 | - | 1')
+    assert table[0] == ('| round | epoch | source | nmi | ari | purity | '
+                        'xmodal_nmi | linear_top1 | knn_top1 | resplit |')
+    assert table[2].endswith('| 0.750 | - | 1 |')
 
 
 def test_unlabelled_data_gives_sizes_but_no_quality():

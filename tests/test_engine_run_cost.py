@@ -5,9 +5,10 @@ import json
 import pytest
 
 import xdc_plugin  # noqa: F401  (registers the models)
-from xdc_plugin.engine.run_cost import (Rate, Rates, duration, kmeans_flops,
-                                        merge_rates, rates_from_estimate,
-                                        rates_from_gpu_check, run_times)
+from xdc_plugin.engine.launch.run_cost import (Rate, Rates, duration,
+                                               kmeans_flops, merge_rates,
+                                               rates_from_estimate,
+                                               rates_from_gpu_check, run_times)
 from xdc_plugin.models.flops import forward_flops
 from xdc_plugin.registry import MODELS
 

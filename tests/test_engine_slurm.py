@@ -1,4 +1,4 @@
-"""engine/slurm.py without a cluster: what each task does when training
+"""engine/launch/slurm.py without a cluster: what each task does when training
 ends, normally or on a signal (tests/test_slurm_real.py runs real jobs)."""
 import signal
 from types import SimpleNamespace
@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from xdc_plugin.engine import slurm
+from xdc_plugin.engine.launch import slurm
 
 TORCH_ENV = ('MASTER_ADDR', 'MASTER_PORT', 'RANK', 'LOCAL_RANK', 'WORLD_SIZE')
 

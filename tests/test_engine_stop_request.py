@@ -16,8 +16,8 @@ import torch.multiprocessing as mp
 import xdc_plugin  # noqa: F401
 from xdc_plugin.clustering import DistributedKMeans
 from xdc_plugin.clustering.collectives import ProcessGroupCollectives
-from xdc_plugin.engine.stop_request import (SAME_STOP_S, StopRequest,
-                                            StopRequested)
+from xdc_plugin.engine.runner.stop_request import (SAME_STOP_S, StopRequest,
+                                                   StopRequested)
 
 LONG = 10**6  # k-means iterations or restarts: hours, unless stopped
 

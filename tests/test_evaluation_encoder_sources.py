@@ -12,8 +12,10 @@ import yaml
 from mmengine.logging import MessageHub
 
 import xdc_plugin  # noqa: F401
-from xdc_plugin.engine.checkpoint import UntrustedCheckpointError
-from xdc_plugin.engine.config import load_config
+from xdc_plugin import weights as W
+from xdc_plugin.encoders import R2Plus1D18
+from xdc_plugin.engine.runner.checkpoint import UntrustedCheckpointError
+from xdc_plugin.engine.runner.config import load_config
 from xdc_plugin.evaluation.encoder_sources import (CheckpointSource,
                                                    ExportedSource,
                                                    RandomSource,
@@ -23,8 +25,6 @@ from xdc_plugin.evaluation.encoder_sources import (CheckpointSource,
 from xdc_plugin.evaluation.run_config import (InputSettings,
                                               config_from_text,
                                               input_settings)
-from xdc_plugin import weights as W
-from xdc_plugin.encoders import R2Plus1D18
 from xdc_plugin.registry import MODELS
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))

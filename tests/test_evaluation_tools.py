@@ -64,7 +64,7 @@ def test_kfold_both_protocols_json(clips, tmp_path, capsys, caplog):
                     'knn', '--modality', 'both', '--folds', '3',
                     '--num-clips', '2', '--json', str(out), '--no-progress'])
     printed = capsys.readouterr().out
-    assert 'linear    video     top1' in printed
+    assert '| linear | video | top1 |' in printed
     assert '12 labelled files evaluated, 1 skipped' in printed
     assert json.loads(out.read_text()) == records
     # 3 folds of 12 files train on 8: knn@10 and recall@10 are left out.

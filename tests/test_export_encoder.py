@@ -10,7 +10,7 @@ from torch import nn
 
 from xdc_plugin import weights as W
 from xdc_plugin.encoders import R2Plus1D18
-from xdc_plugin.engine.checkpoint import UntrustedCheckpointError
+from xdc_plugin.engine.runner.checkpoint import UntrustedCheckpointError
 
 REPO_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOL = runpy.run_path(osp.join(REPO_DIR, 'tools', 'export_encoder.py'))

@@ -10,12 +10,12 @@ import torch
 from tiny_video_releases import SMALL_RUN, make_release, write_avi
 
 import xdc_plugin  # noqa: F401
-from xdc_plugin.engine.config import ConfigKeyError
+from xdc_plugin.encoders import XDC_MEAN, XDC_STD, R2Plus1D18
+from xdc_plugin.engine.runner.config import ConfigKeyError
 from xdc_plugin.evaluation.video_benchmark import (EncoderWeights,
                                                    benchmark_config)
 from xdc_plugin.evaluation.video_splits import convert_split
 from xdc_plugin.weights import save_hash_named
-from xdc_plugin.encoders import XDC_MEAN, XDC_STD, R2Plus1D18
 
 REPO_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO_DIR, 'configs', 'benchmarks')
@@ -38,7 +38,7 @@ def tiny_ucf101(tmp_path_factory):
 def test_configs_build_the_documented_recognizer(dataset, num_classes):
     from mmaction.registry import MODELS
     from mmengine.registry import init_default_scope
-    from xdc_plugin.engine.config import load_config
+    from xdc_plugin.engine.runner.config import load_config
     cfg = load_config(osp.join(CONFIGS, f'{dataset}.yaml'))
     assert cfg.default_scope == 'mmaction'
     assert cfg.custom_imports['imports'] == ['xdc_plugin']
@@ -242,7 +242,7 @@ def test_pipeline_decodes_the_frames_it_samples(loader, tmp_path):
     # decord's seeking returns other frames (dmlc/decord#195).
     import mmaction.datasets  # noqa: F401 - registers the transforms
     from mmaction.registry import TRANSFORMS
-    from xdc_plugin.engine.config import load_config
+    from xdc_plugin.engine.runner.config import load_config
     path = tmp_path / 'coded.avi'
     write_avi(path, _coded_frames(150))
     pipeline = load_config(osp.join(CONFIGS, 'hmdb51.yaml'))[

@@ -8,8 +8,8 @@ import socket
 import pytest
 import torch
 import torch.distributed as torch_dist
-from xdc_plugin.engine import launch
-from xdc_plugin.engine.config import load_config
+from xdc_plugin.engine.launch import launch
+from xdc_plugin.engine.runner.config import load_config
 from xdc_plugin.models.flops import forward_flops
 from xdc_plugin.registry import MODELS
 

@@ -3,11 +3,11 @@ layered, read from the source with ``ast`` (nothing is imported).
 
 Layers, lowest first (a module may import its own layer or lower ones):
 
-0. ``atomic_write``, ``compat``: standard library and torch only;
+0. ``atomic_write``, ``compat``, ``tables``: standard library and torch only;
 1. ``registry``, ``atomic_backend`` (mmengine file I/O) and the package
    root ``xdc_plugin``;
 2. ``encoders``, ``weights``: torch-only (see ``TORCH_ONLY``);
-3. ``models``, ``data``, ``clustering``;
+3. ``models``, ``data``, ``clustering``, ``probe``;
 4. ``engine``, ``evaluation``, ``visualization``;
 5. ``tools`` and ``hubconf``.
 
@@ -15,6 +15,13 @@ Which imports count:
 
 * Layering counts every import, also one inside a function: a lazy import
   of a higher layer is still an upward dependency.
+* Folders: no two folders import each other (every import counts, lazy
+  ones too), such as ``engine/`` and ``evaluation/``, or ``engine/hooks/``
+  and ``engine/round/``. A folder holds its subfolders (``engine/``
+  holds ``engine/hooks/``), so a pair is two folders neither of which
+  holds the other, and it is named at the level where the two diverge: an
+  import from ``engine/round/`` into ``evaluation/`` counts for
+  ``engine/`` -> ``evaluation/``.
 * Cycles count module-level imports only (also those under ``if``/``try``
   and in class bodies, which run at import). An import inside a function
   runs after every module has loaded, which is the standard way to break
@@ -43,11 +50,12 @@ from packaging.requirements import Requirement
 
 REPO_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 LAYERS = (
-    ('foundation', ('xdc_plugin.atomic_write', 'xdc_plugin.compat')),
+    ('foundation', ('xdc_plugin.atomic_write', 'xdc_plugin.compat',
+                    'xdc_plugin.tables')),
     ('registry', ('xdc_plugin.registry', 'xdc_plugin.atomic_backend')),
     ('torch-only', ('xdc_plugin.encoders', 'xdc_plugin.weights')),
     ('components', ('xdc_plugin.models', 'xdc_plugin.data',
-                    'xdc_plugin.clustering')),
+                    'xdc_plugin.clustering', 'xdc_plugin.probe')),
     ('runtime', ('xdc_plugin.engine', 'xdc_plugin.evaluation',
                  'xdc_plugin.visualization')),
     ('tools', ('tools', 'hubconf')),
@@ -56,7 +64,8 @@ LAYERS = (
 # there): it sits with the registry.
 ROOT_PACKAGE = 'xdc_plugin'
 TORCH_ONLY = ('xdc_plugin.atomic_write', 'xdc_plugin.compat',
-              'xdc_plugin.encoders', 'xdc_plugin.weights', 'hubconf')
+              'xdc_plugin.tables', 'xdc_plugin.encoders', 'xdc_plugin.weights',
+              'hubconf')
 TORCH_ONLY_PACKAGES = ('torch', 'torchvision')
 # Upward imports with a reason: (importer, imported) -> why. Empty: none.
 ALLOWED_UPWARD = {}
@@ -190,6 +199,54 @@ def import_cycles(graph):
     return cycles
 
 
+def find_packages(repo_dir):
+    """The modules of ``find_modules`` that are packages (folders)."""
+    return {m for m, path in find_modules(repo_dir).items()
+            if osp.basename(path) == '__init__.py'}
+
+
+def folder_of(module, packages):
+    """The folder of ``module``: itself for a package, else its parent
+    package ('' at the repository root)."""
+    return module if module in packages else module.rpartition('.')[0]
+
+
+def _diverging(folder, other):
+    """The two folders, one holding each of ``folder`` and ``other``, just
+    below the deepest folder that holds both; None when one of them holds
+    the other."""
+    a, b = (f.split('.') if f else [] for f in (folder, other))
+    depth = 0
+    while depth < min(len(a), len(b)) and a[depth] == b[depth]:
+        depth += 1
+    if depth in (len(a), len(b)):
+        return None
+    return '.'.join(a[:depth + 1]), '.'.join(b[:depth + 1])
+
+
+def folder_imports(graph, packages):
+    """``{(folder, imported folder): first import}`` over every import
+    (lazy ones too) between modules of ``graph``, the import written as
+    ``'importer:line -> imported'``."""
+    found = {}
+    for module, imports in sorted(graph.items()):
+        for name, line, _ in imports:
+            if name not in graph:
+                continue
+            pair = _diverging(folder_of(module, packages),
+                              folder_of(name, packages))
+            if pair:
+                found.setdefault(pair, f'{module}:{line} -> {name}')
+    return found
+
+
+def mutual_folder_imports(graph, packages):
+    """Pairs of folders that import each other, with an import each way."""
+    found = folder_imports(graph, packages)
+    return [f'{a} <-> {b}: {found[a, b]}; {found[b, a]}'
+            for a, b in sorted(found) if a < b and (b, a) in found]
+
+
 def torch_only_violations(graph):
     """Module-level imports of a torch-only module that are neither the
     standard library, torch/torchvision, nor a torch-only module of ours."""
@@ -214,10 +271,15 @@ def graph():
     return build_graph(REPO_DIR)
 
 
+@pytest.fixture(scope='module')
+def packages():
+    return find_packages(REPO_DIR)
+
+
 def test_the_checker_sees_the_whole_code_base(graph):
     assert {'hubconf', 'xdc_plugin', 'xdc_plugin.registry',
             'xdc_plugin.clustering.kmeans.ops', 'tools.run_net',
-            'xdc_plugin.engine.launch'} <= set(graph)
+            'xdc_plugin.engine.launch.launch'} <= set(graph)
     assert all(layer_of(m) is not None for m in graph), [
         m for m in graph if layer_of(m) is None]
     # Sanity: known edges, one eager and one lazy, are seen.
@@ -234,6 +296,19 @@ def test_no_module_imports_a_higher_layer(graph):
 
 def test_no_import_cycles(graph):
     assert import_cycles(graph) == []
+
+
+def test_no_two_folders_import_each_other(graph, packages):
+    assert {'xdc_plugin.engine.hooks', 'xdc_plugin.engine.round',
+            'xdc_plugin.engine.runner', 'xdc_plugin.engine.launch',
+            'xdc_plugin.evaluation',
+            'xdc_plugin.clustering.kmeans'} <= packages
+    # Sanity: known one-way folder imports are seen.
+    found = folder_imports(graph, packages)
+    assert {('xdc_plugin.engine.hooks', 'xdc_plugin.engine.round'),
+            ('xdc_plugin.evaluation', 'xdc_plugin.engine'),
+            ('tools', 'xdc_plugin')} <= set(found)
+    assert mutual_folder_imports(graph, packages) == []
 
 
 def test_torch_only_modules_import_only_torch(graph):
@@ -394,4 +469,49 @@ def test_checker_passes_a_layered_code_base(tmp_path):
     assert graph['xdc_plugin.weights'][2][0] == 'xdc_plugin.weights.x'
     assert upward_imports(graph) == []
     assert import_cycles(graph) == []
+    assert mutual_folder_imports(graph, find_packages(str(tmp_path))) == []
     assert torch_only_violations(graph) == []
+
+
+def test_checker_reports_folders_that_import_each_other(tmp_path):
+    write_tree(tmp_path, {
+        'xdc_plugin/__init__.py': '',
+        'xdc_plugin/registry.py': '',
+        'xdc_plugin/engine/__init__.py':
+            'from xdc_plugin.engine.hooks import hook\n',
+        'xdc_plugin/engine/hooks/__init__.py': '',
+        'xdc_plugin/engine/hooks/hook.py':
+            'from xdc_plugin.engine.round import step\n'
+            'from xdc_plugin.registry import HOOKS\n',
+        'xdc_plugin/engine/round/__init__.py': '',
+        'xdc_plugin/engine/round/step.py':
+            'def f():\n    from xdc_plugin.engine.hooks import hook\n',
+        'xdc_plugin/engine/round/probe.py':
+            'from xdc_plugin.evaluation import table\n',
+        'xdc_plugin/evaluation/__init__.py': '',
+        'xdc_plugin/evaluation/table.py': '',
+        'xdc_plugin/evaluation/load.py':
+            'from xdc_plugin.engine.runner.config import load\n',
+        'xdc_plugin/engine/runner/__init__.py': '',
+        'xdc_plugin/engine/runner/config.py': '',
+        # clustering/ holds clustering/kmeans/: their imports make no pair.
+        'xdc_plugin/clustering/__init__.py':
+            'from xdc_plugin.clustering.kmeans import base\n',
+        'xdc_plugin/clustering/prep.py': '',
+        'xdc_plugin/clustering/kmeans/__init__.py': '',
+        'xdc_plugin/clustering/kmeans/base.py':
+            'from xdc_plugin.clustering import prep\n',
+        'tools/run.py': 'import xdc_plugin.engine\n',
+    })
+    graph = build_graph(str(tmp_path))
+    packages = find_packages(str(tmp_path))
+    assert folder_of('xdc_plugin.engine', packages) == 'xdc_plugin.engine'
+    assert folder_of('tools.run', packages) == 'tools'
+    assert mutual_folder_imports(graph, packages) == [
+        'xdc_plugin.engine <-> xdc_plugin.evaluation: '
+        'xdc_plugin.engine.round.probe:1 -> xdc_plugin.evaluation.table; '
+        'xdc_plugin.evaluation.load:1 -> xdc_plugin.engine.runner.config',
+        'xdc_plugin.engine.hooks <-> xdc_plugin.engine.round: '
+        'xdc_plugin.engine.hooks.hook:1 -> xdc_plugin.engine.round.step; '
+        'xdc_plugin.engine.round.step:2 -> xdc_plugin.engine.hooks.hook']
+    assert ('tools', 'xdc_plugin') in folder_imports(graph, packages)

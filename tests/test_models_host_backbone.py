@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader
 
 import xdc_plugin  # noqa: F401  (registers the modules)
 from xdc_plugin.clustering.collectives import default_collectives
-from xdc_plugin.engine.feature_extraction import extract_shard
-from xdc_plugin.engine.round_clustering import cluster_shard
+from xdc_plugin.engine.round.feature_extraction import extract_shard
+from xdc_plugin.engine.round.round_clustering import cluster_shard
 from xdc_plugin.models.host_backbone import (pool_output,
                                              recognizer_backbone_cfg)
 from xdc_plugin.registry import DATASETS, MODELS

@@ -39,8 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from xdc_plugin import MODALITIES
-from xdc_plugin.engine.config import load_config, shipped_config
-from xdc_plugin.evaluation.records import markdown_table
+from xdc_plugin.engine.runner.config import load_config, shipped_config
+from xdc_plugin.tables import markdown_table
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TABLE = osp.join(REPO, 'tools', 'avobjects_table.py')
@@ -90,8 +90,8 @@ def plan(cfg, num_clips, seeds, variants, eval_clips, jobs):
     docstring); returns the lines to print."""
     from mmengine.registry import init_default_scope
 
-    from xdc_plugin.engine.dry_run import clip_shapes
-    from xdc_plugin.engine.run_cost import clustering_rounds, duration
+    from xdc_plugin.engine.launch.dry_run import clip_shapes
+    from xdc_plugin.engine.launch.run_cost import clustering_rounds, duration
     from xdc_plugin.models.flops import TRAIN_FORWARDS, forward_flops
     from xdc_plugin.registry import MODELS
     init_default_scope('xdc')

@@ -31,10 +31,10 @@ import time
 import torch
 
 from xdc_plugin import MODALITIES
-from xdc_plugin.engine.config import (CONFIG_ERRORS, load_config,
-                                      shipped_config)
+from xdc_plugin.engine.runner.config import (CONFIG_ERRORS, load_config,
+                                             shipped_config)
 from xdc_plugin.evaluation.manifest_eval import evaluate_manifest
-from xdc_plugin.evaluation.records import format_markdown, write_json
+from xdc_plugin.probe.records import format_markdown, write_json
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RUN_NET = osp.join(REPO, 'tools', 'run_net.py')

@@ -95,7 +95,7 @@ def build_parser():
 
 
 def run_video(args):
-    from xdc_plugin.engine.config import shipped_config
+    from xdc_plugin.engine.runner.config import shipped_config
     from xdc_plugin.evaluation.video_benchmark import (format_table,
                                                        run_video_benchmark,
                                                        summary_record)
@@ -116,7 +116,7 @@ def run_video(args):
 
 def run_audio(args):
     from xdc_plugin.evaluation.audio_benchmarks import run_audio_benchmark
-    from xdc_plugin.evaluation.records import format_table
+    from xdc_plugin.probe.records import format_table
     records = run_audio_benchmark(
         args.benchmark, args.encoder, args.data_root, cfg=args.cfg,
         trusted=args.trust_checkpoint, device=args.device,
@@ -126,7 +126,7 @@ def run_audio(args):
 
 
 def main(argv=None):
-    from xdc_plugin.evaluation.records import write_json
+    from xdc_plugin.probe.records import write_json
     parser = build_parser()
     args = parser.parse_args(argv)
     run = run_video if args.benchmark in VIDEO_BENCHMARKS else run_audio

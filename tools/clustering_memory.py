@@ -12,7 +12,7 @@ one configuration array by array.
 import argparse
 
 from xdc_plugin.clustering.memory_model import clustering_memory
-from xdc_plugin.evaluation.records import markdown_table
+from xdc_plugin.tables import markdown_table
 
 PATHS = (('before: gather on rank 0', dict(sharded=False)),
          ('after: sharded, fp32', dict(sharded=True, feature_dtype='float32')),

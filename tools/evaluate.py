@@ -28,8 +28,8 @@ import time
 
 from xdc_plugin.evaluation.features import DEFAULT_NUM_CLIPS
 from xdc_plugin.evaluation.manifest_eval import evaluate_manifest
-from xdc_plugin.evaluation.protocols import PROTOCOLS
-from xdc_plugin.evaluation.records import format_table, write_json
+from xdc_plugin.probe.protocols import PROTOCOLS
+from xdc_plugin.probe.records import format_table, write_json
 
 
 def parse_args(argv=None):

@@ -21,13 +21,13 @@ every key into the host's backbone built from the same config (see the
 project page, "Host backbones").
 
 The checkpoint is read with ``weights_only=True`` and the allow-list of
-``xdc_plugin/engine/checkpoint.py`` (what our training checkpoints hold);
-``--trust-checkpoint`` unpickles fully a checkpoint you made yourself that
-holds more (e.g. one written by plain mmengine).
+``xdc_plugin/engine/runner/checkpoint.py`` (what our training checkpoints
+hold); ``--trust-checkpoint`` unpickles fully a checkpoint you made
+yourself that holds more (e.g. one written by plain mmengine).
 """
 import argparse
 
-from xdc_plugin.engine.checkpoint import load_training_checkpoint
+from xdc_plugin.engine.runner.checkpoint import load_training_checkpoint
 from xdc_plugin.weights import export_encoders, export_name
 
 

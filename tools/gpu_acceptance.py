@@ -142,7 +142,7 @@ def round_history(work_dir):
 # -- the steps ---------------------------------------------------------------
 def step_environment(ctx):
     import torch
-    from xdc_plugin.engine.device import cuda_versions, driver_version
+    from xdc_plugin.engine.runner.device import cuda_versions, driver_version
     builds = []
     for name in FAISS_BUILDS:
         try:

@@ -5,7 +5,7 @@ environment when a launcher set it, else a local store on a free port):
 
 1. the XDC training step of the recipe's model (``--cfg``) wrapped in
    mmengine's ``MMDistributedDataParallel`` over NCCL, with the optimizer
-   wrapper ``tools/run_net.py --amp`` builds (``engine.precision``: bf16
+   wrapper ``tools/run_net.py --amp`` builds (``engine.runner.precision``: bf16
    autocast, no loss scaler; ``--amp fp16`` or ``none`` otherwise), at the
    paper's input sizes (8x112x112 clips; 40x100 log-mel as in the paper,
    40x201 as our 10 ms-hop pipeline gives): throughput after warm-up, MFU,
@@ -52,13 +52,14 @@ from xdc_plugin.clustering import (DistributedKMeans, FaissKMeans,
                                    TorchKMeans)
 from xdc_plugin.clustering.collectives import ProcessGroupCollectives
 from xdc_plugin.clustering.threads import rank_threads
-from xdc_plugin.engine.config import (CONFIG_ERRORS, load_config,
-                                      shipped_config)
-from xdc_plugin.engine.device import cuda_versions, driver_version
-from xdc_plugin.engine.feature_extraction import extract_batch
-from xdc_plugin.engine.gpu_report import SCHEMA, format_tables
-from xdc_plugin.engine.precision import (AMP_CHOICES, autocast_dtype,
-                                         check_amp, optim_wrapper_config)
+from xdc_plugin.engine.launch.gpu_report import SCHEMA, format_tables
+from xdc_plugin.engine.round.feature_extraction import extract_batch
+from xdc_plugin.engine.runner.config import (CONFIG_ERRORS, load_config,
+                                             shipped_config)
+from xdc_plugin.engine.runner.device import cuda_versions, driver_version
+from xdc_plugin.engine.runner.precision import (AMP_CHOICES, autocast_dtype,
+                                                check_amp,
+                                                optim_wrapper_config)
 from xdc_plugin.models.flops import (forward_flops, model_flops_utilisation,
                                      peak_bf16_tflops)
 from xdc_plugin.registry import MODELS

@@ -5,9 +5,9 @@ Distributed: ``torchrun --nproc-per-node 8 tools/run_net.py --cfg ...
 --launcher pytorch``; on SLURM see ``tools/submit_slurm.py``.
 ``--dry-run --world-size N`` builds the run, checks its manifest and prints
 the memory per rank of clustering and the expected time of a round
-(``xdc_plugin/engine/dry_run.py``); it trains nothing.
+(``xdc_plugin/engine/launch/dry_run.py``); it trains nothing.
 """
-from xdc_plugin.engine.launch import cli
+from xdc_plugin.engine.launch.launch import cli
 
 if __name__ == '__main__':
     cli()

@@ -18,9 +18,9 @@ themselves on preemption and resume from the last checkpoint.
 """
 import argparse
 
-from xdc_plugin.engine.config import CONFIG_ERRORS
-from xdc_plugin.engine.launch import build_parser, prepare_config
-from xdc_plugin.engine.slurm import submit
+from xdc_plugin.engine.launch.launch import build_parser, prepare_config
+from xdc_plugin.engine.launch.slurm import submit
+from xdc_plugin.engine.runner.config import CONFIG_ERRORS
 
 
 def main(argv=None):

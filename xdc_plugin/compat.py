@@ -323,8 +323,8 @@ def torch_load_default(weights_only):
     unpickles depends on torch's default (``True`` since torch 2.6; resuming
     then fails with ``Unsupported global ... HistoryBuffer``,
     open-mmlab/mmengine#1655, PR #1650). Our resume path states it: ``True``
-    with an allow-list (``engine/checkpoint.py``), or ``False`` only when the
-    user vouches for the file (``--trust-checkpoint``).
+    with an allow-list (``engine/runner/checkpoint.py``), or ``False`` only
+    when the user vouches for the file (``--trust-checkpoint``).
     """
     original = torch.load
 

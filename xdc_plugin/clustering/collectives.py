@@ -9,11 +9,29 @@ import contextlib
 import functools
 import os
 import socket
+from typing import Protocol
 
 import torch
 import torch.distributed as torch_dist
 
 from xdc_plugin.compat import default_group_timeout
+
+
+class Collectives(Protocol):
+    """The interface: this process's ``rank`` of ``world_size``, and the
+    collectives (every rank calls each at the same point)."""
+
+    world_size: int
+    rank: int
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum over the ranks."""
+
+    def all_reduce_min(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Element-wise minimum over the ranks."""
+
+    def all_gather_cat(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The ranks' tensors concatenated along dim 0, in rank order."""
 
 
 class LocalCollectives:

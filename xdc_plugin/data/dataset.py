@@ -133,7 +133,7 @@ class AVClipDataset(BaseDataset):
         self.skipped = []  # (path, status) of the files left out at build
         self.prepared = None  # the sidecar of a trusted prepared manifest
         # Digest of the kept files in order (``file_list_digest``), compared
-        # across ranks before training (engine/dataset_agreement.py).
+        # across ranks before training (engine/round/dataset_agreement.py).
         self.file_list_digest = None
         self._undecodable = set()  # indices that failed in this process
         self._source = None  # the manifest or folder read

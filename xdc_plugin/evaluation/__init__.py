@@ -1,7 +1,8 @@
 """Frozen-feature evaluation: encoders from any source, features per file,
-linear / kNN protocols, audio benchmarks and the per-round probe.
+the UCF101/HMDB51 and audio benchmarks; the protocols they run are in
+``xdc_plugin.probe``.
 
-Nothing is imported here eagerly: the clustering hook imports
-``xdc_plugin.evaluation.round_probe`` (numpy and scikit-learn only) and must
-not pull the encoder loaders, which import the engine, in a cycle.
+Nothing is imported here eagerly: a tool imports the module it needs, and
+the encoder loaders (which import mmengine and the data stack) load only
+when asked for.
 """

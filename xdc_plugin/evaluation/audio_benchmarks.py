@@ -37,7 +37,7 @@ import numpy as np
 
 from xdc_plugin.evaluation.encoder_sources import load_encoders
 from xdc_plugin.evaluation.manifest_eval import manifest_features
-from xdc_plugin.evaluation.protocols import evaluate_features
+from xdc_plugin.probe.protocols import evaluate_features
 
 ESC50_COLUMNS = ('filename', 'fold', 'target', 'category', 'esc10',
                  'src_file', 'take')

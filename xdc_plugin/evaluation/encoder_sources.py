@@ -14,7 +14,7 @@
 * a training checkpoint (``work_dirs/x/epoch_48.pth``): its run's config (from
   ``cfg``, else the checkpoint's ``meta``, else the work dir) gives the
   architecture and the input settings. It is read with
-  ``weights_only=True`` and the allow-list of ``engine/checkpoint.py``;
+  ``weights_only=True`` and the allow-list of ``engine/runner/checkpoint.py``;
   ``trusted=True`` (``--trust-checkpoint``) allows a full unpickle of a
   checkpoint you made yourself.
 
@@ -37,7 +37,7 @@ from torch import nn
 
 from xdc_plugin import MODALITIES
 from xdc_plugin.encoders import AudioResNet18, R2Plus1D18
-from xdc_plugin.engine.checkpoint import read_training_checkpoint
+from xdc_plugin.engine.runner.checkpoint import read_training_checkpoint
 from xdc_plugin.evaluation.run_config import (InputSettings, as_config_dict,
                                               encoder_cfg, input_settings,
                                               run_config)

@@ -15,9 +15,8 @@ from xdc_plugin.evaluation.encoder_sources import Encoders, load_encoders
 from xdc_plugin.evaluation.eval_data import build_eval_dataset
 from xdc_plugin.evaluation.features import (DEFAULT_NUM_CLIPS, FileFeatures,
                                             extract_file_features)
-from xdc_plugin.evaluation.protocols import (PROTOCOLS, evaluate_features,
-                                             labelled_rows,
-                                             stratified_splits)
+from xdc_plugin.probe.protocols import (PROTOCOLS, evaluate_features,
+                                        labelled_rows, stratified_splits)
 
 
 def manifest_features(encoders: Encoders, manifest: str,

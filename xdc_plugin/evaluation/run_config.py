@@ -18,7 +18,7 @@ import yaml
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from xdc_plugin.engine.config import load_config
+from xdc_plugin.engine.runner.config import load_config
 
 
 @dataclasses.dataclass(frozen=True)

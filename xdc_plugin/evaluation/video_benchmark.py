@@ -30,15 +30,16 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger, print_log
 
 from xdc_plugin.encoders.resnet import scaled
-from xdc_plugin.engine.config import load_config, parse_overrides
-from xdc_plugin.engine.precision import optim_wrapper_config
+from xdc_plugin.engine.runner.config import load_config, parse_overrides
+from xdc_plugin.engine.runner.precision import optim_wrapper_config
 from xdc_plugin.evaluation.encoder_sources import RANDOM, load_encoders
-from xdc_plugin.evaluation.records import make_record
 from xdc_plugin.evaluation.video_splits import (SPLITS, convert_split,
                                                 find_release)
 from xdc_plugin.models.host_backbone import (HostBackbone,
                                              backbone_arguments,
                                              recognizer_backbone_cfg)
+from xdc_plugin.probe.records import make_record
+from xdc_plugin.tables import markdown_table
 from xdc_plugin.weights import XDC_SCHEME, infer_width, save_hash_named
 
 #: backbone settings of each mode: fc-only freezes the stem and layers 1-4
@@ -293,7 +294,7 @@ def _encoder_tag(encoder: str) -> str:
 
 def summary_record(results: Sequence[SplitResult], *, dataset: str,
                    encoder: str, frames: int, mode: str) -> Optional[dict]:
-    """The run as one record of :mod:`xdc_plugin.evaluation.records`
+    """The run as one record of :mod:`xdc_plugin.probe.records`
     (``folds``: the top-1 of each split that ran; ``failed``: the reason of
     each that did not), with the top-5 beside it; None if no split ran."""
     done = [r for r in results if r.error is None]
@@ -312,22 +313,17 @@ def summary_record(results: Sequence[SplitResult], *, dataset: str,
 def format_table(results: Sequence[SplitResult], *, dataset: str,
                  encoder: str, frames: int, mode: str,
                  record: Optional[dict] = None) -> str:
-    """Per-split and mean top-1 / top-5 (in %) as text."""
-    lines = [f'{dataset} {mode}, {frames} frames, encoder {encoder}',
-             f'{"split":<6}{"test videos":>12}{"top-1":>9}{"top-5":>9}']
-    for r in results:
-        if r.error:
-            lines.append(f'{r.split:<6}{r.num_test:>12}   FAILED: {r.error}')
-        else:
-            lines.append(f'{r.split:<6}{r.num_test:>12}{100 * r.top1:>9.2f}'
-                         f'{100 * r.top5:>9.2f}')
+    """Per-split and mean top-1 / top-5 (in %): a title line and a table."""
+    rows = [(r.split, r.num_test, f'FAILED: {r.error}', '') if r.error else
+            (r.split, r.num_test, f'{100 * r.top1:.2f}', f'{100 * r.top5:.2f}')
+            for r in results]
     if record:
-        lines.append(f'{"mean":<6}{record["num_samples"]:>12}'
-                     f'{100 * record["accuracy"]:>9.2f}'
-                     f'{100 * record["top5"]:>9.2f}'
-                     f'   (top-1 std {100 * record["std"]:.2f} over '
-                     f'{len(record["folds"])} splits)')
-    return '\n'.join(lines)
+        rows.append((f"mean (top-1 std {100 * record['std']:.2f} over "
+                     f"{len(record['folds'])} splits)", record['num_samples'],
+                     f"{100 * record['accuracy']:.2f}",
+                     f"{100 * record['top5']:.2f}"))
+    return (f'{dataset} {mode}, {frames} frames, encoder {encoder}\n' +
+            markdown_table(('split', 'test videos', 'top-1', 'top-5'), rows))
 
 
 __all__ = ['EncoderWeights', 'MODES', 'SplitResult', 'benchmark_config',

@@ -63,7 +63,8 @@ setup(
         # live curves: mmengine's TensorboardVisBackend
         'tensorboard': ['tensorboard'],
         # the browser test drives Debian's chromium (installed by .ci/run)
-        'test': ['pytest>=7', 'pytest-timeout', 'tensorboard', 'playwright']
-        + BENCH_REQUIRES,
+        # tests/test_lint.py runs ruff with pyproject.toml's settings
+        'test': ['pytest>=7', 'pytest-timeout', 'tensorboard', 'playwright',
+                 'ruff>=0.5'] + BENCH_REQUIRES,
     },
 )

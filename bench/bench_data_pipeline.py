@@ -165,7 +165,8 @@ def compare(ds, workers, args):
 # ('cum').
 _STAGES = (
     ('demux + decode (video and audio)', (
-        ('own', "'decode' of 'av.packet.Packet'"), ('self', 'MediaSource.frames'))),
+        ('own', "'decode' of 'av.packet.Packet'"),
+        ('self', 'MediaSource.frames'))),
     ('open/close file', (('own', 'av.container.core.open'),
                          ('own', "'close' of 'av.container"))),
     ('audio resample (swr)', (('own', 'AudioResampler'),)),

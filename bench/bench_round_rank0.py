@@ -187,7 +187,7 @@ def _worker(rank, world, opts, init_file, out_dir):
             osp.join(folder, name, 'clusters', '*.npz')))
             for name in ('before', 'after')}
         rows.append(dict(n=n, seconds=clock.seconds, bytes=sizes))
-        del dataset, results, shard
+        dataset = results = shard = None  # freed before the next size
     everyone = dist.all_gather_object(dict(rows=rows, peak_mib=_peak_mib()))
     if rank == 0:
         with open(osp.join(out_dir, 'report.pkl'), 'wb') as f:

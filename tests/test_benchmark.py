@@ -105,7 +105,7 @@ def test_fc_only_learns_the_planted_classes_and_reports_a_failed_split(
     assert 'over 2 splits' in table
 
 
-def test_audio_subcommand_prints_and_writes_the_records(dcase_root,
+def test_audio_subcommand_prints_and_writes_the_records(dcase_root,  # noqa: F811
                                                         tmp_path, capsys):
     # The tiny release of tests/test_evaluation_audio_benchmarks.py.
     out = tmp_path / 'dcase.json'
@@ -123,7 +123,7 @@ def test_audio_subcommand_prints_and_writes_the_records(dcase_root,
             in printed)
 
 
-def test_audio_benchmark_of_an_exported_host_audio_encoder(dcase_root,
+def test_audio_benchmark_of_an_exported_host_audio_encoder(dcase_root,  # noqa: F811
                                                            tmp_path):
     config = osp.join(REPO_DIR, 'configs', 'xdc_demo_resnet_audio.yaml')
     overrides = ['model.audio_encoder.backbone.base_channels=4',

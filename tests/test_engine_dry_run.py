@@ -54,7 +54,8 @@ def test_kinetics_memory_and_times_from_given_rates(tmp_path, capsys):
     assert set(report['sources']) == {'video', 'audio'}
     video = report['sources']['video']
     assert (video['type'], video['num_clusters'], video['dim'],
-            video['feature_dtype']) == ('DistributedKMeans', 256, 32, 'float32')
+            video['feature_dtype']) == ('DistributedKMeans', 256, 32,
+                                        'float32')
     common = dict(num_clips=600, dim=32, num_clusters=256, world_size=8,
                   feat_dim=64, num_sources=2)
     assert report['memory_gib'] == {

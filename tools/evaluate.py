@@ -8,10 +8,11 @@
 
 ENCODER: a training checkpoint (``work_dirs/x/epoch_48.pth``; its run's
 config gives the architecture and input settings; it is read with
-``weights_only=True``, ``--trust-checkpoint`` to unpickle an older one you made), an exported encoder file (``<name>_video-<h8>.pth``
-or ``_audio-``; one of a host backbone needs its training config,
-``--cfg``), a release name (``r2plus1d_18_xdc_ig65m_kinetics``: video
-only) or ``random`` (random-init encoders of ``--cfg``, seeded).
+``weights_only=True``, ``--trust-checkpoint`` to unpickle an older one
+you made), an exported encoder file (``<name>_video-<h8>.pth`` or
+``_audio-``; one of a host backbone needs its training config, ``--cfg``),
+a release name (``r2plus1d_18_xdc_ig65m_kinetics``: video only) or
+``random`` (random-init encoders of ``--cfg``, seeded).
 
 Features: per file, the pooled encoder outputs averaged over ``--num-clips``
 (10) uniformly spaced clips (video, centre crop) or audio windows. Protocols:

@@ -117,8 +117,8 @@ def checked(code, output, what):
 def final_nmi(output):
     """NMI of the final round's video and audio clusters and their
     agreement, from the run's log."""
-    line = next((l for l in output.splitlines()
-                 if 'XDC round final' in l), None)
+    line = next((row for row in output.splitlines()
+                 if 'XDC round final' in row), None)
     if line is None:
         raise StepFailed('no final clustering round in the log')
     found = dict(re.findall(r'(video|audio) clusters NMI=([\d.]+)', line))

@@ -1,8 +1,11 @@
 """The feature-extraction loader of the clustering hook: the train dataset's
-config with the extraction pipeline, built by mmengine."""
+config with the extraction pipeline (by default the centred, unaugmented
+version of the train pipeline), built by mmengine."""
 import copy
 
 from mmengine.runner import Runner
+
+from xdc_plugin.data.transforms import centred_pipeline
 
 
 def _file_list(dataset):
@@ -11,10 +14,14 @@ def _file_list(dataset):
 
 def extract_dataset_cfg(train_dataset_cfg, extract_dataloader):
     """The extraction dataset's config: the train dataset's, with the keys
-    of ``extract_dataloader.dataset`` replacing its own."""
+    of ``extract_dataloader.dataset`` replacing its own; without a
+    ``pipeline`` there, the train pipeline centred and unaugmented
+    (``centred_pipeline``: a recipe states its input once)."""
     dataset = copy.deepcopy(dict(train_dataset_cfg))
-    dataset.update(copy.deepcopy(dict(extract_dataloader.get('dataset',
-                                                             {}))))
+    given = copy.deepcopy(dict(extract_dataloader.get('dataset') or {}))
+    if 'pipeline' not in given:
+        given['pipeline'] = centred_pipeline(dataset.get('pipeline') or ())
+    dataset.update(given)
     return dataset
 
 

@@ -19,7 +19,7 @@
   checkpoint you made yourself.
 
 :func:`load_encoders` returns an :class:`Encoders`: eval-mode modules, their
-official-layout state dicts and the :class:`InputSettings` to feed them.
+official-layout state dicts and the clip (:class:`ClipSpec`) to feed them.
 """
 import dataclasses
 import logging
@@ -33,11 +33,11 @@ import torch
 from mmengine.logging import print_log
 from torch import nn
 
+from xdc_plugin.data.clip_spec import ClipSpec
 from xdc_plugin.encoders import AudioResNet18, R2Plus1D18
 from xdc_plugin.engine.checkpoint import read_training_checkpoint
-from xdc_plugin.evaluation.run_config import (InputSettings, as_config_dict,
-                                              encoder_cfg, input_settings,
-                                              run_config)
+from xdc_plugin.evaluation.run_config import (as_config_dict, encoder_cfg,
+                                              input_settings, run_config)
 from xdc_plugin.registry import MODELS
 from xdc_plugin.weights import (FC_KEYS, PRETRAINED_CFGS, XDC_SCHEME,
                                 IncompatibleWeightsError,
@@ -63,7 +63,7 @@ class Encoders:
     string as given (it goes into every result record).
     """
     modules: Dict[str, nn.Module]
-    settings: InputSettings
+    settings: ClipSpec
     name: str
     kind: str
 
@@ -217,7 +217,7 @@ def load_encoders(encoder: str, modality: str = 'both', cfg=None,
                 raise _missing_modality(encoder, kind, m)
     if cfg is None and kind != 'random':
         print_log(f'{encoder}: no config, so the default input settings '
-                  f'{InputSettings()} are used; pass the training config '
+                  f'{ClipSpec()} are used; pass the training config '
                   '(--cfg) if it used others.', logger='current',
                   level=logging.WARNING)
 
@@ -238,10 +238,10 @@ def load_encoders(encoder: str, modality: str = 'both', cfg=None,
                 modules[m] = _load_weights(m, weights[m], arch, encoder)
     for module in modules.values():
         module.eval().requires_grad_(False)
-    settings = input_settings(cfg) if cfg else InputSettings()
+    settings = input_settings(cfg) if cfg else ClipSpec()
     return Encoders(modules=modules, settings=settings, name=encoder,
                     kind=kind)
 
 
-__all__ = ['Encoders', 'IncompatibleWeightsError', 'InputSettings',
-           'load_encoders', 'RANDOM']
+__all__ = ['Encoders', 'IncompatibleWeightsError', 'load_encoders',
+           'RANDOM']

@@ -6,8 +6,9 @@ hook, every clusterer; builds the train and feature-extraction datasets
 with ``lazy_init`` (their arguments are checked, no file is decoded) and
 checks each manifest as ``summarize_manifest`` does (header, rows, a sample
 of files that exist) and that the work dir can be written. Then, for the
-world size of the planned run (``--world-size``), it prints the forward FLOPs of a clip (any encoder:
-``models.flops``), the memory per rank of a clustering round
+world size of the planned run (``--world-size``), it prints the forward
+FLOPs of a clip (any encoder: ``models.flops``; the clip is the train
+pipeline's ``ClipSpec``), the memory per rank of a clustering round
 (``clustering.memory_model``: everything gathered on rank 0, and
 ``DistributedKMeans`` on shards) and the expected time of an epoch, a round
 and the run (``engine.run_cost``), every rate with its origin: measured
@@ -307,8 +308,9 @@ def run(cfg: Config, args: argparse.Namespace, echo: Echo = print) -> dict:
         echo(f'  {name}: {m.peak / GIB:,.2f} GiB (peak in {m.peak_phase})')
     epochs, interval = cfg.train_cfg.max_epochs, built.clustering.interval
     final = built.clustering.evaluate_after_train
+    rounds = clustering_rounds(epochs, interval)
     echo(f'schedule: {epochs} epochs of {n:,} clips, a clustering round '
-         f'every {interval} epochs ({clustering_rounds(epochs, interval)} rounds' +
+         f'every {interval} epochs ({rounds} rounds' +
          (' and a final one)' if final else ')'))
     report['forward_flops'] = print_flops(model, train_cfg, echo)
     rates = gather_rates(args, cfg, model, train_cfg)

@@ -13,6 +13,10 @@ K when ``num_clips > 1``.
 Video stays uint8 on the CPU: the model's data preprocessor normalises it on
 the device. Every random choice draws from torch's global generator, which
 ``AVClipDataset`` seeds per sample and epoch.
+
+Each transform says what it becomes in the feature-extraction pipeline
+(``centred``: the same, centred or none; ``centred_pipeline`` applies them
+to a training pipeline); the clip settings default to ``ClipSpec``'s.
 """
 import torch
 import torchaudio

@@ -85,6 +85,7 @@ def test_recipe_builds_the_config_it_built_before(name, before):
 
 
 def _manifest(tmp_path, rows=300):
+    tmp_path.mkdir()
     lines = ['path'] + [f'{i}.mp4' for i in range(rows)]
     for i in range(rows):
         (tmp_path / f'{i}.mp4').write_bytes(b'')

@@ -28,8 +28,9 @@ from xdc_plugin.registry import SCOPE
 
 
 def _extract_cfg(cfg):
-    hooks = [h for h in cfg.get('custom_hooks', [])
-             if 'extract_dataloader' in h]
+    hooks = [h for h in [*(cfg.get('default_hooks') or {}).values(),
+                         *(cfg.get('custom_hooks') or ())]
+             if h and 'extract_dataloader' in h]
     if not hooks:
         raise SystemExit('the config has no hook with an extract_dataloader')
     return hooks[0]['extract_dataloader']

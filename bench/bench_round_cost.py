@@ -47,8 +47,8 @@ def run(config, bank, epochs, interval, work_dir):
     args = build_parser().parse_args([
         '--cfg', osp.join(REPO, CONFIGS[config]), '--work-dir', work_dir,
         f'train_cfg.max_epochs={epochs}', f'param_scheduler.0.T_max={epochs}',
-        f'custom_hooks.0.interval={interval}',
-        f'+custom_hooks.0.feature_bank={bank}',
+        f'default_hooks.clustering.interval={interval}',
+        f'+default_hooks.clustering.feature_bank={bank}',
         'default_hooks.checkpoint.interval=1000',
         'default_hooks.logger.interval=1000'])
     cfg = prepare_config(args)

@@ -60,9 +60,10 @@ STEPS = ('round file', 'probe sample', 'probe jobs')
 
 
 def ig65m_extract_pipeline():
+    from xdc_plugin.data.transforms import centred_pipeline
     from xdc_plugin.engine.runner.config import load_config, shipped_config
     cfg = load_config(shipped_config('xdc_ig65m.yaml'))
-    return cfg.custom_hooks[0].extract_dataloader.dataset.pipeline
+    return centred_pipeline(cfg.train_dataloader.dataset.pipeline)
 
 
 def synthetic_dataset(num_clips, num_classes, pipeline):

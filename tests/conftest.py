@@ -192,9 +192,9 @@ def tiny_demo_args(tmp_path, max_epochs=2):
         'model.num_clusters=3', 'model.video_encoder.width=0.125',
         'model.audio_encoder.width=0.125',
         f'train_cfg.max_epochs={max_epochs}',
-        'param_scheduler.0.T_max=2', 'custom_hooks.0.interval=1',
-        'custom_hooks.0.extract_dataloader.num_workers=0',
-        'custom_hooks.0.clusterers.num_redo=1',
+        'param_scheduler.0.T_max=2', 'default_hooks.clustering.interval=1',
+        'default_hooks.clustering.extract_dataloader.num_workers=0',
+        'default_hooks.clustering.clusterers.num_redo=1',
     ]
 
 

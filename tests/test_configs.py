@@ -12,6 +12,7 @@ from mmengine.runner import Runner
 
 from xdc_plugin.engine import load_config
 from xdc_plugin.engine.launch.dry_run import clip_shapes
+from xdc_plugin.engine.round.extract_loader import extract_dataset_cfg
 from xdc_plugin.engine.round.round_clustering import build_clusterer
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -33,7 +34,7 @@ def _narrow(config):
 def _build(config, overrides, tmp_path):
     cfg = load_config(config, overrides + [
         f'work_dir={tmp_path / "work"}', 'train_dataloader.num_workers=0',
-        'custom_hooks.0.extract_dataloader.num_workers=0',
+        'default_hooks.clustering.extract_dataloader.num_workers=0',
         'env_cfg.dist_cfg.backend=gloo'] + _narrow(config))
     runner = Runner.from_cfg(cfg)
     for hook in runner.hooks:  # what training starts with
@@ -84,7 +85,8 @@ def test_manifest_model_and_seed_overrides(config, k_overrides, manifest,
         [f'train_dataloader.dataset.ann_file={manifest}',
          'train_dataloader.dataset.label_column=label',
          'model.variant=sdc', 'randomness.seed=7',
-         'custom_hooks.0.interval=3', '+custom_hooks.0.feature_bank=True'
+         'default_hooks.clustering.interval=3',
+         '+default_hooks.clustering.feature_bank=True'
          ] + k_overrides, tmp_path)
     expected = [str(manifest.parent / n) for n in ('a.mp4', 'b.mp4',
                                                    'c.mp4')]
@@ -129,8 +131,8 @@ def test_paper_recipes_per_source_k_and_schedule(config, k, manifest,
 def test_ig65m_clusterer_overrides(manifest, tmp_path):
     runner, _, _ = _build(osp.join(REPO, 'configs', 'xdc_ig65m.yaml'), [
         f'train_dataloader.dataset.ann_file={manifest}',
-        'custom_hooks.0.clusterers.preprocess.pca_dim=16',
-        'custom_hooks.0.clusterers.feature_dtype=float32'], tmp_path)
+        'default_hooks.clustering.clusterers.preprocess.pca_dim=16',
+        'default_hooks.clustering.clusterers.feature_dtype=float32'], tmp_path)
     hook = _clustering(runner)
     clusterer = build_clusterer(hook.clusterer_cfgs, 'video',
                                 runner.model.num_clusters['video'],
@@ -207,7 +209,9 @@ def test_paper_host_recipe_input_is_its_pipeline_clip():
     cfg = load_config(osp.join(REPO, 'configs', 'xdc_kinetics_x3d.yaml'))
     video, _ = clip_shapes(cfg.train_dataloader.dataset)
     assert list(video) == cfg.model.video_encoder.input_shape
-    extract = cfg.custom_hooks[0].extract_dataloader.dataset.pipeline
+    extract = extract_dataset_cfg(
+        cfg.train_dataloader.dataset,
+        cfg.default_hooks.clustering.extract_dataloader)['pipeline']
     assert [t for t in extract if t['type'] == 'VideoCrop'][0]['size'] == \
         video[-1]
 

@@ -33,7 +33,7 @@ KEYS_REACHING_THE_BUILD = {
     'train_dataloader.dataset.ann_file', 'train_dataloader.dataset.data_root',
     'train_dataloader.dataset.label_column', 'model.num_clusters',
     'model.variant', 'randomness.seed', 'work_dir',
-    'custom_hooks.0.feature_bank'}
+    'default_hooks.clustering.feature_bank'}
 
 
 def _alternatives(override):

@@ -194,8 +194,15 @@ def test_extraction_loader_is_the_train_dataset_with_its_pipeline(tmp_path):
                        r'first difference at index 11\)'):
         make_hook(extract_dataloader=dict(
             dataset=dict(num=11, pipeline=[]))).before_train(runner)
-    with pytest.raises(ValueError, match='dataset.pipeline is required'):
-        make_hook(extract_dataloader=dict(batch_size=4))
+    # Without a pipeline: the train pipeline, centred and unaugmented.
+    runner.cfg.train_dataloader.dataset.pipeline = [
+        dict(type='xdc.SampleClip', num_frames=4),
+        dict(type='xdc.VideoFlip')]
+    hook = make_hook(extract_dataloader=dict(batch_size=4, num_workers=0))
+    hook.before_train(runner)
+    (sample, ) = hook._extract_loader.dataset.pipeline.transforms
+    assert (type(sample).__name__, sample.mode, sample.num_frames) == (
+        'SampleClip', 'center', 4)
 
 
 def test_probe_scalars_are_logged_beside_the_cluster_quality(tmp_path):

@@ -41,10 +41,13 @@ def test_demo_config_inherits_the_runtime_base():
 def test_override_changes_nested_and_list_values():
     cfg = load_config(osp.join(CONFIGS, 'xdc_demo.yaml'),
                       ['train_cfg.max_epochs=2', 'model.variant=cdc',
-                       'custom_hooks.0.interval=1', '+model.head_dropout=0.1'])
+                       'default_hooks.clustering.interval=1',
+                       'param_scheduler.0.T_max=2',
+                       '+model.head_dropout=0.1'])
     assert cfg.train_cfg.max_epochs == 2
     assert cfg.model.variant == 'cdc'
-    assert cfg.custom_hooks[0]['interval'] == 1
+    assert cfg.default_hooks.clustering['interval'] == 1
+    assert cfg.param_scheduler[0]['T_max'] == 2
     assert cfg.model.head_dropout == 0.1
 
 
@@ -111,9 +114,9 @@ def test_every_dataloader_is_checked_for_values_torch_refuses():
     for override, says in (
             ('train_dataloader.num_workers=-1',
              'train_dataloader.num_workers must be an integer >= 0, got -1'),
-            ('custom_hooks.0.extract_dataloader.batch_size=0',
-             'custom_hooks.0.extract_dataloader.batch_size must be an '
-             'integer >= 1, got 0'),
+            ('default_hooks.clustering.extract_dataloader.batch_size=0',
+             'default_hooks.clustering.extract_dataloader.batch_size must '
+             'be an integer >= 1, got 0'),
             ('+train_dataloader.num_workers=two',
              "train_dataloader.num_workers must be an integer >= 0, got "
              "'two'")):

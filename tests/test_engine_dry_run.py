@@ -17,7 +17,7 @@ from xdc_plugin.registry import MODELS
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # 64-d features, reduced to 32 (the recipes' PCA is 256 or 128).
 SMALL = ['model.video_encoder.width=0.125', 'model.audio_encoder.width=0.125',
-         'custom_hooks.0.clusterers.preprocess.pca_dim=32']
+         'default_hooks.clustering.clusterers.preprocess.pca_dim=32']
 
 
 def _manifest(tmp_path, rows=600, missing_every=3):
@@ -189,7 +189,7 @@ def test_a_cpu_run_does_not_use_the_gpu_estimate(tmp_path, capsys):
 def test_host_backbone_recipe_counts_its_flops(tmp_path, capsys):
     manifest = _manifest(tmp_path, missing_every=1000)
     overrides = ['model.audio_encoder.width=0.125',
-                 'custom_hooks.0.clusterers.preprocess.pca_dim=32']
+                 'default_hooks.clustering.clusterers.preprocess.pca_dim=32']
     report = main(['--cfg', osp.join(REPO, 'configs', 'xdc_kinetics_x3d.yaml'),
                    '--dry-run', '--work-dir', str(tmp_path / 'work'),
                    f'train_dataloader.dataset.ann_file={manifest}',

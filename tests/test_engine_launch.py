@@ -91,8 +91,8 @@ def test_resume_continues_with_the_checkpointed_labels(trained, tmp_path):
     # Resume into a fresh model from the epoch-1 checkpoint: epoch 1 is not
     # a round start with interval=2, so the labels must come from the file.
     args = tiny_demo_args(run_dir, max_epochs=2) + [
-        'custom_hooks.0.interval=2',
-        '+custom_hooks.0.evaluate_after_train=false']
+        'default_hooks.clustering.interval=2',
+        '+default_hooks.clustering.evaluate_after_train=false']
     args[args.index('--work-dir') + 1] = str(tmp_path / 'resumed')
     resumed = launch.main(args + ['--resume',
                                   str(run_dir / 'work' / 'epoch_1.pth')])
@@ -119,8 +119,8 @@ def test_a_checkpoint_with_int64_labels_resumes(trained, tmp_path):
     work.mkdir()
     torch.save(checkpoint, work / 'epoch_1.pth')
     args = tiny_demo_args(run_dir, max_epochs=2) + [
-        'custom_hooks.0.interval=2',
-        '+custom_hooks.0.evaluate_after_train=false']
+        'default_hooks.clustering.interval=2',
+        '+default_hooks.clustering.evaluate_after_train=false']
     args[args.index('--work-dir') + 1] = str(work)
     resumed = launch.main(args + ['--resume', str(work / 'epoch_1.pth')])
     assert resumed.epoch == 2
@@ -273,7 +273,7 @@ def _on_manifest(tmp_path, manifest, *extra):
     return ['--cfg', AVOBJECTS_CFG, '--work-dir', tmp_path / 'work',
             f'train_dataloader.dataset.ann_file={manifest}',
             'train_dataloader.num_workers=0',
-            'custom_hooks.0.extract_dataloader.num_workers=0',
+            'default_hooks.clustering.extract_dataloader.num_workers=0',
             'model.video_encoder.width=0.125',
             'model.audio_encoder.width=0.125', *extra]
 
@@ -285,7 +285,8 @@ def test_config_problems_are_one_line_before_any_work(tmp_path):
     assert _one_line_error(['--cfg', DEMO_CFG, '--work-dir', work,
                             'train_cfg.max_epochs']) == (
         "error: override 'train_cfg.max_epochs' is not KEY=VALUE")
-    for key in ('train_dataloader', 'custom_hooks.0.extract_dataloader'):
+    for key in ('train_dataloader',
+                'default_hooks.clustering.extract_dataloader'):
         for extra in ([], ['--dry-run']):
             assert _one_line_error(
                 ['--cfg', DEMO_CFG, '--work-dir', work, *extra,
@@ -359,7 +360,7 @@ def test_disk_full_on_save_is_one_line_and_keeps_the_checkpoint_before(
         return real(fd)
     monkeypatch.setattr(os, 'fsync', fsync)
     message = _one_line_error(tiny_demo_args(tmp_path, max_epochs=1) + [
-        '+custom_hooks.0.evaluate_after_train=false'])
+        '+default_hooks.clustering.evaluate_after_train=false'])
     assert message == (
         f'error: could not write {work / "epoch_1.pth"}: No space left on '
         'device; nothing was replaced (the file there before, if any, is '

@@ -38,7 +38,7 @@ def resume_args(tmp_path, work_dir):
     args = tiny_demo_args(tmp_path, max_epochs=EPOCHS) + [
         'train_dataloader.num_workers=2', 'default_hooks.logger.interval=1',
         f'param_scheduler.0.T_max={EPOCHS}',
-        '+custom_hooks.0.evaluate_after_train=false']
+        '+default_hooks.clustering.evaluate_after_train=false']
     args[args.index('--work-dir') + 1] = str(work_dir)
     return args
 

@@ -13,6 +13,7 @@ from mmengine.logging import MessageHub
 
 import xdc_plugin  # noqa: F401
 from xdc_plugin import weights as W
+from xdc_plugin.data.clip_spec import ClipSpec
 from xdc_plugin.encoders import R2Plus1D18
 from xdc_plugin.engine.runner.checkpoint import UntrustedCheckpointError
 from xdc_plugin.engine.runner.config import load_config
@@ -22,9 +23,7 @@ from xdc_plugin.evaluation.encoder_sources import (CheckpointSource,
                                                    ReleaseSource,
                                                    encoder_source,
                                                    load_encoders)
-from xdc_plugin.evaluation.run_config import (InputSettings,
-                                              config_from_text,
-                                              input_settings)
+from xdc_plugin.evaluation.run_config import config_from_text, input_settings
 from xdc_plugin.registry import MODELS
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -79,8 +78,7 @@ def test_random_is_seeded_and_built_from_cfg(avobjects_cfg):
                            other.state_dict('video')['stem.0.weight'])
     assert not first.modules['audio'].training
     # The avobjects input: 48 crop of a 56 short side, 20 ms hop.
-    assert first.settings == InputSettings(short_side=56, crop_size=48,
-                                           hop_ms=20)
+    assert first.settings == ClipSpec(short_side=56, crop_size=48, hop_ms=20)
 
 
 def test_checkpoint_config_from_meta_and_trust(avobjects_cfg, trained_model,
@@ -129,7 +127,7 @@ def test_pipeline_arguments_give_input_settings():
             dict(type='xdc.SampleClip', num_frames=16, frame_rate=15),
             dict(type='VideoCrop', size=96),
             dict(type='AudioLogMel', n_mels=64, hop_ms=5)]))))
-    assert input_settings(cfg) == InputSettings(
+    assert input_settings(cfg) == ClipSpec(
         num_frames=16, frame_rate=15, crop_size=96, n_mels=64, hop_ms=5)
 
 

@@ -155,10 +155,11 @@ def test_avobjects_table_on_a_tiny_run(avobjects_dir, tmp_path, capsys):
         '--num-clips', '1', '--no-progress',
         f'train_dataloader.dataset.ann_file={manifest}',
         'train_dataloader.batch_size=8', 'train_dataloader.num_workers=0',
-        'train_cfg.max_epochs=1', 'custom_hooks.0.interval=1',
-        'custom_hooks.0.extract_dataloader.num_workers=0',
-        'custom_hooks.0.clusterers.num_redo=1',
-        '+custom_hooks.0.evaluate_after_train=false', 'model.num_clusters=2'])
+        'train_cfg.max_epochs=1', 'default_hooks.clustering.interval=1',
+        'default_hooks.clustering.extract_dataloader.num_workers=0',
+        'default_hooks.clustering.clusterers.num_redo=1',
+        '+default_hooks.clustering.evaluate_after_train=false',
+        'model.num_clusters=2'])
     lines = table.splitlines()
     assert lines[0].startswith('| variant | linear video top1 |')
     assert lines[2].startswith('| random |') and lines[2].endswith('| - |')

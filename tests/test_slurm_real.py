@@ -73,9 +73,9 @@ def run_args(root, work_dir):
         f'train_dataloader.batch_size={BATCH}',
         'train_dataloader.num_workers=0', 'model.num_clusters=4',
         f'train_cfg.max_epochs={EPOCHS}', f'param_scheduler.0.T_max={EPOCHS}',
-        'custom_hooks.0.interval=1',
-        'custom_hooks.0.extract_dataloader.num_workers=0',
-        'custom_hooks.0.clusterers.num_redo=1',
+        'default_hooks.clustering.interval=1',
+        'default_hooks.clustering.extract_dataloader.num_workers=0',
+        'default_hooks.clustering.clusterers.num_redo=1',
         'default_hooks.logger.interval=1',
         'default_hooks.checkpoint.max_keep_ckpts=-1',
     ]

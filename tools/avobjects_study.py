@@ -57,12 +57,14 @@ PLAN_TFLOPS = 0.2 * 989.5
 # --tiny: the same commands at sizes a CPU runs in about a minute.
 TINY_OVERRIDES = ['model.video_encoder.width=0.125',
                   'model.audio_encoder.width=0.125', 'train_cfg.max_epochs=1',
-                  'param_scheduler.0.T_max=1', 'custom_hooks.0.interval=1',
+                  'param_scheduler.0.T_max=1',
+                  'default_hooks.clustering.interval=1',
                   'train_dataloader.num_workers=0',
-                  'custom_hooks.0.extract_dataloader.num_workers=0',
-                  'custom_hooks.0.clusterers.num_redo=1',
-                  '+custom_hooks.0.evaluate_after_train=false',
-                  'model.num_clusters=2', 'custom_hooks.0.probe=null']
+                  'default_hooks.clustering.extract_dataloader.num_workers=0',
+                  'default_hooks.clustering.clusterers.num_redo=1',
+                  '+default_hooks.clustering.evaluate_after_train=false',
+                  'model.num_clusters=2',
+                  'default_hooks.clustering.probe=null']
 
 
 def tiny_manifest(data, path, per_class=2):
@@ -98,7 +100,8 @@ def plan(cfg, num_clips, seeds, variants, eval_clips, jobs):
     video, audio = clip_shapes(cfg.train_dataloader.dataset)
     forward = forward_flops(MODELS.build(cfg.model), video, audio)['total']
     trained = [v for v in variants if v != 'random']
-    epochs, interval = cfg.train_cfg.max_epochs, cfg.custom_hooks[0].interval
+    epochs = cfg.train_cfg.max_epochs
+    interval = cfg.default_hooks.clustering.interval
     rounds = clustering_rounds(epochs, interval) + 1  # and the final one
     parts = {
         'training': TRAIN_FORWARDS * forward * num_clips * epochs *

@@ -81,9 +81,10 @@ def tiny_run_args(root, epochs=2):
         'train_dataloader.batch_size=3', 'train_dataloader.num_workers=0',
         'model.num_clusters=3', 'model.video_encoder.width=0.125',
         'model.audio_encoder.width=0.125', f'train_cfg.max_epochs={epochs}',
-        f'param_scheduler.0.T_max={epochs}', 'custom_hooks.0.interval=1',
-        'custom_hooks.0.extract_dataloader.num_workers=0',
-        'custom_hooks.0.clusterers.num_redo=1',
+        f'param_scheduler.0.T_max={epochs}',
+        'default_hooks.clustering.interval=1',
+        'default_hooks.clustering.extract_dataloader.num_workers=0',
+        'default_hooks.clustering.clusterers.num_redo=1',
         'default_hooks.logger.interval=1']
 
 
@@ -92,7 +93,8 @@ def short_run_args(root, epochs=2):
     return ['--cfg', DEMO_CFG, '--work-dir', osp.join(root, 'work'),
             f'train_dataloader.dataset.data_root={_data_root(root)}',
             f'train_cfg.max_epochs={epochs}',
-            f'param_scheduler.0.T_max={epochs}', 'custom_hooks.0.interval=1',
+            f'param_scheduler.0.T_max={epochs}',
+            'default_hooks.clustering.interval=1',
             'default_hooks.logger.interval=1']
 
 

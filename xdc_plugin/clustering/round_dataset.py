@@ -1,14 +1,14 @@
 """What a round file records of the extraction dataset: file paths and the
-dataset root, labels and class names, the window each clip was cut at (read from the dataset's
-own pipeline), for any contiguous range of clips (each rank writes its
+dataset root, labels and class names, the window each clip was cut at (as
+the dataset itself says: ``cuts_fixed_clips``, ``clip_window`` and
+``clip_spec`` of an ``AVClipDataset``; this module knows nothing of files
+and decoding), for any contiguous range of clips (each rank writes its
 own), and per-cluster label statistics."""
 import json
 import os.path as osp
 from dataclasses import dataclass
 
 import numpy as np
-
-from xdc_plugin.data.transforms import AudioLogMel, DecodeAVClip, SampleClip
 
 
 @dataclass
@@ -23,28 +23,10 @@ class ClipWindows:
     clip_cfg: dict
 
 
-def _transform(dataset, kind):
-    transforms = getattr(getattr(dataset, 'pipeline', None), 'transforms', ())
-    return next((t for t in transforms if isinstance(t, kind)), None)
-
-
-def _window_sampler(dataset):
-    """``(SampleClip, clip_cfg)`` of a pipeline that cuts one deterministic
-    clip per file (its ``SampleClip`` gives each clip's window; the clip
-    configuration holds the log-mel settings), else None."""
-    sampler = _transform(dataset, SampleClip)
-    decoder = _transform(dataset, DecodeAVClip)
-    logmel = _transform(dataset, AudioLogMel)
-    if (sampler is None or decoder is None or sampler.mode == 'random'
-            or sampler.num_clips != 1):
-        return None
-    clip_cfg = dict(num_frames=sampler.num_frames,
-                    audio_duration=decoder.audio_duration,
-                    sample_rate=decoder.sample_rate)
-    if logmel is not None:
-        clip_cfg.update(n_mels=logmel.n_mels, hop_ms=logmel.hop_ms,
-                        win_ms=logmel.win_ms)
-    return sampler, clip_cfg
+def _records_windows(dataset):
+    """Whether ``dataset`` cuts one deterministic clip per file, whose
+    window a round records."""
+    return bool(getattr(dataset, 'cuts_fixed_clips', False))
 
 
 def dataset_root(dataset):
@@ -66,9 +48,8 @@ def dataset_meta(dataset):
     meta = dict(classes=list(classes) if classes else None)
     if hasattr(dataset, 'get_data_info'):
         meta['data_root'] = dataset_root(dataset)
-    window = _window_sampler(dataset)
-    if window is not None:
-        meta['clip_cfg'] = window[1]
+    if _records_windows(dataset):
+        meta['clip_cfg'] = dataset.clip_spec.window_record()
     return meta
 
 
@@ -82,29 +63,29 @@ def clip_arrays(dataset, start, stop):
     * ``gt_labels``: int32 labels, -1 where unlabelled or where the data
       info has no ``label`` (evaluation only);
     * ``clip_start_sec``, ``clip_frame_rate``: the window of each clip, by
-      running the dataset's own ``SampleClip`` on the clip's info, when
-      the pipeline cuts one deterministic clip (see ``ClipWindows``).
+      the dataset's ``clip_window`` of the clip's info, when the dataset
+      cuts one deterministic clip per file (see ``ClipWindows``).
 
     The same arrays for any range (empty ones for an empty range), so that
     the ranges of all ranks join.
     """
     if not hasattr(dataset, 'get_data_info'):
         return {}
-    window = _window_sampler(dataset)
+    window = _records_windows(dataset)
     paths, labels, starts, rates = [], [], [], []
     for i in range(start, stop):
         info = dataset.get_data_info(i)
         paths.append(osp.abspath(info['path']))
         labels.append(info.get('label', -1))
-        if window is not None:
-            cut = window[0].transform(info)
-            starts.append(cut['clip_starts'][0])
-            rates.append(cut['frame_rate'])
+        if window:
+            start_sec, frame_rate = dataset.clip_window(info)
+            starts.append(start_sec)
+            rates.append(frame_rate)
     arrays = dict(
         paths_json=np.frombuffer(json.dumps(paths).encode('utf-8'),
                                  np.uint8),
         gt_labels=np.asarray(labels, np.int32))
-    if window is not None:
+    if window:
         arrays.update(clip_start_sec=np.asarray(starts, np.float64),
                       clip_frame_rate=np.asarray(rates, np.float64))
     return arrays

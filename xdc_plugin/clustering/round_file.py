@@ -7,9 +7,9 @@ that cluster's centre in the space k-means ran in, the centroids and the
 preprocessing state of that space, per-cluster size and, when the dataset
 has labels, purity, majority label and label counts. Beside them: the
 dataset's file paths and root folder, labels and class names, the time
-window each clip was cut at for feature extraction, the round's id, epoch, variant and
-quality metrics. Everything is a plain array or a JSON string, so the files
-load with ``allow_pickle=False``.
+window each clip was cut at for feature extraction, the round's id, epoch,
+variant and quality metrics. Everything is a plain array or a JSON string,
+so the files load with ``allow_pickle=False``.
 
 Format 3 is written by every rank: rank r of W writes the part file
 ``round_<r>.part-<r>-of-<W>.npz`` with what the round records of the clips

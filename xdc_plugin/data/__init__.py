@@ -3,6 +3,7 @@ registered transforms and the demo data. Importing registers the datasets
 and transforms in the ``xdc`` registries."""
 from xdc_plugin.data.augment import (AudioGain, AudioMask, VideoColorJitter,
                                      VideoRandomResizedCrop)
+from xdc_plugin.data.clip_spec import ClipSpec
 from xdc_plugin.data.dataset import AVClipDataset
 from xdc_plugin.data.decode import (DecodeError, VideoInfo, decode_clip,
                                     decode_clips, probe)
@@ -17,7 +18,8 @@ from xdc_plugin.data.transforms import (AudioLogMel, DecodeAVClip,
 
 __all__ = [
     'AudioGain', 'AudioMask', 'VideoColorJitter', 'VideoRandomResizedCrop',
-    'AVClipDataset', 'DemoAVDataset', 'seeded_rng', 'DecodeError',
+    'AVClipDataset', 'ClipSpec', 'DemoAVDataset', 'seeded_rng',
+    'DecodeError',
     'VideoInfo', 'decode_clip', 'decode_clips', 'probe', 'make_demo_dataset',
     'CheckSettings', 'check_file', 'check_files', 'FileList',
     'read_file_list', 'ManifestReport', 'check_manifest', 'AudioLogMel',

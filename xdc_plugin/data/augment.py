@@ -10,9 +10,10 @@ consistent) and, like the other transforms, draw from torch's global
 generator, which ``AVClipDataset`` seeds per sample and epoch.
 """
 import torch
-from mmcv.transforms import BaseTransform
 from torchvision.transforms import v2
 
+from xdc_plugin.data.clip_spec import ClipSpec
+from xdc_plugin.data.transforms import Augmentation
 from xdc_plugin.registry import TRANSFORMS
 
 __all__ = ['VideoRandomResizedCrop', 'VideoColorJitter', 'AudioGain',
@@ -20,16 +21,24 @@ __all__ = ['VideoRandomResizedCrop', 'VideoColorJitter', 'AudioGain',
 
 
 @TRANSFORMS.register_module()
-class VideoRandomResizedCrop(BaseTransform):
+class VideoRandomResizedCrop(Augmentation):
     """A random area (``scale`` of the frame, aspect ``ratio``) resized to
     ``size`` x ``size``: replaces ``VideoResize`` + ``VideoCrop`` in a
     training pipeline. Records ``crop_box = (top, left, height, width)`` in
-    the decoded frame."""
+    the decoded frame. Feature extraction resizes the short side to
+    ``size`` and takes the centre crop instead."""
 
-    def __init__(self, size=112, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3)):
+    def __init__(self, size=ClipSpec.crop_size, scale=(0.35, 1.0),
+                 ratio=(3 / 4, 4 / 3)):
         self.size = size
         self.crop = v2.RandomResizedCrop(size, scale=scale, ratio=ratio,
                                          antialias=True)
+
+    @staticmethod
+    def centred(cfg):
+        size = cfg.get('size', ClipSpec.crop_size)
+        return [dict(type='VideoResize', short_side=size),
+                dict(type='VideoCrop', size=size, random=False)]
 
     def transform(self, results):
         video = results['video']
@@ -47,7 +56,7 @@ class VideoRandomResizedCrop(BaseTransform):
 
 
 @TRANSFORMS.register_module()
-class VideoColorJitter(BaseTransform):
+class VideoColorJitter(Augmentation):
     """With probability ``prob``, torchvision's colour jitter (brightness,
     contrast, saturation, hue); then greyscale with probability
     ``grayscale_prob``. One draw for the whole sample."""
@@ -73,7 +82,7 @@ class VideoColorJitter(BaseTransform):
 
 
 @TRANSFORMS.register_module()
-class AudioGain(BaseTransform):
+class AudioGain(Augmentation):
     """Scales the waveforms by a gain drawn uniformly in ``db`` (decibels):
     loudness alone should not identify a clip. Before ``AudioLogMel``."""
 
@@ -95,7 +104,7 @@ class AudioGain(BaseTransform):
 
 
 @TRANSFORMS.register_module()
-class AudioMask(BaseTransform):
+class AudioMask(Augmentation):
     """SpecAugment-style masks on the log-mel (after ``AudioLogMel``):
     ``num_masks`` bands of up to ``freq_width`` mel bins and as many spans
     of up to ``time_width`` frames, set to the sample's mean value."""

@@ -33,6 +33,7 @@ from mmengine.logging import print_log
 from mmengine.registry import DefaultScope
 
 from xdc_plugin.data.check_cache import CheckCache
+from xdc_plugin.data.clip_spec import ClipSpec
 from xdc_plugin.data.file_check import CheckSettings, check_files
 from xdc_plugin.data.manifest import (ManifestError, extensions_for,
                                       read_file_list)
@@ -40,8 +41,7 @@ from xdc_plugin.data.media_info import DecodeError
 from xdc_plugin.data.prepared_manifest import (file_list_digest,
                                                read_sidecar, trusted_checks)
 from xdc_plugin.data.seeding import seeded_rng
-from xdc_plugin.data.transforms import (DecodeAVClip, SampleClip,
-                                        resize_in_decoder)
+from xdc_plugin.data.transforms import SampleClip, resize_in_decoder
 from xdc_plugin.registry import DATASETS, SCOPE
 
 __all__ = ['AVClipDataset', 'AUTO_DECODE_CHECK_MAX_FILES']
@@ -98,9 +98,9 @@ class AVClipDataset(BaseDataset):
         check: ``'decode'``: decode a clip at the start, middle and end of
             every file at build; ``'headers'``: read headers only; ``'auto'``:
             decode when there are at most ``AUTO_DECODE_CHECK_MAX_FILES``.
-            The clip settings come from the pipeline's ``SampleClip`` and
-            ``DecodeAVClip``. With ``'auto'`` or ``'headers'``, a prepared
-            manifest is trusted (see above): nothing is opened.
+            The clip settings come from the pipeline (``clip_spec``).
+            With ``'auto'`` or ``'headers'``, a prepared manifest is
+            trusted (see above): nothing is opened.
         check_cache: keep check results beside the manifest (or in the user
             cache folder), True; not at all, False; or in this folder.
         check_workers: threads that check files (None: one per core, <= 8).
@@ -169,25 +169,49 @@ class AVClipDataset(BaseDataset):
         return [dict(path=p, label=int(l))
                 for p, l in zip(files.paths, labels)]
 
+    @property
+    def clip_spec(self):
+        """The clip the pipeline cuts (``ClipSpec``)."""
+        return ClipSpec.from_pipeline(self.pipeline.transforms)
+
     def check_settings(self, num_files):
         """The ``CheckSettings`` of this dataset's pipeline, for a list of
         ``num_files`` files."""
-        transforms = self.pipeline.transforms
-        sample = next((t for t in transforms if isinstance(t, SampleClip)),
-                      None)
-        decode = next((t for t in transforms
-                       if isinstance(t, DecodeAVClip)), None)
+        spec = self.clip_spec
+        sample = 'SampleClip' in spec.transforms
+        decode = 'DecodeAVClip' in spec.transforms
         full = self.check == 'decode' or (
             self.check == 'auto' and
             num_files <= AUTO_DECODE_CHECK_MAX_FILES)
         return CheckSettings(
             modalities=self.modalities,
-            num_frames=sample.num_frames if sample else None,
-            frame_rate=sample.frame_rate if sample else None,
-            clip_duration=sample.clip_duration if sample else 0.0,
-            audio_duration=decode.audio_duration if decode else None,
-            sample_rate=decode.sample_rate if decode else 16000,
+            num_frames=spec.num_frames if sample else None,
+            frame_rate=spec.frame_rate if sample else None,
+            clip_duration=spec.clip_duration if sample else 0.0,
+            audio_duration=spec.audio_duration if decode else None,
+            sample_rate=spec.sample_rate,
             full_decode=bool(full and sample and decode))
+
+    @property
+    def cuts_fixed_clips(self):
+        """Whether the pipeline decodes one clip per file at a place that
+        depends on the file only (a feature-extraction pipeline), so that
+        ``clip_window`` says where."""
+        sample = self._clip_sampler()
+        return (sample is not None and sample.mode != 'random'
+                and sample.num_clips == 1
+                and 'DecodeAVClip' in self.clip_spec.transforms)
+
+    def clip_window(self, info):
+        """``(start_sec, frame_rate)`` of the clip the pipeline cuts from
+        the file of data info ``info`` (``get_data_info``): its own
+        ``SampleClip`` run on it. Meaningful when ``cuts_fixed_clips``."""
+        cut = self._clip_sampler().transform(dict(info))
+        return cut['clip_starts'][0], cut['frame_rate']
+
+    def _clip_sampler(self):
+        return next((t for t in self.pipeline.transforms
+                     if isinstance(t, SampleClip)), None)
 
     def filter_data(self):
         """Keep the files that pass ``check_file`` (see ``check``), or whose

@@ -13,25 +13,72 @@ K when ``num_clips > 1``.
 Video stays uint8 on the CPU: the model's data preprocessor normalises it on
 the device. Every random choice draws from torch's global generator, which
 ``AVClipDataset`` seeds per sample and epoch.
-"""
-import math
 
+Each transform says what it becomes in the feature-extraction pipeline
+(``centred``: the same, centred or none; ``centred_pipeline`` applies them
+to a training pipeline); the clip settings default to ``ClipSpec``'s.
+"""
 import torch
 import torchaudio
 from mmcv.transforms import BaseTransform
+from mmengine.registry import DefaultScope
 from torchvision.transforms.v2 import functional as TF
 
+from xdc_plugin.data.clip_spec import ClipSpec, stft_samples
 from xdc_plugin.data.decode import decode_clips, short_side_size
-from xdc_plugin.registry import TRANSFORMS
+from xdc_plugin.registry import SCOPE, TRANSFORMS
 
-__all__ = ['SampleClip', 'DecodeAVClip', 'VideoResize', 'VideoCrop',
-           'VideoFlip', 'AudioLogMel', 'PackAVInputs', 'resize_in_decoder']
+__all__ = ['ClipTransform', 'Augmentation', 'SampleClip', 'DecodeAVClip',
+           'VideoResize', 'VideoCrop', 'VideoFlip', 'AudioLogMel',
+           'PackAVInputs', 'resize_in_decoder', 'centred_pipeline']
 
 SAMPLING_MODES = ('random', 'center', 'uniform')
+# The clip settings the transforms default to.
+_CLIP = ClipSpec()
+
+
+class ClipTransform(BaseTransform):
+    """A transform of our pipelines. ``centred(cfg)`` gives the transform
+    configs that replace its config ``cfg`` in the feature-extraction
+    pipeline (``centred_pipeline``): the same config for a transform that
+    draws nothing at random."""
+
+    @staticmethod
+    def centred(cfg):
+        return [cfg]
+
+
+class Augmentation(ClipTransform):
+    """A training-only transform: none in feature extraction."""
+
+    @staticmethod
+    def centred(cfg):
+        return []
+
+
+def centred_pipeline(pipeline):
+    """The feature-extraction pipeline of a training ``pipeline``
+    (transform configs): the same clip settings, decoding and resizing,
+    with one clip centred in each file, centre crops and no augmentation,
+    as each transform's ``centred`` rule says. A transform of another
+    library has no rule: ``ValueError`` (give the hook's
+    ``extract_dataloader.dataset.pipeline`` instead)."""
+    centred = []
+    with DefaultScope.overwrite_default_scope(SCOPE):
+        for cfg in pipeline:
+            kind = TRANSFORMS.get(cfg['type'])
+            if not (isinstance(kind, type) and
+                    issubclass(kind, ClipTransform)):
+                raise ValueError(
+                    f'{cfg["type"]} of the train pipeline has no centred '
+                    'form for feature extraction: give the clustering '
+                    "hook's extract_dataloader.dataset.pipeline")
+            centred += kind.centred(dict(cfg))
+    return centred
 
 
 @TRANSFORMS.register_module()
-class SampleClip(BaseTransform):
+class SampleClip(ClipTransform):
     """Choose the start (s) of ``num_clips`` clips of the file.
 
     A clip is ``num_frames`` frames at ``frame_rate`` fps (None: the file's
@@ -44,8 +91,9 @@ class SampleClip(BaseTransform):
     spread from the file's start to its end (one clip: centred).
     """
 
-    def __init__(self, num_frames=8, frame_rate=None, num_clips=1,
-                 mode='random', clip_duration=None):
+    def __init__(self, num_frames=_CLIP.num_frames,
+                 frame_rate=_CLIP.frame_rate, num_clips=1, mode='random',
+                 clip_duration=_CLIP.clip_duration):
         if mode not in SAMPLING_MODES:
             raise ValueError(f'mode must be one of {SAMPLING_MODES}, not '
                              f'{mode!r}')
@@ -55,6 +103,12 @@ class SampleClip(BaseTransform):
         self.num_frames, self.frame_rate = num_frames, frame_rate
         self.num_clips, self.mode = num_clips, mode
         self.clip_duration = clip_duration
+
+    @staticmethod
+    def centred(cfg):
+        """One clip centred in the file."""
+        cfg.pop('num_clips', None)
+        return [dict(cfg, mode='center')]
 
     def transform(self, results):
         fps = float(self.frame_rate or results['fps'])
@@ -85,7 +139,7 @@ class SampleClip(BaseTransform):
 
 
 @TRANSFORMS.register_module()
-class DecodeAVClip(BaseTransform):
+class DecodeAVClip(ClipTransform):
     """Decode every sampled clip of the file, opening it once: ``video``
     uint8 (K, T, 3, H, W) and ``audio`` float32 (K, 1, S), each when in the
     dataset's ``modalities``.
@@ -101,8 +155,8 @@ class DecodeAVClip(BaseTransform):
     from a ``VideoResize`` that directly follows (``resize_in_decoder``).
     """
 
-    def __init__(self, audio_duration=2.0, sample_rate=16000,
-                 short_side=None):
+    def __init__(self, audio_duration=_CLIP.audio_duration,
+                 sample_rate=_CLIP.sample_rate, short_side=None):
         self.audio_duration, self.sample_rate = audio_duration, sample_rate
         self.short_side = short_side
 
@@ -122,11 +176,11 @@ class DecodeAVClip(BaseTransform):
 
 
 @TRANSFORMS.register_module()
-class VideoResize(BaseTransform):
+class VideoResize(ClipTransform):
     """Resize so that the short side is ``short_side`` (bilinear with
     antialiasing, uint8 kept); the aspect ratio is preserved."""
 
-    def __init__(self, short_side=128):
+    def __init__(self, short_side=_CLIP.short_side):
         self.short_side = short_side
 
     def transform(self, results):
@@ -151,13 +205,17 @@ def resize_in_decoder(transforms):
 
 
 @TRANSFORMS.register_module()
-class VideoCrop(BaseTransform):
+class VideoCrop(ClipTransform):
     """Square ``size`` crop, the same for every frame and clip: at a random
     place (``random=True``, training) or in the centre. Records
     ``crop_box = (top, left, size)``."""
 
-    def __init__(self, size=112, random=True):
+    def __init__(self, size=_CLIP.crop_size, random=True):
         self.size, self.random = size, random
+
+    @staticmethod
+    def centred(cfg):
+        return [dict(cfg, random=False)]
 
     def transform(self, results):
         video = results['video']
@@ -177,7 +235,7 @@ class VideoCrop(BaseTransform):
 
 
 @TRANSFORMS.register_module()
-class VideoFlip(BaseTransform):
+class VideoFlip(Augmentation):
     """Horizontal flip of the whole clip with probability ``prob``; records
     ``flip``."""
 
@@ -193,26 +251,28 @@ class VideoFlip(BaseTransform):
 
 
 @TRANSFORMS.register_module()
-class AudioLogMel(BaseTransform):
+class AudioLogMel(ClipTransform):
     """``log(mel + 1e-6)`` of the waveforms: (K, 1, S) -> (K, 1, n_mels,
     frames), at the ``sample_rate`` the decoder used.
 
     40 mel bands, 25 ms Hann window, 10 ms hop (the usual speech/audio-event
     front end; XDC feeds such a log-mel spectrogram to its 2D ResNet), FFT
-    size the next power of two of the window, centred frames so that a 2 s
-    window at 16 kHz gives ``2 * 16000 // 160 + 1 = 201`` frames.
+    size the next power of two of the window (``clip_spec.stft_samples``),
+    centred frames so that a 2 s window at 16 kHz gives
+    ``2 * 16000 // 160 + 1 = 201`` frames (``ClipSpec.logmel_frames``).
     """
 
-    def __init__(self, n_mels=40, hop_ms=10, win_ms=25):
+    def __init__(self, n_mels=_CLIP.n_mels, hop_ms=_CLIP.hop_ms,
+                 win_ms=_CLIP.win_ms):
         self.n_mels, self.hop_ms, self.win_ms = n_mels, hop_ms, win_ms
         self._mel = {}  # one filter bank per sample rate
 
     def _mel_of(self, sample_rate):
         if sample_rate not in self._mel:
-            win = int(round(sample_rate * self.win_ms / 1000))
-            hop = int(round(sample_rate * self.hop_ms / 1000))
+            win, hop, n_fft = stft_samples(sample_rate, self.win_ms,
+                                           self.hop_ms)
             self._mel[sample_rate] = torchaudio.transforms.MelSpectrogram(
-                sample_rate=sample_rate, n_fft=2 ** math.ceil(math.log2(win)),
+                sample_rate=sample_rate, n_fft=n_fft,
                 win_length=win, hop_length=hop, n_mels=self.n_mels,
                 power=2.0)
         return self._mel[sample_rate]
@@ -229,7 +289,7 @@ class AudioLogMel(BaseTransform):
 
 
 @TRANSFORMS.register_module()
-class PackAVInputs(BaseTransform):
+class PackAVInputs(ClipTransform):
     """Keep ``video`` as contiguous uint8 (3, T, H, W), ``audio``
     (1, n_mels, frames), ``index`` and ``label`` (each modality when
     decoded); with ``num_clips > 1`` the clips stay stacked first:

@@ -21,7 +21,7 @@
 Each kind is an :class:`EncoderSource` (``matches`` + ``load``) in
 ``ENCODER_SOURCES``; :func:`load_encoders` asks them in turn and returns an
 :class:`Encoders`: eval-mode modules, their official-layout state dicts and
-the :class:`InputSettings` to feed them.
+the clip (:class:`ClipSpec`) to feed them.
 """
 import dataclasses
 import logging
@@ -36,11 +36,11 @@ from mmengine.logging import print_log
 from torch import nn
 
 from xdc_plugin import MODALITIES
+from xdc_plugin.data.clip_spec import ClipSpec
 from xdc_plugin.encoders import AudioResNet18, R2Plus1D18
 from xdc_plugin.engine.runner.checkpoint import read_training_checkpoint
-from xdc_plugin.evaluation.run_config import (InputSettings, as_config_dict,
-                                              encoder_cfg, input_settings,
-                                              run_config)
+from xdc_plugin.evaluation.run_config import (as_config_dict, encoder_cfg,
+                                              input_settings, run_config)
 from xdc_plugin.registry import MODELS
 from xdc_plugin.weights import (FC_KEYS, PRETRAINED_CFGS, XDC_SCHEME,
                                 IncompatibleWeightsError,
@@ -66,7 +66,7 @@ class Encoders:
     given (it goes into every result record).
     """
     modules: Dict[str, nn.Module]
-    settings: InputSettings
+    settings: ClipSpec
     name: str
     kind: str
 
@@ -315,16 +315,16 @@ def load_encoders(encoder: str, modality: str = 'both', cfg=None,
         modules, cfg = source.load(encoder, wanted, cfg, trusted, offline)
     if cfg is None and source.name != RANDOM:
         print_log(f'{encoder}: no config, so the default input settings '
-                  f'{InputSettings()} are used; pass the training config '
+                  f'{ClipSpec()} are used; pass the training config '
                   '(--cfg) if it used others.', logger='current',
                   level=logging.WARNING)
     for module in modules.values():
         module.eval().requires_grad_(False)
-    settings = input_settings(cfg) if cfg else InputSettings()
+    settings = input_settings(cfg) if cfg else ClipSpec()
     return Encoders(modules=modules, settings=settings, name=encoder,
                     kind=source.name)
 
 
 __all__ = ['Encoders', 'EncoderSource', 'ENCODER_SOURCES', 'encoder_source',
-           'IncompatibleWeightsError', 'InputSettings', 'load_encoders',
+           'IncompatibleWeightsError', 'load_encoders',
            'RANDOM']

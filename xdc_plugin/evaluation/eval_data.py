@@ -1,6 +1,7 @@
 """The evaluation dataset of a manifest: the data layer's ``AVClipDataset``
 with a deterministic pipeline of ``num_clips`` uniformly spaced clips (or
-audio windows) per file, centre crops, and the encoder's input settings.
+audio windows) per file, centre crops, and the clip (``ClipSpec``) the
+encoder was trained on.
 
 Video clips are ``num_frames`` frames at ``frame_rate`` resized to
 ``short_side`` and centre-cropped to ``crop_size``; each comes with its
@@ -13,44 +14,44 @@ never stops on bad files.
 """
 from typing import Optional, Sequence
 
+from xdc_plugin.data.clip_spec import ClipSpec
 from xdc_plugin.data.dataset import AVClipDataset
-from xdc_plugin.evaluation.run_config import InputSettings
 
 
-def eval_pipeline(settings: InputSettings, num_clips: int,
+def eval_pipeline(spec: ClipSpec, num_clips: int,
                   modalities: Sequence[str]) -> list:
-    """Transform configs of the evaluation pipeline."""
+    """Transform configs of the evaluation pipeline of clip ``spec``."""
     audio_only = 'video' not in modalities
+    sample = dict(spec.transform_args('SampleClip'), num_clips=num_clips,
+                  mode='uniform',
+                  clip_duration=spec.audio_duration if audio_only else None)
     pipeline = [
-        dict(type='SampleClip', num_frames=settings.num_frames,
-             frame_rate=settings.frame_rate, num_clips=num_clips,
-             mode='uniform',
-             clip_duration=settings.audio_duration if audio_only else None),
-        dict(type='DecodeAVClip', audio_duration=settings.audio_duration,
-             sample_rate=settings.sample_rate),
+        dict(type='SampleClip', **sample),
+        dict(type='DecodeAVClip', **spec.transform_args('DecodeAVClip')),
     ]
     if 'video' in modalities:
-        pipeline += [dict(type='VideoResize', short_side=settings.short_side),
-                     dict(type='VideoCrop', size=settings.crop_size,
-                          random=False)]
+        pipeline += [
+            dict(type='VideoResize', **spec.transform_args('VideoResize')),
+            dict(type='VideoCrop', **spec.transform_args('VideoCrop'),
+                 random=False)]
     if 'audio' in modalities:
-        pipeline.append(dict(type='AudioLogMel', n_mels=settings.n_mels,
-                             hop_ms=settings.hop_ms, win_ms=settings.win_ms))
+        pipeline.append(dict(type='AudioLogMel',
+                             **spec.transform_args('AudioLogMel')))
     pipeline.append(dict(type='PackAVInputs'))
     return pipeline
 
 
 def build_eval_dataset(manifest: str, label_column: Optional[str],
-                       settings: InputSettings, num_clips: int,
+                       spec: ClipSpec, num_clips: int,
                        modalities: Sequence[str], data_root: str = '',
                        classes=None, check_cache=True) -> AVClipDataset:
     """The manifest's files that have the streams of ``modalities`` (and
-    pass the data layer's check), with the evaluation pipeline;
-    ``classes`` fixes the order of string labels."""
+    pass the data layer's check), with the evaluation pipeline of clip
+    ``spec``; ``classes`` fixes the order of string labels."""
     return AVClipDataset(
         ann_file=manifest, data_root=data_root, label_column=label_column,
         modalities=tuple(modalities),
-        pipeline=eval_pipeline(settings, num_clips, modalities),
+        pipeline=eval_pipeline(spec, num_clips, modalities),
         metainfo=dict(classes=classes) if classes else None,
         check_cache=check_cache,
         # Undecodable files are left out and counted, never fatal here.

@@ -18,42 +18,12 @@ import yaml
 from mmengine.config import Config
 from mmengine.logging import print_log
 
+from xdc_plugin.data.clip_spec import ClipSpec
 from xdc_plugin.engine.runner.config import load_config
 
-
-@dataclasses.dataclass(frozen=True)
-class InputSettings:
-    """Clip and audio-window settings of an encoder's input. The defaults
-    are ``AVClipDataset``'s (8 frames at the file's rate, short side 128,
-    centre 112 crop; 2 s of 16 kHz audio as 40-band log-mel, 10 ms hop)."""
-    num_frames: int = 8
-    frame_rate: Optional[float] = None
-    short_side: int = 128
-    crop_size: int = 112
-    audio_duration: float = 2.0
-    sample_rate: int = 16000
-    n_mels: int = 40
-    hop_ms: float = 10
-    win_ms: float = 25
-
-    def replace(self, **changes) -> 'InputSettings':
-        """A copy with the given fields changed (None values ignored)."""
-        return dataclasses.replace(
-            self, **{k: v for k, v in changes.items() if v is not None})
-
-
-SETTING_NAMES = tuple(f.name for f in dataclasses.fields(InputSettings))
-# Pipeline transforms whose arguments are input settings:
-# {transform type: {argument: setting}}.
-_TRANSFORM_ARGS = {
-    'SampleClip': {'num_frames': 'num_frames', 'frame_rate': 'frame_rate'},
-    'DecodeAVClip': {'audio_duration': 'audio_duration',
-                     'sample_rate': 'sample_rate'},
-    'VideoResize': {'short_side': 'short_side'},
-    'VideoCrop': {'size': 'crop_size'},
-    'AudioLogMel': {'sample_rate': 'sample_rate', 'n_mels': 'n_mels',
-                    'hop_ms': 'hop_ms', 'win_ms': 'win_ms'},
-}
+# Settings a dataset config may give as its own keyword arguments.
+SETTING_NAMES = tuple(f.name for f in dataclasses.fields(ClipSpec)
+                      if f.compare)
 
 
 def _literal(node):
@@ -142,20 +112,15 @@ def _innermost_dataset(cfg: Mapping) -> Mapping:
     return dataset
 
 
-def input_settings(cfg: Mapping) -> InputSettings:
-    """Input settings of the training dataset of ``cfg``: its clip keyword
-    arguments, then the arguments of its pipeline's transforms (which win).
+def input_settings(cfg: Mapping) -> ClipSpec:
+    """The clip of the training dataset of ``cfg``: its clip keyword
+    arguments, then its pipeline's (which win; ``ClipSpec.from_pipeline``).
     Settings the config does not give keep their defaults."""
     dataset = _innermost_dataset(cfg)
-    values = {k: dataset[k] for k in SETTING_NAMES if k in dataset}
-    for transform in dataset.get('pipeline') or ():
-        if not isinstance(transform, Mapping):
-            continue
-        kind = str(transform.get('type', '')).split('.')[-1]
-        for arg, setting in _TRANSFORM_ARGS.get(kind, {}).items():
-            if arg in transform:
-                values[setting] = transform[arg]
-    return InputSettings(**values)
+    pipeline = [t for t in dataset.get('pipeline') or ()
+                if isinstance(t, Mapping)]
+    return ClipSpec.from_pipeline(
+        pipeline, **{k: dataset[k] for k in SETTING_NAMES if k in dataset})
 
 
 def encoder_cfg(cfg: Mapping, modality: str) -> Optional[dict]:

@@ -28,6 +28,7 @@ from matplotlib import colormaps
 from PIL import Image
 from tqdm import tqdm
 
+from xdc_plugin.data.clip_spec import ClipSpec
 from xdc_plugin.data.decode import (DecodeError, audio_window, decode_clip,
                                     probe)
 from xdc_plugin.data.transforms import AudioLogMel
@@ -40,8 +41,7 @@ SPECTROGRAM_SIZE = (160, 64)  # width, height in pixels
 # loudest band (12 is about 52 dB).
 SPECTROGRAM_RANGE = 12.0
 # When a round file recorded no clip windows: the extraction defaults.
-DEFAULT_CLIP = dict(num_frames=8, audio_duration=2.0, sample_rate=16000,
-                    n_mels=40, hop_ms=10, win_ms=25)
+DEFAULT_CLIP = ClipSpec().window_record()
 _FILES = dict(video=('webm', 'jpg'), audio=('wav', 'png'))
 
 

@@ -64,9 +64,10 @@ class CrossModalClusteringHook(Hook):
             arguments: no rank gathers the dataset's features.
         extract_dataloader: the feature-extraction loader config (as
             mmselfsup's DeepCluster hook takes): ``batch_size``,
-            ``num_workers``, ... and ``dataset``, whose keys (at least
-            ``pipeline``: centred clips, centre crop, no flip) replace those
-            of the train dataset's config (see ``build_extract_loader``).
+            ``num_workers``, ... and ``dataset``, whose keys replace those
+            of the train dataset's config; without a ``pipeline`` there,
+            the train pipeline centred and unaugmented (centred clips,
+            centre crops, no flip; see ``extract_dataset_cfg``).
         interval: training epochs per clustering round.
         save_assignments: write ``clusters/round_<r>.npz`` to the work dir
             (with one part file per rank, each written by its rank;
@@ -108,9 +109,6 @@ class CrossModalClusteringHook(Hook):
         if feature_dtype not in FEATURE_DTYPES:
             raise ValueError(f'feature_dtype must be one of '
                              f'{tuple(FEATURE_DTYPES)}, got {feature_dtype!r}')
-        if 'pipeline' not in extract_dataloader.get('dataset', {}):
-            raise ValueError('extract_dataloader.dataset.pipeline is '
-                             'required: the feature-extraction pipeline')
         if not (probe is None or probe is True or isinstance(probe, dict)):
             raise TypeError('probe must be None, True or a dict of '
                             f'probe_round arguments, got {probe!r}')

@@ -6,8 +6,9 @@ hook, every clusterer; builds the train and feature-extraction datasets
 with ``lazy_init`` (their arguments are checked, no file is decoded) and
 checks each manifest as ``summarize_manifest`` does (header, rows, a sample
 of files that exist) and that the work dir can be written. Then, for the
-world size of the planned run (``--world-size``), it prints the forward FLOPs of a clip (any encoder:
-``models.flops``), the memory per rank of a clustering round
+world size of the planned run (``--world-size``), it prints the forward
+FLOPs of a clip (any encoder: ``models.flops``; the clip is the train
+pipeline's ``ClipSpec``), the memory per rank of a clustering round
 (``clustering.memory_model``: everything gathered on rank 0, and
 ``DistributedKMeans`` on shards) and the expected time of an epoch, a round
 and the run (``engine.launch.run_cost``), every rate with its origin: measured
@@ -20,14 +21,20 @@ config's estimate (a GPU's) is not used for a CPU run.
 
 No ``Runner`` is built: it would create the work dir and its logs.
 """
+import argparse
 import os
 import os.path as osp
 from types import SimpleNamespace
+from typing import Callable, Dict, Mapping, Tuple
 
+from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
+from torch import nn
 
-from xdc_plugin.clustering.memory_model import clustering_memory
+from xdc_plugin.clustering.memory_model import (MemoryEstimate,
+                                                clustering_memory)
+from xdc_plugin.data.clip_spec import ClipSpec
 from xdc_plugin.data.manifest import summarize_manifest
 from xdc_plugin.engine.launch.run_cost import (Rate, Rates, clustering_rounds,
                                                duration, merge_rates,
@@ -41,13 +48,15 @@ from xdc_plugin.registry import DATASETS, HOOKS, MODELS
 
 HOOK_TYPE = 'CrossModalClusteringHook'
 GIB = 2**30
+# Where the dry run prints its lines.
+Echo = Callable[[str], None]
 
 
 class DryRunError(ValueError):
     """The run would fail: a manifest without its files, k above N, ..."""
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         'dry run', 'build the run and print its cost; nothing is trained '
         'or written')
@@ -71,34 +80,22 @@ def add_arguments(parser):
                        help='listed files checked for existence')
 
 
-def _transform(pipeline, type_name):
-    return next((dict(t) for t in pipeline or () if t.get('type') ==
-                 type_name), {})
+def clip_shapes(dataset_cfg: Mapping) -> Tuple[Tuple[int, ...],
+                                               Tuple[int, ...]]:
+    """``(video (3, T, H, W), audio (1, n_mels, frames))`` of one clip of
+    the dataset's pipeline (its ``ClipSpec``); ``DryRunError`` when the
+    pipeline lacks a transform that sets a size."""
+    spec = ClipSpec.from_pipeline(dataset_cfg.get('pipeline'))
+    crops = {'VideoCrop', 'VideoRandomResizedCrop'}
+    if not ({'SampleClip', 'DecodeAVClip', 'AudioLogMel'} <= spec.transforms
+            and crops & spec.transforms):
+        raise DryRunError('the train pipeline must have a SampleClip, a '
+                          'DecodeAVClip, a VideoCrop (or '
+                          'VideoRandomResizedCrop) and an AudioLogMel')
+    return spec.video_shape, spec.audio_shape
 
 
-def clip_shapes(dataset_cfg):
-    """``(video (3, T, H, W), audio (1, n_mels, frames))`` of one clip,
-    from the pipeline's ``SampleClip``, ``VideoCrop``, ``DecodeAVClip`` and
-    ``AudioLogMel``; ``DryRunError`` when a size is not given there."""
-    pipeline = dataset_cfg.get('pipeline')
-    sample, crop = (_transform(pipeline, 'SampleClip'),
-                    _transform(pipeline, 'VideoCrop'))
-    decode, logmel = (_transform(pipeline, 'DecodeAVClip'),
-                      _transform(pipeline, 'AudioLogMel'))
-    if not ('num_frames' in sample and 'size' in crop and
-            'audio_duration' in decode and logmel):
-        raise DryRunError('the train pipeline must give SampleClip.'
-                          'num_frames, VideoCrop.size, DecodeAVClip.'
-                          'audio_duration and an AudioLogMel')
-    rate = decode.get('sample_rate', 16000)
-    hop = round(rate * logmel.get('hop_ms', 10) / 1000)
-    # centred STFT frames, as torchaudio's MelSpectrogram gives
-    frames = round(decode['audio_duration'] * rate) // hop + 1
-    return ((3, sample['num_frames'], crop['size'], crop['size']),
-            (1, logmel.get('n_mels', 40), frames))
-
-
-def build_run(cfg, world_size=1):
+def build_run(cfg: Config, world_size: int = 1) -> SimpleNamespace:
     """Everything the run builds except the Runner and the data: model,
     optimizer, hooks (the clustering hook's clusterers too, as a run of
     ``world_size`` ranks builds them)."""
@@ -118,7 +115,8 @@ def build_run(cfg, world_size=1):
                            clusterers=clusterers)
 
 
-def check_data(name, dataset_cfg, args, echo):
+def check_data(name: str, dataset_cfg: Mapping, args: argparse.Namespace,
+               echo: Echo) -> int:
     """Build ``dataset_cfg`` lazily and check its manifest; returns its
     number of rows. ``DryRunError`` when no sampled file exists."""
     try:
@@ -148,7 +146,7 @@ def check_data(name, dataset_cfg, args, echo):
     return found.num_rows
 
 
-def check_work_dir(work_dir):
+def check_work_dir(work_dir: str) -> str:
     """``DryRunError`` when the run could not write ``work_dir`` (its
     nearest existing folder is not writable, or its lock is a link, which
     the run refuses); else a line saying where it writes. Creates
@@ -166,7 +164,7 @@ def check_work_dir(work_dir):
                                     ' (to be created)')
 
 
-def clustering_sources(run):
+def clustering_sources(run: SimpleNamespace) -> Dict[str, dict]:
     """Per source: k, dimension clustered, iterations, training rows cap,
     storage dtype, read from the built clusterers."""
     sources = {}
@@ -186,7 +184,8 @@ def clustering_sources(run):
     return sources
 
 
-def memory_per_rank(num_clips, sources, world, feat_dim):
+def memory_per_rank(num_clips: int, sources: Mapping[str, dict], world: int,
+                    feat_dim: int) -> Dict[str, MemoryEstimate]:
     """Peak bytes per rank of a round: gathered on rank 0, and sharded in
     the clusterers' storage dtype (the largest k and dimension of the
     sources)."""
@@ -201,7 +200,8 @@ def memory_per_rank(num_clips, sources, world, feat_dim):
                 sharded=True, feature_dtype=dtype, **common)}
 
 
-def gather_rates(args, cfg, model, train_cfg):
+def gather_rates(args: argparse.Namespace, cfg: Config, model: nn.Module,
+                 train_cfg: Mapping) -> Rates:
     """Flags first, then ``--throughput``, then ``throughput_estimate``."""
     video, audio = clip_shapes(train_cfg)
     given = Rates()
@@ -231,7 +231,8 @@ def gather_rates(args, cfg, model, train_cfg):
     return merge_rates(*sources)
 
 
-def print_flops(model, train_cfg, echo):
+def print_flops(model: nn.Module, train_cfg: Mapping,
+                echo: Echo) -> Dict[str, int]:
     """Forward FLOPs of one clip at the train pipeline's sizes, counted by
     ``models.flops`` for any encoder (ours or a host backbone)."""
     video, audio = clip_shapes(train_cfg)
@@ -242,7 +243,8 @@ def print_flops(model, train_cfg, echo):
     return flops
 
 
-def print_times(times, rates, world, echo):
+def print_times(times: Mapping[str, float], rates: Rates, world: int,
+                echo: Echo) -> None:
     echo(f'expected time at world {world}:')
     for note in rates.notes:
         echo(f'  note: {note}')
@@ -260,7 +262,7 @@ def print_times(times, rates, world, echo):
              'rate flags)')
 
 
-def run(cfg, args, echo=print):
+def run(cfg: Config, args: argparse.Namespace, echo: Echo = print) -> dict:
     """The dry run of ``cfg``; returns what it printed as a dict."""
     if args.world_size < 1:
         raise DryRunError(f'--world-size must be >= 1, got {args.world_size}')
@@ -306,8 +308,9 @@ def run(cfg, args, echo=print):
         echo(f'  {name}: {m.peak / GIB:,.2f} GiB (peak in {m.peak_phase})')
     epochs, interval = cfg.train_cfg.max_epochs, built.clustering.interval
     final = built.clustering.evaluate_after_train
+    rounds = clustering_rounds(epochs, interval)
     echo(f'schedule: {epochs} epochs of {n:,} clips, a clustering round '
-         f'every {interval} epochs ({clustering_rounds(epochs, interval)} rounds' +
+         f'every {interval} epochs ({rounds} rounds' +
          (' and a final one)' if final else ')'))
     report['forward_flops'] = print_flops(model, train_cfg, echo)
     rates = gather_rates(args, cfg, model, train_cfg)

@@ -1,10 +1,13 @@
 """The feature-extraction loader of the clustering hook: the train dataset's
-config with the extraction pipeline, built by mmengine."""
+config with the extraction pipeline (by default the centred, unaugmented
+version of the train pipeline), built by mmengine."""
 import copy
 from typing import Any, Dict, Mapping
 
 from mmengine.runner import Runner
 from torch.utils.data import DataLoader
+
+from xdc_plugin.data.transforms import centred_pipeline
 
 
 def _file_list(dataset):
@@ -15,10 +18,14 @@ def extract_dataset_cfg(train_dataset_cfg: Mapping[str, Any],
                         extract_dataloader: Mapping[str, Any]
                         ) -> Dict[str, Any]:
     """The extraction dataset's config: the train dataset's, with the keys
-    of ``extract_dataloader.dataset`` replacing its own."""
+    of ``extract_dataloader.dataset`` replacing its own; without a
+    ``pipeline`` there, the train pipeline centred and unaugmented
+    (``centred_pipeline``: a recipe states its input once)."""
     dataset = copy.deepcopy(dict(train_dataset_cfg))
-    dataset.update(copy.deepcopy(dict(extract_dataloader.get('dataset',
-                                                             {}))))
+    given = copy.deepcopy(dict(extract_dataloader.get('dataset') or {}))
+    if 'pipeline' not in given:
+        given['pipeline'] = centred_pipeline(dataset.get('pipeline') or ())
+    dataset.update(given)
     return dataset
 
 

@@ -43,12 +43,12 @@ def test_override_changes_nested_and_list_values():
                       ['train_cfg.max_epochs=2', 'model.variant=cdc',
                        'default_hooks.clustering.interval=1',
                        'param_scheduler.0.T_max=2',
-                       '+model.head_dropout=0.1'])
+                       "+model.head={type: LinearHead, dropout: 0.1}"])
     assert cfg.train_cfg.max_epochs == 2
     assert cfg.model.variant == 'cdc'
     assert cfg.default_hooks.clustering['interval'] == 1
     assert cfg.param_scheduler[0]['T_max'] == 2
-    assert cfg.model.head_dropout == 0.1
+    assert cfg.model.head == dict(type='LinearHead', dropout=0.1)
 
 
 def test_wrong_key_is_a_clear_error_with_a_suggestion():

@@ -19,9 +19,8 @@ Prints two markdown tables and writes every number to ``--json``.
 import argparse
 import json
 import os.path as osp
-import time
 
-from mmengine.hooks import Hook
+from bench_round_cost import EpochTimer  # this folder, as a script runs
 
 from xdc_plugin.engine.launch.dry_run import clip_shapes
 from xdc_plugin.engine.launch.launch import build_parser, prepare_config
@@ -35,22 +34,6 @@ RECIPES = {'ours': 'xdc_demo', 'x3d': 'xdc_demo_x3d',
            'slowonly': 'xdc_demo_slowonly', 'swin': 'xdc_demo_swin',
            'pytorchvideo': 'xdc_demo_pytorchvideo',
            'resnet_audio': 'xdc_demo_resnet_audio'}
-
-
-class EpochTimer(Hook):
-    """Training time of each epoch, after the round that opens it (the
-    clustering hook runs first: this hook has the lowest priority)."""
-
-    priority = 'LOWEST'
-
-    def __init__(self):
-        self.seconds = []
-
-    def before_train_epoch(self, runner):
-        self._start = time.perf_counter()
-
-    def after_train_epoch(self, runner):
-        self.seconds.append(time.perf_counter() - self._start)
 
 
 def _encoder_name(encoder):

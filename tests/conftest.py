@@ -2,6 +2,7 @@
 import hashlib
 import os
 import os.path as osp
+import runpy
 import shutil
 
 import numpy as np
@@ -282,3 +283,20 @@ def save_fitted_rounds(work_dir, dataset, round_ids, sources=('video',
             results[source] = FaissKMeans(k, num_iters=5).fit(features)
         save_round(round_path(str(work_dir), round_id), round_id, r,
                    results, dataset, variant='xdc')
+
+
+@pytest.fixture
+def tool_main(capsys):
+    """``tool_main(path)``: the ``main`` of the tool script at ``path``,
+    run in this process on arguments, giving (exit code, stdout,
+    stderr)."""
+
+    def load(path):
+        main = runpy.run_path(path)['main']
+
+        def run(*args):
+            code = main([str(a) for a in args])
+            out = capsys.readouterr()
+            return code, out.out, out.err
+        return run
+    return load

@@ -1,6 +1,5 @@
 import csv
 import os.path as osp
-import runpy
 import shutil
 
 import pytest
@@ -68,15 +67,10 @@ def test_audio_short_duplicates_and_clean_copy(manifest, tmp_path):
 
 
 @pytest.fixture
-def run(capsys):
-    """The tool's ``main`` on arguments: (exit code, stdout, stderr)."""
-    main = runpy.run_path(TOOL)['main']
-
-    def run(*args):
-        code = main([str(a) for a in args])
-        out = capsys.readouterr()
-        return code, out.out, out.err
-    return run
+def run(tool_main):
+    """The tool's ``main`` on arguments, in this process: (exit code,
+    stdout, stderr)."""
+    return tool_main(TOOL)
 
 
 def test_cli_exit_codes(run, manifest, tmp_path):

@@ -7,7 +7,6 @@ import csv
 import json
 import os
 import os.path as osp
-import runpy
 import shutil
 import signal
 import subprocess
@@ -309,16 +308,10 @@ def many_sources(tmp_path_factory):
 
 
 @pytest.fixture
-def run(capsys):
+def run(tool_main):
     """The tool's ``main`` on arguments, in this process: (exit code,
     stdout, stderr)."""
-    main = runpy.run_path(TOOL)['main']
-
-    def run(*args):
-        code = main([str(a) for a in args])
-        out = capsys.readouterr()
-        return code, out.out, out.err
-    return run
+    return tool_main(TOOL)
 
 
 def _tree(folder):
